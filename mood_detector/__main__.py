@@ -1,0 +1,3 @@
+from mood_detector.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""The ``mood-detector`` command line: a thin click layer over library functions.
+
+Each command lives in its own module and is registered in :data:`COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from mood_detector import __version__
+from mood_detector.logging_setup import setup_logging
+
+# command name -> "module:function"; one line per command module
+COMMANDS: dict[str, str] = {
+    "make-data": "mood_detector.cli.make_data:make_data",
+    "train": "mood_detector.cli.train:train",
+    "predict": "mood_detector.cli.predict:predict",
+    "demo": "mood_detector.cli.demo:demo",
+}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(__version__, prog_name="mood-detector")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              default="INFO", help="Logging threshold (messages go to stderr).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              help="Log lines as plain text or one JSON object per line.")
+def main(log_level: str, log_format: str) -> None:
+    """mood-detector: out-of-distribution detection for 3D NIfTI volumes (MICCAI MOOD style)."""
+    setup_logging(log_level, log_format)
+
+
+for _name, _target in COMMANDS.items():
+    _module, _attr = _target.split(":")
+    main.add_command(getattr(importlib.import_module(_module), _attr), _name)

@@ -1,0 +1,57 @@
+"""``mood-detector train``: train a detector on a folder of normal volumes."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from mood_detector.detector import REGISTRY, TrainConfig, parse_options
+from mood_detector.training.api import train_detector
+
+log = logging.getLogger(__name__)
+
+
+@click.command("train")
+@click.option("-i", "--input", "input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              required=True, help="Folder of normal training volumes (*.nii, *.nii.gz).")
+@click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weights file to write (.safetensors; the JSON card is written beside it).")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for checkpoints and the loss log [default: OUTPUT without suffix + '_run'].")
+@click.option("--detector", type=click.Choice(sorted(REGISTRY)), default="fpi", show_default=True,
+              help="Which detector to train.")
+@click.option("--kind", type=click.Choice(["brain", "abdom"]), default="brain", show_default=True,
+              help="Dataset kind: sets slice axis, patch-centre core and network depth.")
+@click.option("--size", type=click.IntRange(min=16), default=None,
+              help="In-plane network size; volumes are resampled to SIZE^3 [default: 256 brain, 512 abdom].")
+@click.option("--width", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
+              help="Channel multiplier of the network (1 = published widths).")
+@click.option("--mode", type=click.Choice(["discrete", "continuous"]), default="discrete", show_default=True,
+              help="FPI: 5-class discrete factor (softmax, CE) or continuous factor (sigmoid, BCE).")
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True,
+              help="Slices per batch (FPI: half the slice indices, each in both swap directions).")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--swa-epochs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Extra SWA epochs (SGD, cyclic lr 1e-3..1e-4, per-epoch minima averaged); 0 = off.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (fixed seed = repeatable on CPU).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast + channels_last on CUDA.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Data-loader worker processes (0 = load in the main process).")
+@click.option("--cache-gb", type=click.FloatRange(min=0.0), default=4.0, show_default=True,
+              help="RAM budget for the float16 cache of decoded training volumes.")
+@click.option("--max-batches-per-pair", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Cap on batches drawn from each volume pair per epoch (0 = all non-empty slices).")
+@click.option("--resume/--no-resume", default=False, show_default=True,
+              help="Continue from the run folder's last checkpoint.")
+@click.option("--training-data", default="", help="Words for the model card: what the training data is.")
+@click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
+              help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad.")
+def train(input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...], **kw) -> None:
+    """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
+    cfg = TrainConfig(**kw, options=parse_options(opts))
+    path = train_detector(input_dir, output, cfg, run_dir)
+    click.echo(f"weights: {path}")

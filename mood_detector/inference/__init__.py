@@ -1,0 +1,1 @@
+"""Slice-wise inference over volumes and folders."""

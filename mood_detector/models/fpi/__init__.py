@@ -1,0 +1,1 @@
+"""Foreign Patch Interpolation (Tan et al., MOOD 2020 winner)."""

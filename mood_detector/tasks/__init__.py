@@ -1,0 +1,1 @@
+"""Self-supervised tasks and synthetic anomalies."""

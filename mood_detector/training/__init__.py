@@ -1,0 +1,1 @@
+"""Training infrastructure shared by the detectors: data, checkpoints, logs, SWA."""

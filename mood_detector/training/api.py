@@ -1,0 +1,33 @@
+"""Library entry point of ``mood-detector train``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mood_detector.detector import TrainConfig, detector_class
+from mood_detector.io.nifti import list_volumes
+
+log = logging.getLogger(__name__)
+
+
+def default_run_dir(output: Path) -> Path:
+    """``weights/brain.safetensors`` -> ``weights/brain_run``."""
+    return output.with_suffix("").parent / (output.with_suffix("").name + "_run")
+
+
+def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
+                   run_dir: str | Path | None = None) -> Path:
+    """Train ``cfg.detector`` on every volume in ``input_dir``; save weights + card to ``output``."""
+    input_dir, output = Path(input_dir), Path(output)
+    files = list_volumes(input_dir)
+    if not files:
+        raise ValueError(f"{input_dir}: no .nii/.nii.gz training volumes")
+    if not cfg.training_data:
+        cfg.training_data = f"{len(files)} volumes from {input_dir}"
+    run = Path(run_dir) if run_dir else default_run_dir(output)
+    log.info("training %s on %d volumes from %s (run folder %s)", cfg.detector, len(files), input_dir, run)
+    det = detector_class(cfg.detector).fit(files, cfg, run)
+    path = det.save(output)
+    log.info("wrote %s and its card", path)
+    return path

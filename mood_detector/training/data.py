@@ -1,0 +1,151 @@
+"""Training data: lazily read volumes, a compact cache, and slice batches drawn from volume pairs.
+
+Volumes are read on first use, normalised to [0, 1], resampled to the network size and kept as float16
+(half the memory of float32; 32 MiB per 256^3 volume) in an LRU cache bounded by ``cache_gb``, so training on
+hundreds of volumes needs neither hundreds of GB of RAM nor a re-read of every file every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mood_detector.io.nifti import ReadLimits, read_volume
+from mood_detector.preprocess import normalise_intensity, resample, to_slices
+
+log = logging.getLogger(__name__)
+
+
+class VolumeStore:
+    """Reads training volumes lazily and caches them compactly (float16, slice axis first)."""
+
+    def __init__(self, files: Sequence[Path], size: int, slice_axis: int, cache_gb: float = 4.0,
+                 limits: ReadLimits | None = None) -> None:
+        if not files:
+            raise ValueError("no training volumes given")
+        self.files = [Path(f) for f in files]
+        self.size, self.slice_axis = int(size), int(slice_axis)
+        self.limits = limits or ReadLimits()
+        per_volume = 2 * self.size**3
+        self.capacity = max(1, int(cache_gb * 2**30 // per_volume))
+        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def slices(self, i: int) -> np.ndarray:
+        """Volume ``i`` as float16 slices (S, size, size) in [0, 1]."""
+        if i in self._cache:
+            self._cache.move_to_end(i)
+            return self._cache[i]
+        vol = read_volume(self.files[i], self.limits).data
+        vol = resample(normalise_intensity(vol), (self.size,) * 3)
+        arr = np.ascontiguousarray(to_slices(vol, self.slice_axis), dtype=np.float16)
+        self._cache[i] = arr
+        while len(self._cache) > self.capacity:
+            self._cache.popitem(last=False)
+        return arr
+
+
+def epoch_pairs(n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+    """Random disjoint pairs covering all ``n`` volumes once (an odd one out pairs with a random other)."""
+    if n < 2:
+        raise ValueError("FPI training needs at least two volumes")
+    perm = rng.permutation(n)
+    pairs = [(int(perm[k]), int(perm[k + 1])) for k in range(0, n - 1, 2)]
+    if n % 2:
+        other = int(rng.integers(0, n - 1))
+        pairs.append((int(perm[-1]), int(perm[other])))
+    return pairs
+
+
+@dataclass
+class PairBatches(IterableDataset):
+    """Yields ``(a, b)`` float32 tensors of paired slices (k, size, size), ``k = batch_size // 2`` slice indices
+    per batch (each gives two FPI examples), drawn from one volume pair; slices empty in both volumes are
+    skipped. Pairs are split across data-loader workers and across distributed ranks."""
+
+    store: VolumeStore
+    pairs: list[tuple[int, int]]
+    batch_size: int
+    seed: int
+    max_batches_per_pair: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        shard = self.rank * nw + wid
+        nshards = self.world_size * nw
+        k = max(1, self.batch_size // 2)
+        for p, (ia, ib) in enumerate(self.pairs):
+            if p % nshards != shard:
+                continue
+            rng = np.random.default_rng([self.seed, p])
+            a, b = self.store.slices(ia), self.store.slices(ib)
+            n = min(len(a), len(b))
+            keep = np.flatnonzero((a[:n].reshape(n, -1).max(1) > 0) | (b[:n].reshape(n, -1).max(1) > 0))
+            rng.shuffle(keep)
+            batches = [keep[j:j + k] for j in range(0, len(keep), k)]
+            if self.max_batches_per_pair:
+                batches = batches[: self.max_batches_per_pair]
+            for idx in batches:
+                idx = np.sort(idx)
+                yield torch.from_numpy(a[idx].astype(np.float32)), torch.from_numpy(b[idx].astype(np.float32))
+
+
+def pair_loader(store: VolumeStore, pairs: list[tuple[int, int]], batch_size: int, seed: int, workers: int = 0,
+                max_batches_per_pair: int = 0, rank: int = 0, world_size: int = 1,
+                pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over :class:`PairBatches` (batches are already formed, so ``batch_size=None``)."""
+    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size)
+    return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+@dataclass
+class SliceBatches(IterableDataset):
+    """Yields batches (batch_size, 1, size, size) of single non-empty slices from shuffled volumes, for
+    detectors that learn to reconstruct normal slices."""
+
+    store: VolumeStore
+    order: list[int]
+    batch_size: int
+    seed: int
+    max_batches_per_volume: int = 0
+    rank: int = 0
+    world_size: int = 1
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        shard, nshards = self.rank * nw + wid, self.world_size * nw
+        for p, iv in enumerate(self.order):
+            if p % nshards != shard:
+                continue
+            rng = np.random.default_rng([self.seed, p])
+            a = self.store.slices(iv)
+            keep = np.flatnonzero(a.reshape(len(a), -1).max(1) > 0)
+            rng.shuffle(keep)
+            batches = [keep[j:j + self.batch_size] for j in range(0, len(keep), self.batch_size)]
+            if self.max_batches_per_volume:
+                batches = batches[: self.max_batches_per_volume]
+            for idx in batches:
+                yield torch.from_numpy(a[np.sort(idx)].astype(np.float32))[:, None]
+
+
+def slice_loader(store: VolumeStore, order: list[int], batch_size: int, seed: int, workers: int = 0,
+                 max_batches_per_volume: int = 0, rank: int = 0, world_size: int = 1,
+                 pin_memory: bool = False) -> DataLoader:
+    """A DataLoader over :class:`SliceBatches`."""
+    ds = SliceBatches(store, order, batch_size, seed, max_batches_per_volume, rank, world_size)
+    return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
+                      prefetch_factor=4 if workers else None)

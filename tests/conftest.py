@@ -1,0 +1,57 @@
+"""Shared fixtures: tiny NIfTI volumes and a tiny trained FPI model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:
+    """A smooth ellipsoid 'head' in [0, 1] with zero background."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
+    radii = rng.uniform(0.6, 0.8, 3)
+    r = np.sqrt(sum((grid[i] / radii[i]) ** 2 for i in range(3)))
+    vol = np.clip(1.0 - r, 0, None) * (0.6 + 0.4 * np.cos(4 * grid[0] + rng.uniform(0, 6)) ** 2)
+    vol[r > 1] = 0
+    return (vol / max(vol.max(), 1e-6)).astype(np.float32)
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    if affine is None:
+        affine = np.array([[1.5, 0, 0, -20.0], [0, 1.2, 0, 10.0], [0, 0, 0.9, 5.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return path
+
+
+@pytest.fixture
+def volume_dir(tmp_path: Path) -> Path:
+    """Folder with four 32^3 blob volumes 00000.nii.gz ... 00003.nii.gz."""
+    d = tmp_path / "vols"
+    d.mkdir()
+    for i in range(4):
+        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=i))
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_fpi(tmp_path_factory) -> Path:
+    """A tiny FPI model (32^2 slices, width 1/8) trained for one epoch on blob volumes; path to weights."""
+    from mood_detector.detector import TrainConfig
+    from mood_detector.training.api import train_detector
+
+    root = tmp_path_factory.mktemp("tiny_fpi")
+    d = root / "train"
+    d.mkdir()
+    for i in range(3):
+        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=10 + i))
+    cfg = TrainConfig(kind="brain", size=32, width=0.125, epochs=1, batch_size=8, device="cpu",
+                      max_batches_per_pair=2)
+    return train_detector(d, root / "fpi.safetensors", cfg)
