@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny test models gain nothing from intra-op threads, and oversubscription (subprocess tests, a shared
+# machine) makes them much slower: one thread per test process.
+torch.set_num_threads(1)
 
 
 def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:

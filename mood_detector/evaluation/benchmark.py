@@ -1,0 +1,260 @@
+"""``mood-detector benchmark``: data -> training -> test set -> prediction -> evaluation, one table.
+
+For each kind: make ``n_train`` normal training subjects and ``n_test`` held-out normal subjects, build a
+synthetic-outlier test set from the held-out ones, then for each detector train it (or use the given
+weights), predict both tasks on the test set and evaluate them. Every step calls the same library function
+as the corresponding CLI command and records that command line (``mood-detector ...``), so the table comes
+with the exact commands that reproduce it. Detectors are looked up in :data:`~mood_detector.detector.REGISTRY`
+and driven only through the common interface; detector-specific settings are passed as options.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from mood_detector.detector import REGISTRY, TrainConfig
+from mood_detector.evaluation.evaluate import TASKS, EvalResult, evaluate, fmt
+from mood_detector.evaluation.outliers import OUTLIER_TYPES
+from mood_detector.evaluation.testset import TestsetConfig, make_testset
+from mood_detector.inference.api import find_weights, predict_folder
+from mood_detector.inference.predictor import PredictConfig
+from mood_detector.io.nifti import write_text_atomic
+from mood_detector.training.api import train_detector
+
+log = logging.getLogger(__name__)
+
+PROG = "mood-detector"
+#: sub-folders of the output folder that the benchmark owns (replaced on every run)
+OWNED = ("data", "testset", "weights", "pred", "eval")
+
+
+@dataclass
+class BenchmarkConfig:
+    """What to run.
+
+    Attributes:
+        out: output folder (its sub-folders ``data``, ``testset``, ``weights``, ``pred``, ``eval`` are replaced).
+        detectors: registry names, in table order.
+        kinds: dataset kinds (``brain`` needs the nilearn template; ``abdom`` is the procedural phantom).
+        n_train, n_test: normal training subjects and held-out subjects (the test set's cases) per kind.
+        size: edge length of the generated cubes; also the training resolution.
+        width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by all detectors.
+        anomalous_fraction, types: test set composition.
+        seed: one seed for data, test set and training.
+        device: ``auto``, ``cpu``, ``cuda``...
+        weights: detector -> weights (a ``.safetensors`` file, or a folder with ``<kind>/<detector>.safetensors``);
+            detectors listed here are not trained.
+        options: detector -> {key: value} detector-specific training options (``--opt`` of ``train``).
+    """
+
+    out: Path = Path("benchmark")
+    detectors: tuple[str, ...] = ("fpi", "ae")
+    kinds: tuple[str, ...] = ("brain",)
+    n_train: int = 8
+    n_test: int = 8
+    size: int = 64
+    width: float = 0.25
+    epochs: int = 5
+    batch_size: int = 16
+    max_batches_per_pair: int = 0
+    lr: float = 1e-3
+    anomalous_fraction: float = 0.5
+    types: tuple[str, ...] = OUTLIER_TYPES
+    seed: int = 0
+    device: str = "auto"
+    weights: dict[str, Path] = field(default_factory=dict)
+    options: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class BenchmarkRow:
+    """One table row: the overall metrics of one detector on one kind and task."""
+
+    detector: str
+    kind: str
+    task: str
+    ap: float
+    auroc: float
+    dice: float | None
+    cases: str
+
+
+@dataclass
+class BenchmarkResult:
+    """The table, the commands that produced it, and where everything is."""
+
+    rows: list[BenchmarkRow]
+    commands: list[str]
+    evaluations: dict[str, dict[str, Any]]
+    failed_predictions: list[str]
+    markdown: Path
+    json: Path
+
+    def table(self) -> str:
+        """The rows as a markdown table."""
+        lines = ["| detector | kind | task | AP | AUROC | DICE | anomalous / normal cases |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            lines.append(f"| {r.detector} | {r.kind} | {r.task} | {fmt(r.ap)} | {fmt(r.auroc)} | "
+                         f"{fmt(r.dice) if r.task == 'pixel' else '-'} | {r.cases} |")
+        return "\n".join(lines)
+
+
+class CommandLog:
+    """Records the CLI equivalent of every step (and logs it)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, *args: Any) -> None:
+        line = shlex.join([PROG, *(str(a) for a in args)])
+        self.lines.append(line)
+        log.info("step: %s", line)
+
+
+def _flags(kw: dict[str, Any]) -> list[str]:
+    """``{"batch_size": 16}`` -> ``["--batch-size", "16"]`` (values as the CLI parses them)."""
+    out: list[str] = []
+    for k, v in kw.items():
+        out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
+def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cmd: CommandLog) -> list[Path]:
+    """``mood-detector make-data``: brain pseudo-subjects or abdominal phantoms."""
+    cmd("make-data", kind, "--n", n, "--out", out, "--size", size, "--seed", seed, "--start", start)
+    if kind == "brain":
+        from mood_detector.data.brain import make_brain_data
+
+        return make_brain_data(out, n, size, seed, start)
+    from mood_detector.data.abdomen import make_abdomen_data
+
+    return make_abdomen_data(out, n, size, seed, start)
+
+
+def check_config(cfg: BenchmarkConfig) -> None:
+    """Raise ValueError for unknown detectors, kinds or outlier types, or weights/options of detectors that are
+    not benchmarked."""
+    unknown = [d for d in cfg.detectors if d not in REGISTRY]
+    if unknown or not cfg.detectors:
+        raise ValueError(f"unknown detector(s) {unknown}; registered: {', '.join(sorted(REGISTRY))}")
+    extra = set(cfg.weights) - set(cfg.detectors) | set(cfg.options) - set(cfg.detectors)
+    if extra:
+        raise ValueError(f"weights/options given for detector(s) not benchmarked: {sorted(extra)}")
+    bad = [k for k in cfg.kinds if k not in ("brain", "abdom")] + [t for t in cfg.types if t not in OUTLIER_TYPES]
+    if bad or not cfg.kinds or not cfg.types:
+        raise ValueError(f"unknown kind(s) or outlier type(s): {bad}")
+
+
+def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResult:
+    """Run the whole benchmark (see the module docstring); writes ``benchmark.md`` and ``benchmark.json``."""
+    check_config(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in OWNED:
+        shutil.rmtree(out / sub, ignore_errors=True)
+    cmd = CommandLog()
+    rows: list[BenchmarkRow] = []
+    evaluations: dict[str, dict[str, Any]] = {}
+    failed: list[str] = []
+    for kind in cfg.kinds:
+        train_dir, held_dir = out / "data" / kind / "train", out / "data" / kind / "heldout"
+        make_data(kind, cfg.n_train, train_dir, cfg.size, cfg.seed, 0, cmd)
+        make_data(kind, cfg.n_test, held_dir, cfg.size, cfg.seed, cfg.n_train, cmd)
+        testdir = out / "testset" / kind
+        types = ",".join(cfg.types)
+        cmd("make-testset", "--kind", kind, "-i", held_dir, "-o", testdir, "--anomalous-fraction",
+            cfg.anomalous_fraction, "--types", types, "--seed", cfg.seed)
+        make_testset(held_dir, testdir, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,
+                                                      types=tuple(cfg.types), seed=cfg.seed), progress=progress)
+        for det in cfg.detectors:
+            weights = _weights_for(cfg, det, kind, train_dir, cmd)
+            pred = out / "pred" / kind / det
+            cmd("predict", "both", "-i", testdir / "toy", "-o", pred, "-w", weights, "--kind", kind,
+                "--detector", det, "--device", cfg.device)
+            report = predict_folder(testdir / "toy", pred, PredictConfig(tasks=("pixel", "sample"),
+                                                                          device=cfg.device, progress=progress),
+                                    weights=weights, kind=kind, detector=det)
+            failed += [f"{det}/{kind}: {p}: {reason}" for p, reason in report.failed]
+            for task in TASKS:
+                js = out / "eval" / kind / det / f"{task}.json"
+                cmd("evaluate", "--pred", pred, "--labels", testdir / "toy_label", "--task", task, "--json", js)
+                res: EvalResult = evaluate(pred, testdir / "toy_label", task, out_json=js, progress=progress)
+                m = res.rows["overall"]
+                a, n = res.n_cases["overall"]
+                rows.append(BenchmarkRow(det, kind, task, m.ap, m.auroc, m.dice, f"{a} / {n}"))
+                evaluations[f"{det}/{kind}/{task}"] = {"table": res.table(), **res.to_dict()}
+    md, js = out / "benchmark.md", out / "benchmark.json"
+    result = BenchmarkResult(rows, cmd.lines, evaluations, failed, md, js)
+    write_text_atomic(md, _markdown(result, cfg))
+    write_text_atomic(js, json.dumps({"config": _config_dict(cfg), "rows": [asdict(r) for r in rows],
+                                      "commands": cmd.lines, "failed_predictions": failed,
+                                      "evaluations": evaluations}, indent=2) + "\n")
+    return result
+
+
+def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd: CommandLog) -> Path:
+    """The given weights of ``det`` for ``kind``, or freshly trained ones."""
+    if det in cfg.weights:
+        return find_weights(cfg.weights[det], kind, det)["*"]
+    path = cfg.out / "weights" / kind / f"{det}.safetensors"
+    kw = {"detector": det, "kind": kind, "size": cfg.size, "width": cfg.width, "epochs": cfg.epochs,
+          "batch_size": cfg.batch_size, "lr": cfg.lr, "max_batches_per_pair": cfg.max_batches_per_pair,
+          "seed": cfg.seed, "device": cfg.device}
+    opts = dict(cfg.options.get(det, {}))
+    data = f"{cfg.n_train} generated {kind} subjects ({cfg.size}^3, seed {cfg.seed}) for the benchmark"
+    opt_flags = [a for k, v in opts.items() for a in ("--opt", f"{k}={v}")]
+    cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", data)
+    return train_detector(train_dir, path, TrainConfig(**kw, options=opts, training_data=data))
+
+
+def _config_dict(cfg: BenchmarkConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["out"] = str(cfg.out)
+    d["weights"] = {k: str(v) for k, v in cfg.weights.items()}
+    return d
+
+
+def _markdown(res: BenchmarkResult, cfg: BenchmarkConfig) -> str:
+    parts = ["# Benchmark (generated data; not MOOD results)", "",
+             f"{cfg.n_train} training and {cfg.n_test} held-out generated subjects per kind at {cfg.size}^3; "
+             f"test set: {cfg.anomalous_fraction:g} anomalous, outlier types {', '.join(cfg.types)}; seed {cfg.seed}.",
+             "", res.table(), "", "Commands (CLI equivalents of the steps run):", "", "```bash", *res.commands,
+             "```", ""]
+    for key, ev in res.evaluations.items():
+        parts += [f"## {key}", "", ev["table"], ""]
+    if res.failed_predictions:
+        parts += ["Failed predictions (counted as zeros):", "", *[f"* {f}" for f in res.failed_predictions], ""]
+    return "\n".join(parts)
+
+
+def parse_detector_options(pairs: tuple[str, ...] | list[str],
+                           check: Callable[[str], bool] = lambda d: d in REGISTRY) -> dict[str, dict[str, str]]:
+    """``["ae:latent=8", "fpi:x=1"]`` -> ``{"ae": {"latent": "8"}, "fpi": {"x": "1"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for p in pairs:
+        det, sep, kv = p.partition(":")
+        if not sep or "=" not in kv or not check(det):
+            raise ValueError(f"option {p!r} is not of the form DETECTOR:KEY=VALUE with a registered detector")
+        k, v = kv.split("=", 1)
+        out.setdefault(det, {})[k.strip()] = v.strip()
+    return out
+
+
+def parse_weights(pairs: tuple[str, ...] | list[str]) -> dict[str, Path]:
+    """``["fpi=weights/brain/fpi.safetensors"]`` -> ``{"fpi": Path(...)}``."""
+    out: dict[str, Path] = {}
+    for p in pairs:
+        det, sep, path = p.partition("=")
+        if not sep or not det or not path:
+            raise ValueError(f"weights {p!r} is not of the form DETECTOR=PATH")
+        if not Path(path).exists():
+            raise ValueError(f"weights for {det}: {path} does not exist")
+        out[det.strip()] = Path(path)
+    return out

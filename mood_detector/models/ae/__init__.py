@@ -1,0 +1,1 @@
+"""Baseline: a plain convolutional reconstruction autoencoder scored by reconstruction error."""

@@ -1,0 +1,131 @@
+"""The baseline detector: a reconstruction autoencoder scored by its reconstruction error.
+
+This is the FPI paper's CAE row (a convolutional autoencoder of the FPI network's depth) and the MOOD
+organisers' example algorithm: trained on normal slices only to reconstruct them (MSE loss); anomalies are
+expected to be reconstructed badly.
+
+Scores: pixel = clip(error_scale * |x - reconstruction|, 0, 1); since input and reconstruction (sigmoid) are
+both in [0, 1], the error already lies in [0, 1] and the default ``error_scale=1`` changes nothing (a larger
+scale saturates large errors at 1, which only matters for DICE thresholds, not for the ranking metrics
+below saturation). Slice score: the harness default, the mean pixel score.
+
+Detector options (``--opt KEY=VALUE``): ``latent`` (bottleneck channels, default 16), ``error_scale``
+(default 1.0). The SWA phase of ``TrainConfig`` is FPI-specific and ignored here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.models.ae.network import ConvAutoencoder
+from mood_detector.training.data import VolumeStore, slice_loader
+from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.weights import ModelCard, git_commit
+
+log = logging.getLogger(__name__)
+
+
+class AEDetector(Detector):
+    """Convolutional autoencoder; pixel score = clipped absolute reconstruction error."""
+
+    name = "ae"
+
+    def __init__(self, card: ModelCard, net: ConvAutoencoder) -> None:
+        super().__init__(card)
+        self.net = net
+        self.error_scale = float(card.extra.get("error_scale", 1.0))
+
+    @classmethod
+    def build(cls, card: ModelCard) -> "AEDetector":
+        return cls(card, ConvAutoencoder(card.arch, card.width, int(card.extra.get("latent", 16))))
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"net": self.net}
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction (N, 1, H, W) in [0, 1] of slices ``x``."""
+        return self.net(x).float()
+
+    def score_slices(self, x: torch.Tensor) -> SliceScores:
+        err = (x.float() - self.reconstruct(x)).abs()[:, 0]
+        return SliceScores(pixel=(err * self.error_scale).clamp_(0.0, 1.0))
+
+    # --- training ----------------------------------------------------------------------------------
+    @classmethod
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        kind = cfg.kind_cfg
+        latent = option(cfg.options, "latent", 16)
+        error_scale = option(cfg.options, "error_scale", 1.0)
+        if latent < 1 or error_scale <= 0:
+            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {latent}, {error_scale}")
+        return ModelCard(
+            detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
+            size=cfg.net_size, mode="mse", classes=1, training_data=cfg.training_data, epochs=cfg.epochs,
+            seed=cfg.seed, commit=git_commit(),
+            extra={"latent": latent, "error_scale": error_scale, "batch_size": cfg.batch_size, "lr": cfg.lr,
+                   "n_train_volumes": n_files})
+
+    @classmethod
+    def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "AEDetector":
+        """Adam on the MSE between normal slices and their reconstructions; checkpoint every epoch."""
+        run_dir = Path(run_dir)
+        seed_everything(cfg.seed)
+        card = cls.card_for(cfg, len(files))
+        det = cls.build(card)
+        device = resolve_device(cfg.device)
+        det.to(device)
+        net = det.net
+        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        if cfg.swa_epochs:
+            log.warning("ae: swa_epochs=%d ignored (SWA is an FPI option)", cfg.swa_epochs)
+        start = 0
+        ckpt = load_checkpoint(run_dir) if cfg.resume else None
+        if ckpt is not None:
+            net.load_state_dict(ckpt["net"])
+            opt.load_state_dict(ckpt["opt"])
+            start = int(ckpt["epoch"])
+            log.info("resuming %s at epoch %d", run_dir, start)
+        elif cfg.resume:
+            log.info("no checkpoint in %s: starting from scratch", run_dir)
+        store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
+        losses = LossLog(run_dir)
+        amp = cfg.amp and device.type == "cuda"
+        for epoch in range(start, cfg.epochs):
+            torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch stream: resuming reproduces it
+            net.train()
+            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
+            loader = slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
+                                  max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
+            timer, total, n_batches, n_slices = Timer(), 0.0, 0, 0
+            bar = tqdm(loader, desc=f"train {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+            for x in bar:
+                x = x.to(device, non_blocking=True)
+                opt.zero_grad(set_to_none=True)
+                with autocast(device, amp):
+                    recon = net(x)
+                loss = F.mse_loss(recon.float(), x)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                n_batches += 1
+                n_slices += x.shape[0]
+                bar.set_postfix(loss=f"{total / n_batches:.5f}")
+            if n_batches == 0:
+                raise ValueError("no training batches: are all training volumes empty?")
+            secs = timer()
+            losses.write(phase="train", epoch=epoch + 1, batches=n_batches, loss=round(total / n_batches, 6),
+                         lr=cfg.lr, seconds=round(secs, 2), slices_per_s=round(n_slices / max(secs, 1e-9), 2))
+            save_checkpoint(run_dir, {"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
+                                      "config": json.dumps(asdict(cfg), sort_keys=True)})
+        return det.eval()
