@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from mood_detector import distributed
 from mood_detector.detector import TrainConfig, detector_class
 from mood_detector.io.nifti import list_volumes
 
@@ -18,7 +19,9 @@ def default_run_dir(output: Path) -> Path:
 
 def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
                    run_dir: str | Path | None = None) -> Path:
-    """Train ``cfg.detector`` on every volume in ``input_dir``; save weights + card to ``output``."""
+    """Train ``cfg.detector`` on every volume in ``input_dir``; save weights + card to ``output``.
+
+    Under ``torchrun`` every rank calls this; the detector trains with DDP and rank 0 writes the weights."""
     input_dir, output = Path(input_dir), Path(output)
     files = list_volumes(input_dir)
     if not files:
@@ -27,7 +30,15 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
         cfg.training_data = f"{len(files)} volumes from {input_dir}"
     run = Path(run_dir) if run_dir else default_run_dir(output)
     log.info("training %s on %d volumes from %s (run folder %s)", cfg.detector, len(files), input_dir, run)
-    det = detector_class(cfg.detector).fit(files, cfg, run)
-    path = det.save(output)
-    log.info("wrote %s and its card", path)
-    return path
+    cls = detector_class(cfg.detector)
+    if distributed.current().enabled and not getattr(cls, "supports_distributed", False):
+        raise ValueError(f"detector {cfg.detector!r} does not support torchrun (multi-process) training yet; "
+                         "train it in a single process")
+    with distributed.session(cfg.device):  # under torchrun: one process group for fit and save
+        det = cls.fit(files, cfg, run)
+        path = None
+        if distributed.is_main():  # one writer; the others learn the path once it is written
+            path = det.save(output)
+            log.info("wrote %s and its card", path)
+        path = distributed.broadcast_object(path)
+    return Path(path)

@@ -7,6 +7,7 @@ per-epoch cyclic learning rate falling from 1e-3 to 1e-4, the weights averaged a
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from dataclasses import asdict
@@ -20,9 +21,10 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, resolve_device
+from mood_detector import distributed
+from mood_detector.detector import Detector, SliceScores, TrainConfig
 from mood_detector.models.fpi.network import WideResEncoderDecoder
-from mood_detector.tasks.fpi import CLASS_VALUES, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
+from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
 from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
 from mood_detector.weights import ModelCard, git_commit
@@ -38,6 +40,11 @@ class FPIDetector(Detector):
     sum_c p_c a_c (discrete, 5 classes)."""
 
     name = "fpi"
+    supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
+    # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
+    # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
+    skip_empty_slices = True
+    supports_crop = True
 
     def __init__(self, card: ModelCard, net: WideResEncoderDecoder) -> None:
         super().__init__(card)
@@ -49,6 +56,10 @@ class FPIDetector(Detector):
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
+
+    @property
+    def crop_stride(self) -> int:
+        return int(self.net.stride)
 
     def to(self, device: torch.device | str) -> "FPIDetector":
         super().to(device)
@@ -90,19 +101,47 @@ class FPIDetector(Detector):
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
+        """Train on ``files``; runs unchanged in one process or under ``torchrun`` (one rank per process).
+
+        Distributed design (``mood_detector.distributed``): each optimiser step takes ``P = batches_per_step``
+        pair-batches (default: one per rank), from ``P`` streams of volume pairs (stream ``c`` holds pairs
+        ``c, c+P, ...`` of the epoch's pair list, which is seeded by (seed, epoch) and so equal on all ranks);
+        rank ``r`` owns streams ``r, r+N, ...``. The FPI patches of each pair-batch are seeded by (seed, epoch,
+        step, stream), BatchNorm statistics are computed over all ranks' batches (SyncBatchNorm on CUDA,
+        :class:`~mood_detector.distributed.DistBatchNorm` on CPU), each rank's loss is its share of the step's
+        global mean and DDP averages the gradients, so a step is the same computation whatever N divides P:
+        with a fixed ``batches_per_step`` the result for N=1 and N=2 agrees up to floating-point order. An epoch
+        ends on every rank at the first step at which any stream is exhausted (equal step counts; the tails of
+        longer streams are dropped; nothing is dropped with P=1). Rank 0 alone writes the checkpoint and the
+        loss log (the others wait at a barrier); the checkpoint holds no per-rank state, so a run can resume
+        under another world size.
+        """
         run_dir = Path(run_dir)
+        with distributed.session(cfg.device) as (env, device):
+            return cls._fit(files, cfg, run_dir, env, device)
+
+    @classmethod
+    def _fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path, env: distributed.DistEnv,
+             device: torch.device) -> "FPIDetector":
+        world, main = env.world_size, env.is_main
+        per_step = cfg.batches_per_step or world
+        if per_step % world:
+            raise ValueError(f"batches_per_step={per_step} must be a multiple of the number of processes ({world})")
+        distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
         card = cls.card_for(cfg, len(files))
+        card.extra["batches_per_step"] = per_step
         det = cls.build(card)
-        device = resolve_device(cfg.device)
         det.to(device)
-        net = det.net
+        net = distributed.convert_sync_bn(det.net, device)  # BN statistics over all ranks' batches
+        det.net = net
         task = cls.task_config(card)
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
         swa_model: AveragedModel | None = None
         start, batches_per_epoch = 0, 0
-        ckpt = load_checkpoint(run_dir) if cfg.resume else None
+        # rank 0 reads the checkpoint and sends it to the others: the run folder need only exist on its node
+        ckpt = distributed.broadcast_object(load_checkpoint(run_dir) if cfg.resume and main else None)
         if ckpt is not None:
             net.load_state_dict(ckpt["net"])
             opt.load_state_dict(ckpt["opt"])
@@ -111,24 +150,28 @@ class FPIDetector(Detector):
                 swa_model = AveragedModel(net)
                 swa_model.load_state_dict(ckpt["swa"])
             start, batches_per_epoch = int(ckpt["epoch"]), int(ckpt["batches_per_epoch"])
+            old = int(ckpt.get("batches_per_step", per_step))
+            if old != per_step:  # steps per epoch scale inversely with the batches per step
+                batches_per_epoch = max(1, round(batches_per_epoch * old / per_step))
             log.info("resuming %s at epoch %d", run_dir, start)
         elif cfg.resume:
             log.info("no checkpoint in %s: starting from scratch", run_dir)
+        model = distributed.wrap_ddp(net, device)
+        streams = list(range(env.rank, per_step, world))  # this rank's pair streams
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
-        losses = LossLog(run_dir)
+        losses = LossLog(run_dir) if main else None
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
         for epoch in range(start, total):
             swa_phase = epoch >= cfg.epochs
             net.train()
-            loader = cls._loader(store, cfg, epoch, device)
-            gen.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch stream: resuming reproduces it
-            timer, total_loss, n_batches, n_slices = Timer(), 0.0, 0, 0
+            steps = cls._steps(store, cfg, epoch, per_step, streams, device)
+            timer, loss_share, n_batches, n_slices = Timer(), 0.0, 0, 0
             lr = cfg.lr
-            bar = tqdm(loader, desc=f"{'swa' if swa_phase else 'train'} {epoch + 1}/{total}", unit="batch",
-                       leave=False)
-            for step, (a, b) in enumerate(bar):
-                batch = fpi_pair(a.to(device, non_blocking=True), b.to(device, non_blocking=True), task, gen)
+            bar = tqdm(steps, desc=f"{'swa' if swa_phase else 'train'} {epoch + 1}/{total}", unit="batch",
+                       leave=False, disable=not main)
+            for step, (chunks, n_global) in enumerate(bar):
+                batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
                 x = batch.images
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -140,16 +183,20 @@ class FPIDetector(Detector):
                 optim = swa_opt if swa_phase else opt
                 optim.zero_grad(set_to_none=True)
                 with autocast(device, amp):
-                    logits = net(x)
-                loss = cls.loss(logits, batch.labels)
-                loss.backward()
+                    logits = model(x)
+                # this rank's share of the step's global mean loss; DDP averages (divides by N) the gradients
+                share = cls.loss_sum(logits, batch.labels) / n_global
+                (share * world).backward()
                 optim.step()
-                total_loss += float(loss.detach())
+                loss_share += float(share.detach())
                 n_batches += 1
-                n_slices += x.shape[0]
-                bar.set_postfix(loss=f"{total_loss / n_batches:.4f}")
+                n_slices += n_global
+                if world == 1:  # (the global loss is only known at the epoch's end under torchrun)
+                    bar.set_postfix(loss=f"{loss_share / n_batches:.4f}")
             if n_batches == 0:
                 raise ValueError("no training batches: are all training volumes empty?")
+            epoch_loss = float(distributed.all_reduce_sum(torch.tensor([loss_share], dtype=torch.float64,
+                                                                       device=device))[0]) / n_batches
             if not swa_phase:
                 batches_per_epoch = n_batches
             else:
@@ -157,31 +204,65 @@ class FPIDetector(Detector):
                     swa_model = AveragedModel(net)
                 swa_model.update_parameters(net)  # the weights at this epoch's learning-rate minimum
             secs = timer()
-            losses.write(phase="swa" if swa_phase else "train", epoch=epoch + 1, batches=n_batches,
-                         loss=round(total_loss / n_batches, 6), lr=lr, seconds=round(secs, 2),
-                         slices_per_s=round(n_slices / max(secs, 1e-9), 2))
-            save_checkpoint(run_dir, {
-                "epoch": epoch + 1, "batches_per_epoch": batches_per_epoch, "net": net.state_dict(),
-                "opt": opt.state_dict(), "swa_opt": swa_opt.state_dict(),
-                "swa": swa_model.state_dict() if swa_model is not None else None,
-                "config": json.dumps(asdict(cfg), sort_keys=True)})
+            if losses is not None:
+                losses.write(phase="swa" if swa_phase else "train", epoch=epoch + 1, batches=n_batches,
+                             loss=round(epoch_loss, 6), lr=lr, seconds=round(secs, 2),
+                             slices_per_s=round(n_slices / max(secs, 1e-9), 2))
+                save_checkpoint(run_dir, {
+                    "epoch": epoch + 1, "batches_per_epoch": batches_per_epoch, "batches_per_step": per_step,
+                    "net": net.state_dict(), "opt": opt.state_dict(), "swa_opt": swa_opt.state_dict(),
+                    "swa": swa_model.state_dict() if swa_model is not None else None,
+                    "config": json.dumps(asdict(cfg), sort_keys=True)})
+            distributed.barrier()  # the others wait until rank 0 has written the checkpoint
         if swa_model is not None:
+            # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
+            # so every rank ends with the same statistics, equal to those of a single-process run
             log.info("SWA: averaged %d epoch minima; recomputing BatchNorm statistics", int(swa_model.n_averaged))
-            bn_loader = cls._loader(store, cfg, total, device)
-            gen.manual_seed(cfg.seed * 1_000_003 + total)
-            update_bn(cls._fpi_inputs(bn_loader, task, gen, device), swa_model, device=device)
+            steps = itertools.islice(cls._steps(store, cfg, total, per_step, streams, device), BN_BATCHES)
+            inputs = (cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images
+                      for step, (chunks, _) in enumerate(steps))
+            update_bn(inputs, swa_model)
             net.load_state_dict(swa_model.module.state_dict())
+        det.net = distributed.revert_sync_bn(net)
         return det.eval()
 
     @staticmethod
-    def _loader(store: VolumeStore, cfg: TrainConfig, epoch: int, device: torch.device):
-        pairs = epoch_pairs(len(store), np.random.default_rng([cfg.seed, epoch]))
-        return pair_loader(store, pairs, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
-                           max_batches_per_pair=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
+    def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Sum over examples of :meth:`loss` per example (mean over its pixels)."""
+        pixels = labels.shape[-1] * labels.shape[-2]
+        if logits.shape[1] == 1:
+            total = F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels, reduction="sum")
+        else:
+            total = F.cross_entropy(logits.float(), labels_to_classes(labels), reduction="sum")
+        return total / pixels
 
     @staticmethod
-    def _fpi_inputs(loader, task: FPIConfig, gen: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
-        for i, (a, b) in enumerate(loader):
-            if i >= BN_BATCHES:
-                break
-            yield fpi_pair(a.to(device), b.to(device), task, gen).images
+    def _steps(store: VolumeStore, cfg: TrainConfig, epoch: int, per_step: int, streams: list[int],
+               device: torch.device) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
+        """Optimiser steps of ``epoch``: this rank's pair-batches (one per owned stream) and the global count."""
+        pairs = epoch_pairs(len(store), np.random.default_rng([cfg.seed, epoch]))
+        if len(pairs) < per_step:
+            raise ValueError(f"{per_step} batches per step need at least {per_step} volume pairs "
+                             f"({2 * per_step} training volumes); got {len(store)} volumes")
+        loaders = [pair_loader(store, pairs, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
+                               max_batches_per_pair=cfg.max_batches_per_pair, rank=c, world_size=per_step,
+                               pin_memory=device.type == "cuda") for c in streams]
+        return distributed.lockstep(loaders, per_step, lambda ab: 2 * len(ab[0]), device)
+
+    @staticmethod
+    def _step_batch(chunks: list[tuple[torch.Tensor, torch.Tensor]], streams: list[int], task: FPIConfig,
+                    gen: torch.Generator, seed: int, epoch: int, step: int, device: torch.device) -> FPIBatch:
+        """FPI examples of this rank's pair-batches; each one's patches seeded by (seed, epoch, step, stream),
+        so they do not depend on which rank makes them."""
+        images, labels, boxes, factors = [], [], [], []
+        for (a, b), c in zip(chunks, streams):
+            gen.manual_seed(int(np.random.SeedSequence([seed, epoch, step, c]).generate_state(1, np.uint64)[0])
+                            % 2**63)
+            fb = fpi_pair(a.to(device, non_blocking=True), b.to(device, non_blocking=True), task, gen)
+            images.append(fb.images)
+            labels.append(fb.labels)
+            boxes.append(fb.boxes)
+            factors.append(fb.factors)
+        if len(images) == 1:
+            return FPIBatch(images[0], labels[0], boxes[0], factors[0])
+        return FPIBatch(torch.cat(images), torch.cat(labels), torch.cat(boxes), torch.cat(factors))
