@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 
+from mood_detector import distributed
 from mood_detector.errors import MoodError, StrictFailure
 from mood_detector.inference.api import predict_folder
 from mood_detector.inference.predictor import PredictConfig
+from mood_detector.io.nifti import ReadLimits
 
 log = logging.getLogger(__name__)
 
@@ -35,24 +37,43 @@ log = logging.getLogger(__name__)
               help="Skip inputs whose outputs already exist (resume an interrupted run).")
 @click.option("--strict", is_flag=True, default=False, show_default=True,
               help="Stop at the first input that fails instead of going on with the others.")
+@click.option("--nonfinite", type=click.Choice(["zero", "error"]), default="zero", show_default=True,
+              help="NaN/Inf voxels: replace them by 0 with a warning and score the volume, or fail that input.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str,
-            device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, progress: bool) -> None:
+            device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
+            progress: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
-    Exit codes: 0 all inputs scored; 1 some inputs failed (listed at the end, all other outputs written);
-    2 usage error (bad option, missing input folder, no weights).
+    An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
+    with a one-line error naming the file and the reason; the other inputs are still scored. Sub-folders and
+    files not named *.nii / *.nii.gz are ignored (one log line). Outputs are written atomically.
+
+    \b
+    Exit codes:
+      0  every input scored (or skipped by --skip-existing)
+      1  some inputs failed: listed at the end, every other output written
+         (with --strict: stopped at the first failure)
+      2  usage error: bad option, missing or empty input folder, output
+         folder not creatable / not writable / equal to the input folder,
+         missing or invalid weights
     """
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
-                        strict=strict, progress=progress)
+                        strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)
     except StrictFailure as exc:
+        if not distributed.is_main():  # under torchrun every rank raises; rank 0 reports it
+            sys.exit(0)
         click.echo(f"error (--strict): {exc}", err=True)
         sys.exit(1)
     except MoodError as exc:
         raise click.UsageError(str(exc)) from None
+    if not distributed.is_main():
+        # under torchrun the report combines all ranks: rank 0 prints it and exits with its code (then torchrun
+        # exits non-zero too); the others exit 0 so that torchrun does not stop rank 0 before it has reported
+        sys.exit(0)
     click.echo(f"scored {len(report.scored)}, skipped {len(report.skipped)}, failed {len(report.failed)}; "
                f"outputs in {output_dir}")
     if report.failed:
