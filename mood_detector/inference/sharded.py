@@ -20,7 +20,7 @@ from mood_detector import distributed
 from mood_detector.detector import Detector
 from mood_detector.errors import MoodError, StrictFailure
 from mood_detector.inference.predictor import PredictConfig, Predictor, PredictReport
-from mood_detector.io.nifti import list_volumes
+from mood_detector.io.folders import log_ignored, scan_inputs
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,13 @@ def predict_folder_sharded(detectors: Detector | dict[str, Detector], input_dir:
     all ranks (the same on every rank). Creates the process group under torchrun if none exists."""
     with distributed.session(cfg.device) as (env, device):
         in_dir = Path(input_dir)
-        if not in_dir.is_dir():
-            raise MoodError(f"{in_dir}: input folder does not exist")
-        files = list_volumes(in_dir)
+        scan = scan_inputs(in_dir)  # MoodError (usage error) if it is not a folder
+        if env.is_main:
+            log_ignored(scan)
+        files = scan.volumes
         distributed.check_same([f.name for f in files], "the input files")
-        if not files and env.is_main:
-            log.warning("%s: no .nii or .nii.gz files found", in_dir)
+        if not files:  # the same usage error as a single-process run (exit 2)
+            raise MoodError(f"{in_dir}: no .nii or .nii.gz files to score in the input folder")
         mine = distributed.shard(files)
         log.info("rank %d of %d: scoring %d of %d inputs on %s", env.rank, env.world_size, len(mine), len(files),
                  device)
