@@ -14,8 +14,12 @@ from pathlib import Path
 
 from mood_detector.data.brain import make_brain_data
 from mood_detector.detector import TrainConfig
+from mood_detector.errors import MoodError
+from mood_detector.evaluation.evaluate import evaluate_tasks
+from mood_detector.evaluation.testset import TestsetConfig, make_testset
 from mood_detector.inference.api import predict_folder
 from mood_detector.inference.predictor import PredictConfig
+from mood_detector.report import ReportConfig, build_report
 from mood_detector.training.api import train_detector
 
 log = logging.getLogger(__name__)
@@ -56,4 +60,18 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
                         "loss log": weights.parent / "fpi_run" / "loss_log.csv", "predictions": pred})
     for name, score in sorted(report.samples.items()):
         log.info("sample score %s = %.4f", name, score)
+    # Evaluation (issue 3): a synthetic-outlier test set from the held-out subjects, scored and evaluated.
+    testset, test_pred = out / "testset", out / "testset_pred"
+    make_testset(test_dir, testset, TestsetConfig(kind="brain", seed=cfg.seed))
+    predict_folder(testset / "toy", test_pred, pcfg, weights=weights)
+    _, table = evaluate_tasks(test_pred, testset, out / "evaluation")
+    cfg.outputs.update({"test set": testset, "evaluation": table})
+    # Visual report (issue 8) of the toy cases, with their labels; matplotlib is the optional [report] extra,
+    # so the demo goes on without it.
+    try:
+        shown = build_report(ReportConfig(inputs=testset / "toy", predictions=test_pred, out=out / "report",
+                                          labels=testset / "toy_label", progress=False))
+        cfg.outputs["report"] = shown.index
+    except MoodError as exc:
+        log.warning("report skipped: %s", exc)
     return cfg.outputs

@@ -56,7 +56,13 @@ class TrainConfig:
         amp: bf16 autocast and channels_last on CUDA.
         workers: data loader worker processes.
         cache_gb: RAM budget for the compact float16 volume cache.
+        disk_cache: decode every training volume once into ``<run_dir>/cache`` as float16 ``.npy`` files that
+            the data-loader workers memory-map (shared pages instead of one private cache per worker);
+            ``None`` = when ``workers`` > 0 (detectors that support it: FPI).
         max_batches_per_pair: cap on batches drawn from each volume pair (0 = all non-empty slices).
+        batches_per_step: loader batches (of ``batch_size`` each) per optimiser step, split across the
+            distributed ranks (a multiple of the world size; 0 = the world size, i.e. one per rank). Fixing it
+            makes the run independent of the number of processes (see ``mood_detector.distributed``).
         resume: continue from the run folder's last checkpoint.
         options: detector-specific settings (strings parsed by the detector).
     """
@@ -75,7 +81,9 @@ class TrainConfig:
     amp: bool = True
     workers: int = 0
     cache_gb: float = 4.0
+    disk_cache: bool | None = None
     max_batches_per_pair: int = 0
+    batches_per_step: int = 0
     resume: bool = False
     training_data: str = ""
     options: dict[str, str] = field(default_factory=dict)
@@ -94,6 +102,18 @@ class Detector(ABC):
 
     #: registry name, e.g. ``fpi``
     name: ClassVar[str]
+    #: Inference capabilities the harness may use on the CPU path (``mood_detector.inference.fastpath``).
+    #: ``skip_empty_slices``: a slice that is all background (<= 0) in the input is not run and scores 0.
+    #: ``supports_crop``: the detector is fully convolutional with an output that depends on a bounded
+    #: neighbourhood, so a slice batch may be cropped to its foreground box (offset and size multiples of
+    #: :attr:`crop_stride`); detectors that resize whole slices (DDAD, SQUID, DPA) must leave it False.
+    skip_empty_slices: ClassVar[bool] = False
+    supports_crop: ClassVar[bool] = False
+
+    @property
+    def crop_stride(self) -> int:
+        """Crop offsets and sizes must be multiples of this (the network's total down-sampling factor)."""
+        return 1
 
     def __init__(self, card: ModelCard) -> None:
         self.card = card
@@ -175,6 +195,10 @@ class Detector(ABC):
 # name -> "module:Class"; imported lazily so an unused detector costs nothing at start-up.
 REGISTRY: dict[str, str] = {
     "fpi": "mood_detector.models.fpi.detector:FPIDetector",
+    "squid": "mood_detector.models.squid.detector:SQUIDDetector",
+    "ddad": "mood_detector.models.ddad.detector:DDADDetector",
+    "dpa": "mood_detector.models.dpa.detector:DPADetector",
+    "ae": "mood_detector.models.ae.detector:AEDetector",
 }
 
 

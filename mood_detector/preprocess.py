@@ -6,22 +6,27 @@ import numpy as np
 from scipy import ndimage
 
 
-def normalise_intensity(data: np.ndarray) -> np.ndarray:
-    """Map a volume to [0, 1] (float32, in place where possible).
+def normalise_intensity(data: np.ndarray, inplace: bool = False) -> np.ndarray:
+    """Map a volume to [0, 1] (float32).
 
     Data already inside [0, 1] (MOOD's convention) is returned unchanged. Anything else (CT in Hounsfield
     units, negative values, integer MRI) is min-max scaled to [0, 1]; a constant volume becomes all zeros.
+    The result overwrites ``data`` when ``inplace`` (and ``data`` is a writeable float32 array) or when the
+    float32 conversion already made a private copy, so at most one float32 copy of the volume exists.
     """
-    data = np.asarray(data, dtype=np.float32)
-    lo, hi = float(data.min()), float(data.max())
+    arr = np.asarray(data, dtype=np.float32)
+    own = (inplace or arr is not data) and arr.flags.writeable
+    lo, hi = float(arr.min()), float(arr.max())
     if lo >= 0.0 and hi <= 1.0:
-        return data
+        return arr
+    out = arr if own else np.empty_like(arr)
     if hi <= lo:
-        return np.zeros_like(data)
-    data = data - lo
-    data *= 1.0 / (hi - lo)
-    np.clip(data, 0.0, 1.0, out=data)
-    return data
+        out.fill(0.0)
+        return out
+    np.subtract(arr, np.float32(lo), out=out)
+    out *= np.float32(1.0 / (hi - lo))
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 def resample(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.ndarray:

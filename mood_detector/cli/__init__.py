@@ -1,15 +1,15 @@
 """The ``mood-detector`` command line: a thin click layer over library functions.
 
-Each command lives in its own module and is registered in :data:`COMMANDS`.
+Each command lives in its own module and is registered in :data:`COMMANDS`; a module is imported only when its
+command runs (or ``--help`` lists the commands), so start-up does not pay for every command's imports.
 """
 
 from __future__ import annotations
 
-import importlib
-
 import click
 
 from mood_detector import __version__
+from mood_detector.cli.lazy import LazyGroup
 from mood_detector.logging_setup import setup_logging
 
 # command name -> "module:function"; one line per command module
@@ -18,10 +18,15 @@ COMMANDS: dict[str, str] = {
     "train": "mood_detector.cli.train:train",
     "predict": "mood_detector.cli.predict:predict",
     "demo": "mood_detector.cli.demo:demo",
+    "report": "mood_detector.cli.report:report",
+    "make-testset": "mood_detector.cli.make_testset:make_testset_cmd",
+    "evaluate": "mood_detector.cli.evaluate:evaluate_cmd",
+    "benchmark": "mood_detector.cli.benchmark:benchmark",
 }
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="mood-detector")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               default="INFO", help="Logging threshold (messages go to stderr).")
@@ -31,7 +36,3 @@ def main(log_level: str, log_format: str) -> None:
     """mood-detector: out-of-distribution detection for 3D NIfTI volumes (MICCAI MOOD style)."""
     setup_logging(log_level, log_format)
 
-
-for _name, _target in COMMANDS.items():
-    _module, _attr = _target.split(":")
-    main.add_command(getattr(importlib.import_module(_module), _attr), _name)

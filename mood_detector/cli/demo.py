@@ -27,3 +27,6 @@ def demo(out: Path, **kw) -> None:
     click.echo("demo outputs:")
     for name, path in outputs.items():
         click.echo(f"  {name:14s} {path}")
+    if "evaluation" in outputs:  # synthetic-outlier test set of the held-out subjects (generated data)
+        click.echo("\nevaluation on the demo's synthetic-outlier test set (generated data, not MOOD results):\n")
+        click.echo(Path(outputs["evaluation"]).read_text(encoding="utf-8"))

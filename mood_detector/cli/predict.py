@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
               help="Which weights to use when --weights is a folder; auto picks by volume shape.")
 @click.option("--detector", default="fpi", show_default=True, help="Detector whose weights to look up.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if visible), cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
-              help="Slices per network call (halved automatically on CUDA out-of-memory).")
+@click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Slices per network call; 0 = automatic (8 on the CPU, from free memory on CUDA). Halved "
+                   "automatically on CUDA out-of-memory.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast on CUDA.")
 @click.option("--skip-existing", is_flag=True, default=False, show_default=True,
               help="Skip inputs whose outputs already exist (resume an interrupted run).")
@@ -40,9 +41,15 @@ log = logging.getLogger(__name__)
 @click.option("--nonfinite", type=click.Choice(["zero", "error"]), default="zero", show_default=True,
               help="NaN/Inf voxels: replace them by 0 with a warning and score the volume, or fail that input.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="torch CPU threads on the CPU (0 = all available cores).")
+@click.option("--exact", is_flag=True, default=False, show_default=True,
+              help="Run every slice at full field of view (no empty-slice skip, no foreground crop on the CPU).")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
-            progress: bool) -> None:
+            progress: bool, threads: int, exact: bool, compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
     An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
@@ -60,7 +67,8 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
     """
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
-                        strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite))
+                        strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
+                        compile=compile_, **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)
     except StrictFailure as exc:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from mood_detector import distributed
 from mood_detector.detector import REGISTRY, TrainConfig, parse_options
 from mood_detector.training.api import train_detector
 
@@ -45,13 +46,30 @@ log = logging.getLogger(__name__)
               help="RAM budget for the float16 cache of decoded training volumes.")
 @click.option("--max-batches-per-pair", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cap on batches drawn from each volume pair per epoch (0 = all non-empty slices).")
+@click.option("--batches-per-step", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Batches (of --batch-size, each from one volume pair) per optimiser step, split across "
+                   "torchrun processes; a multiple of their number. 0 = one per process. Fix it to get the same "
+                   "result whatever the number of processes.")
 @click.option("--resume/--no-resume", default=False, show_default=True,
               help="Continue from the run folder's last checkpoint.")
 @click.option("--training-data", default="", help="Words for the model card: what the training data is.")
+@click.option("--unlabeled", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder of unlabeled volumes (may contain anomalies) for detectors that use them (ddad: the "
+                   "UDM trains on normal + unlabeled); stored as the detector option 'unlabeled'.")
+@click.option("--feature-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="dpa: perceptual-feature weights, a torchvision VGG19 state dict (.safetensors, or .pth read "
+                   "with weights_only=True) or a trained FPI .safetensors; stored as the option "
+                   "'feature_weights' [default: features trained on the training slices, see README].")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad.")
-def train(input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...], **kw) -> None:
+def train(input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...], unlabeled: Path | None,
+          feature_weights: Path | None, **kw) -> None:
     """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
     cfg = TrainConfig(**kw, options=parse_options(opts))
+    if unlabeled is not None:
+        cfg.options["unlabeled"] = str(unlabeled)
+    if feature_weights is not None:
+        cfg.options["feature_weights"] = str(feature_weights)
     path = train_detector(input_dir, output, cfg, run_dir)
-    click.echo(f"weights: {path}")
+    if distributed.is_main():
+        click.echo(f"weights: {path}")

@@ -3,7 +3,26 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import savgol_filter
+
+
+def savgol_filter(x: np.ndarray, window: int, polyorder: int) -> np.ndarray:
+    """Savitzky-Golay smoothing of a 1D sequence, equal (to rounding) to ``scipy.signal.savgol_filter(x, window,
+    polyorder)`` with its default ``mode="interp"``: the least-squares polynomial of the centred window gives
+    each interior value; the first and last ``window // 2`` values come from the polynomial fitted to the first
+    and last window. Written in NumPy because importing ``scipy.signal`` costs seconds at every start-up.
+    Requires an odd ``polyorder < window <= len(x)``."""
+    x = np.asarray(x, dtype=np.float64)
+    n, half = x.size, window // 2
+    if window % 2 == 0 or not polyorder < window <= n:
+        raise ValueError(f"need an odd window in ({polyorder}, {n}], got {window}")
+    t = np.arange(window, dtype=np.float64) - half
+    vander = np.vander(t, polyorder + 1, increasing=True)  # (window, polyorder + 1)
+    fit = np.linalg.pinv(vander)                             # window values -> polynomial coefficients
+    out = np.empty(n, dtype=np.float64)
+    out[half:n - half] = np.lib.stride_tricks.sliding_window_view(x, window) @ fit[0]
+    out[:half] = vander[:half] @ (fit @ x[:window])
+    out[n - half:] = vander[half + 1:] @ (fit @ x[n - window:])
+    return out
 
 
 def savgol_window(n: int) -> int:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from mood_detector import distributed
 from mood_detector.detector import Detector, load_detector
 from mood_detector.errors import WeightsError
 from mood_detector.inference.predictor import PredictConfig, Predictor, PredictReport
@@ -45,10 +46,15 @@ def load_detectors(paths: Mapping[str, Path], device: str = "cpu") -> dict[str, 
 
 def predict_folder(input_dir: str | Path, output_dir: str | Path, cfg: PredictConfig,
                    weights: str | Path | None = None, kind: str = "auto", detector: str = "fpi") -> PredictReport:
-    """Score every volume in ``input_dir`` into ``output_dir`` with the chosen weights."""
+    """Score every volume in ``input_dir`` into ``output_dir`` with the chosen weights. Under ``torchrun`` the
+    files are sharded across the ranks and the report combines all ranks (``inference.sharded``)."""
     paths = find_weights(weights, kind, detector)
     for k, p in paths.items():
         log.info("weights for %s: %s", "all volumes" if k == "*" else k, p)
     dets = load_detectors(paths)
+    if distributed.current().enabled:
+        from mood_detector.inference.sharded import predict_folder_sharded
+
+        return predict_folder_sharded(dets["*"] if "*" in dets else dets, input_dir, output_dir, cfg)
     predictor = Predictor(dets["*"] if "*" in dets else dets, cfg)
     return predictor.predict_folder(input_dir, output_dir)

@@ -20,10 +20,14 @@ from tqdm import tqdm
 
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
+from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score
-from mood_detector.io.nifti import ReadLimits, Volume, list_volumes, read_volume, write_text_atomic, write_volume
+from mood_detector.inference.fastpath import crop_box, occupied
+from mood_detector.inference.timing import StageTimer
+from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
+from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import kind_for_shape
-from mood_detector.preprocess import from_slices, normalise_intensity, resample, to_slices
+from mood_detector.preprocess import normalise_intensity, resample, to_slices
 
 log = logging.getLogger(__name__)
 
@@ -37,27 +41,43 @@ class PredictConfig:
     Attributes:
         tasks: which outputs to write: ``pixel`` (score volume) and/or ``sample`` (``<name>.txt``).
         device: ``auto`` (CUDA if visible), ``cpu``, ``cuda``, ``cuda:N``.
-        batch_size: slices per network call; halved automatically on CUDA out-of-memory.
+        batch_size: slices per network call (0 = automatic: 8 on the CPU, from free memory on CUDA); halved
+            automatically on CUDA out-of-memory.
         amp: bf16 autocast on CUDA.
         skip_existing: leave inputs whose outputs all exist untouched (resume an interrupted run).
         strict: stop at the first failing input.
-        limits: header checks applied before reading.
+        limits: header checks applied before reading; NaN/Inf voxels are replaced by 0 with a warning by
+            default (the harness scores a missing output as zero, so a scorable volume is scored).
         prefetch: decoded inputs held ahead of the network.
         writers: writer threads (and pending results held).
         compresslevel: gzip level of ``.nii.gz`` outputs.
+        skip_empty: do not run slices that are empty in the input (score 0), for detectors that allow it
+            (``Detector.skip_empty_slices``); ``None`` = on.
+        crop: run each slice batch on its stride-aligned foreground box only (score 0 outside), for
+            detectors that allow it (``Detector.supports_crop``); ``None`` = on the CPU only (on a GPU the
+            network is cheap next to I/O, and fixed shapes suit cuDNN autotuning and ``torch.compile``).
+        crop_margin: pixels of background kept around the foreground box (at the network's slice size).
+        threads: CPU threads of torch on the CPU (0 = all available cores).
+        compile: ``torch.compile`` the detectors' scoring; ignored with a warning when the compiler caches
+            cannot be written (e.g. a read-only root) or compiling fails.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
     device: str = "auto"
-    batch_size: int = 32
+    batch_size: int = 0
     amp: bool = True
     skip_existing: bool = False
     strict: bool = False
-    limits: ReadLimits = field(default_factory=ReadLimits)
+    limits: ReadLimits = field(default_factory=lambda: ReadLimits(nonfinite="zero"))
     prefetch: int = 2
     writers: int = 2
     compresslevel: int = 1
     progress: bool = True
+    skip_empty: bool | None = None
+    crop: bool | None = None
+    crop_margin: int = 16
+    threads: int = 0
+    compile: bool = False
 
 
 @dataclass
@@ -95,11 +115,26 @@ class Predictor:
             raise ValueError(f"tasks must be a non-empty subset of {TASKS}, got {self.cfg.tasks}")
         self.device = resolve_device(self.cfg.device)
         if self.device.type == "cpu" and self.cfg.device == "auto":
-            log.info("no GPU visible: running on CPU (slow)")
+            log.warning("no GPU visible: running on CPU (slow)")
         self.detectors = {"*": detectors} if isinstance(detectors, Detector) else dict(detectors)
+        if self.device.type == "cpu":
+            set_cpu_threads(self.cfg.threads)
+        elif self.device.type == "cuda" and not self._crop_enabled():
+            torch.backends.cudnn.benchmark = True  # fixed slice shapes: let cuDNN pick the fastest kernels
         for det in self.detectors.values():
             det.to(self.device).eval()
-        self.batch_size = self.cfg.batch_size
+            if det.supports_crop:  # fully convolutional nets: channels_last is faster on CPU and GPU alike
+                for module in det.modules().values():
+                    module.to(memory_format=torch.channels_last)
+        #: seconds per stage (read, preprocess, network, postprocess, write), summed over threads
+        self.timings = StageTimer()
+        self.batch_sizes: dict[int, int] = {}  # per detector (id): configured, automatic, or halved on OOM
+        problem = compile_cache_problem(self.device) if self.cfg.compile else None
+        if problem:
+            log.warning("--compile ignored: %s (set TORCHINDUCTOR_CACHE_DIR to a writable folder)", problem)
+        use_compile = self.cfg.compile and problem is None
+        self._scorers = {id(det): CompiledScorer(det.score_slices) if use_compile else det.score_slices
+                         for det in self.detectors.values()}
 
     # --- one volume --------------------------------------------------------------------------------
     def detector_for(self, shape: Sequence[int]) -> Detector:
@@ -115,58 +150,108 @@ class Predictor:
         enabled = self.cfg.amp and self.device.type == "cuda"
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
 
-    def score_slices(self, det: Detector, slices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel scores (S, H, W) and slice scores (S,) for slices (S, H, W) at the network size."""
-        n = slices.shape[0]
-        pixel = np.empty(slices.shape, dtype=np.float32)
-        per_slice = np.empty(n, dtype=np.float64)
+    def _crop_enabled(self) -> bool:
+        return self.cfg.crop if self.cfg.crop is not None else self.device.type == "cpu"
+
+    def _batch_size(self, det: Detector) -> int:
+        key = id(det)
+        if key not in self.batch_sizes:
+            self.batch_sizes[key] = self.cfg.batch_size or auto_batch_size(self._scorers[key], det.size,
+                                                                            self.device, self._autocast)
+        return self.batch_sizes[key]
+
+    def score_slices(self, det: Detector, slices: np.ndarray, out: np.ndarray | None = None,
+                     need_pixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel scores (S, H, W) and slice scores (S,) for slices (S, H, W) at the network size.
+
+        ``out`` (S, H, W), zero-filled, any strides (e.g. a slice view of the output volume) receives the pixel
+        scores in place; without it a zero array is allocated (nothing when ``need_pixel`` is False: an empty
+        array is returned). Empty slices and the area outside the crop box keep score 0 (see
+        :mod:`mood_detector.inference.fastpath`)."""
+        n, h, w = slices.shape
+        skip = det.skip_empty_slices and self.cfg.skip_empty is not False
+        crop = det.supports_crop and self._crop_enabled()
+        pixel = out if out is not None else np.zeros(slices.shape if need_pixel else 0, dtype=np.float32)
+        per_slice = np.zeros(n, dtype=np.float64)
+        todo = np.flatnonzero(occupied(slices)) if skip else np.arange(n)
+        score = self._scorers[id(det)]
         i = 0
-        while i < n:
-            bs = self.batch_size
-            x = torch.from_numpy(np.ascontiguousarray(slices[i:i + bs], dtype=np.float32))[:, None]
+        while i < len(todo):
+            bs = self._batch_size(det)
+            sel = todo[i:i + bs]
+            run = slice(int(sel[0]), int(sel[-1]) + 1) if sel[-1] - sel[0] == len(sel) - 1 else sel
+            batch = np.asarray(slices[run], dtype=np.float32)
+            box = crop_box(batch, det.crop_stride, self.cfg.crop_margin) if crop else None
+            ys, xs = box.index if box is not None else (slice(None), slice(None))
+            x = torch.from_numpy(np.ascontiguousarray(batch[:, ys, xs]))[:, None]
+            del batch
             try:
-                with torch.inference_mode(), self._autocast():
-                    res = det.score_slices(x.to(self.device, non_blocking=True))
+                with self.timings("network"), torch.inference_mode(), self._autocast():
+                    res = score(x.to(self.device, non_blocking=True))
+                    p = res.pixel.float().clamp(0, 1)
+                    if need_pixel:
+                        pixel[run, ys, xs] = p.cpu().numpy()
+                    if res.slice is not None:
+                        s = res.slice
+                    else:  # mean over the whole slice; outside the box the score is 0
+                        s = p.mean(dim=(1, 2)) if box is None else p.sum(dim=(1, 2)) / (h * w)
+                    per_slice[run] = s.float().clamp(0, 1).cpu().numpy()
             except torch.cuda.OutOfMemoryError:
                 if bs == 1:
                     raise
-                self.batch_size = max(1, bs // 2)
+                self.batch_sizes[id(det)] = max(1, bs // 2)
                 torch.cuda.empty_cache()
-                log.warning("CUDA out of memory: batch size halved to %d", self.batch_size)
+                log.warning("CUDA out of memory: batch size halved to %d", self.batch_sizes[id(det)])
                 continue
-            p = res.pixel.float().clamp(0, 1)
-            pixel[i:i + bs] = p.cpu().numpy()
-            s = res.slice if res.slice is not None else p.mean(dim=(1, 2))
-            per_slice[i:i + bs] = s.float().clamp(0, 1).cpu().numpy()
-            i += bs
+            i += len(sel)
         return pixel, per_slice
 
-    def score_volume(self, data: np.ndarray, need_pixel: bool = True) -> VolumeScores:
-        """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape."""
+    def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False) -> VolumeScores:
+        """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape.
+
+        ``inplace`` lets intensity normalisation overwrite ``data`` (the predictor does so with the volumes it
+        reads): then a 512^3 volume needs two float32 volume copies, the input and the score map."""
         det = self.detector_for(data.shape)
-        norm = normalise_intensity(data)
-        net = resample(norm, (det.size,) * 3)
-        pixel, per_slice = self.score_slices(det, to_slices(net, det.slice_axis))
-        score = sample_score(per_slice)
-        if need_pixel:
-            vol = resample(np.ascontiguousarray(from_slices(pixel, det.slice_axis)), tuple(data.shape))
-            np.clip(vol, 0.0, 1.0, out=vol)
-        else:
-            vol = np.zeros(0, dtype=np.float32)
+        with self.timings("preprocess"):
+            net = resample(normalise_intensity(data, inplace=inplace), (det.size,) * 3)
+            # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
+            # when it is written, none to move the slice axis back
+            out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
+        pixel, per_slice = self.score_slices(det, to_slices(net, det.slice_axis),
+                                             out=to_slices(out, det.slice_axis) if out is not None else None,
+                                             need_pixel=need_pixel)
+        del net, pixel
+        with self.timings("postprocess"):
+            score = sample_score(per_slice)
+            if out is not None:
+                vol = resample(out, tuple(data.shape))
+                if vol is not out:
+                    del out
+                    np.clip(vol, 0.0, 1.0, out=vol)
+            else:
+                vol = np.zeros(0, dtype=np.float32)
         return VolumeScores(pixel=vol, sample=score, slice_scores=per_slice)
 
     # --- folders -----------------------------------------------------------------------------------
+    def _read(self, path: Path) -> Volume:
+        with self.timings("read"):
+            return read_volume(path, self.cfg.limits)
+
     def _write(self, vol: Volume, scores: VolumeScores, outs: dict[str, Path]) -> None:
-        if "pixel" in outs:
-            write_volume(outs["pixel"], scores.pixel, vol.affine, vol.header, compresslevel=self.cfg.compresslevel)
-        if "sample" in outs:
-            write_text_atomic(outs["sample"], f"{scores.sample:.8f}\n")
+        with self.timings("write"):
+            if "pixel" in outs:
+                write_volume(outs["pixel"], scores.pixel, vol.affine, vol.header,
+                             compresslevel=self.cfg.compresslevel)
+            if "sample" in outs:
+                write_text_atomic(outs["sample"], f"{scores.sample:.8f}\n")
 
     def predict_files(self, files: Iterable[Path], out_dir: str | Path) -> PredictReport:
         """Score ``files`` into ``out_dir`` (created if missing); returns a report, never raises for one
-        bad input unless ``strict``."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        bad input unless ``strict``. Raises :class:`MoodError` (a usage error) if ``out_dir`` cannot be used.
+        Temp files that an interrupted run left for these inputs' outputs are removed first."""
+        files = [Path(f) for f in files]
+        out_dir = prepare_output_dir(out_dir, {f.parent for f in files}, pixel="pixel" in self.cfg.tasks)
+        clean_stale_temps(out_dir, [o.name for f in files for o in output_paths(f, out_dir, self.cfg.tasks).values()])
         report = PredictReport()
         todo: list[Path] = []
         for f in files:
@@ -177,6 +262,8 @@ class Predictor:
                 todo.append(Path(f))
         if report.skipped:
             log.info("skipping %d inputs whose outputs exist", len(report.skipped))
+        elif any(o.exists() for f in todo for o in output_paths(f, out_dir, self.cfg.tasks).values()):
+            log.info("%s: existing outputs are replaced (use --skip-existing to keep them)", out_dir)
 
         def fail(path: Path, reason: str) -> None:
             report.failed.append((path, reason))
@@ -186,18 +273,19 @@ class Predictor:
 
         with ThreadPoolExecutor(max(1, self.cfg.prefetch), thread_name_prefix="read") as readers, \
                 ThreadPoolExecutor(max(1, self.cfg.writers), thread_name_prefix="write") as writers:
-            reads: list[Future] = [readers.submit(read_volume, p, self.cfg.limits)
+            reads: list[Future] = [readers.submit(self._read, p)
                                    for p in todo[: max(1, self.cfg.prefetch)]]
             pending: list[tuple[Path, Future]] = []
             bar = tqdm(total=len(todo), desc="predict", unit="vol", disable=not self.cfg.progress)
             for idx, path in enumerate(todo):
                 nxt = idx + len(reads)
                 if nxt < len(todo):
-                    reads.append(readers.submit(read_volume, todo[nxt], self.cfg.limits))
+                    reads.append(readers.submit(self._read, todo[nxt]))
                 fut = reads.pop(0)
                 try:
                     vol = fut.result()
-                    scores = self.score_volume(vol.data, need_pixel="pixel" in self.cfg.tasks)
+                    scores = self.score_volume(vol.data, need_pixel="pixel" in self.cfg.tasks, inplace=True)
+                    vol.data = np.empty(0, dtype=np.float32)  # writing needs only the geometry: free the input
                 except InputError as exc:
                     fail(path, exc.reason)
                     bar.update(1)
@@ -231,13 +319,13 @@ class Predictor:
             report.scored.append(path)
         except OSError as exc:
             fail(path, f"could not write output ({exc})")
+        except Exception as exc:  # noqa: BLE001 - e.g. nibabel refusing a header; the other inputs go on
+            fail(path, f"could not write output ({type(exc).__name__}: {exc})")
 
     def predict_folder(self, in_dir: str | Path, out_dir: str | Path) -> PredictReport:
         """Score every ``*.nii``/``*.nii.gz`` directly in ``in_dir``."""
-        in_dir = Path(in_dir)
-        if not in_dir.is_dir():
-            raise MoodError(f"{in_dir}: input folder does not exist")
-        files = list_volumes(in_dir)
-        if not files:
-            log.warning("%s: no .nii or .nii.gz files found", in_dir)
-        return self.predict_files(files, out_dir)
+        scan = scan_inputs(in_dir)  # MoodError (usage error) if it is not a folder
+        log_ignored(scan)
+        if not scan.volumes:
+            raise MoodError(f"{in_dir}: no .nii or .nii.gz files to score in the input folder")
+        return self.predict_files(scan.volumes, out_dir)

@@ -24,15 +24,26 @@ log = logging.getLogger(__name__)
 
 
 class VolumeStore:
-    """Reads training volumes lazily and caches them compactly (float16, slice axis first)."""
+    """Reads training volumes lazily and caches them compactly (float16, slice axis first): in an LRU in RAM,
+    or, with ``cache_dir``, as memory-mapped ``.npy`` files that data-loader workers share
+    (:class:`~mood_detector.training.cache.DiskCache`; call :meth:`prepare` before the workers start)."""
 
     def __init__(self, files: Sequence[Path], size: int, slice_axis: int, cache_gb: float = 4.0,
-                 limits: ReadLimits | None = None) -> None:
+                 limits: ReadLimits | None = None, cache_dir: str | Path | None = None) -> None:
         if not files:
             raise ValueError("no training volumes given")
         self.files = [Path(f) for f in files]
         self.size, self.slice_axis = int(size), int(slice_axis)
         self.limits = limits or ReadLimits()
+        self.disk = None
+        if cache_dir is not None:
+            from mood_detector.training.cache import DiskCache
+
+            disk = DiskCache(cache_dir, self.size, self.slice_axis, self.limits)
+            if disk.fits(len(self.files)):
+                self.disk = disk
+            else:
+                log.warning("%s: not enough free disk for the float16 volume cache; caching in RAM", cache_dir)
         per_volume = 2 * self.size**3
         self.capacity = max(1, int(cache_gb * 2**30 // per_volume))
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -40,11 +51,22 @@ class VolumeStore:
     def __len__(self) -> int:
         return len(self.files)
 
+    def prepare(self, threads: int = 2, rank: int = 0, world_size: int = 1) -> None:
+        """Decode every volume (this rank's share) into the disk cache now, once, instead of in each worker."""
+        if self.disk is not None:
+            self.disk.prepare(self.files, threads, rank, world_size)
+
     def slices(self, i: int) -> np.ndarray:
         """Volume ``i`` as float16 slices (S, size, size) in [0, 1]."""
         if i in self._cache:
             self._cache.move_to_end(i)
             return self._cache[i]
+        if self.disk is not None:  # memory maps cost no RAM of their own: keep many open (bounded: file handles)
+            arr = self.disk.open(self.files[i])
+            self._cache[i] = arr
+            while len(self._cache) > 256:
+                self._cache.popitem(last=False)
+            return arr
         vol = read_volume(self.files[i], self.limits).data
         vol = resample(normalise_intensity(vol), (self.size,) * 3)
         arr = np.ascontiguousarray(to_slices(vol, self.slice_axis), dtype=np.float16)

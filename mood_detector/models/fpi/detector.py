@@ -158,7 +158,11 @@ class FPIDetector(Detector):
             log.info("no checkpoint in %s: starting from scratch", run_dir)
         model = distributed.wrap_ddp(net, device)
         streams = list(range(env.rank, per_step, world))  # this rank's pair streams
-        store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
+        disk = cfg.disk_cache if cfg.disk_cache is not None else cfg.workers > 0
+        store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb,
+                            cache_dir=run_dir / "cache" if disk else None)
+        store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
+        distributed.barrier()
         losses = LossLog(run_dir) if main else None
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
