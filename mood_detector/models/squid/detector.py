@@ -1,0 +1,350 @@
+"""SQUID detector: feature in-painting with a space-aware memory queue, scored by its discriminator.
+
+Slice-wise on 3D volumes (deviation: the thesis works on 2D chest X-rays): every slice is resampled to
+128 x 128 in [0, 1] (``size``, default 128 whatever the kind), cut into 2 x 2 patches of 64^2 and
+reconstructed by the student generator; the discriminator's logit on the reconstruction is z-normalised with
+its mean and standard deviation over training slices and the slice score is ``1 - sigmoid(z)`` (thesis
+Eq. 3.5 as written in the authors' code: a low "real" logit means anomalous). The volume score is the harness'
+common aggregation of the per-slice scores (:func:`mood_detector.inference.aggregate.sample_score`).
+
+Slices that are entirely zero (background beyond the object) score 0: the training sampler skips them, so
+the networks never saw them and their scores would be meaningless.
+
+Pixel map (this package's extension; the authors' code has none), option ``pixel_map``:
+
+* ``residual`` (default): ``r = |x - recon|``;
+* ``gradres``: ``r = |x - recon| * g / mean(g)``, with ``g = |d D(recon) / d recon|`` the discriminator's
+  input-gradient magnitude and ``mean(g)`` its mean over the slice (so the weight redistributes, but does not
+  rescale, the residual).
+
+Either map is sent to [0, 1] by ``1 - exp(-r / tau)``, ``tau`` = the median over training slices of each
+slice's 99th percentile of ``r`` (monotone, so rankings and AP are those of ``r``; a typical normal residual
+stays below 1 - 1/e). Both ``tau`` are calibrated after training, so the map can be switched at inference.
+
+Training follows the issue's facts from the authors' code: generator loss ``10 MSE(recon) + 0.01
+MSE(teacher) + 0.001 distillation + 0.005 BCE(D(recon), 1)``, discriminator loss ``0.005 [BCE(D(x), 1) +
+BCE(D(recon), 0)]``, the discriminator updated every step and the generator every 2nd step (``n_critic``);
+Adam lr 1e-4, betas (0.5, 0.999); the generator with weight decay 1e-5 and cosine annealing of its learning
+rate per epoch towards 0.2 lr (thesis Sec. 4.1.5: 1e-4 -> 2e-5; :func:`cosine_lr`); the discriminator at a
+constant learning rate without weight decay (as in the authors' code). The memory queue is filled after every
+generator step with the detached bottleneck features of that step's batch. Augmentation (thesis Sec. 4.1.5 /
+authors' data loader): random scaling in [0.95, 1.05] and translation up to 5% per slice.
+
+``size`` other than 128 (a multiple of 64) is accepted for quick tests; the paper's model is 128.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.models.squid.networks import Discriminator, SquidGenerator
+from mood_detector.training.data import VolumeStore, slice_loader
+from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.weights import ModelCard, git_commit
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZE = 128       # the paper's input size
+PAPER_LR = 1e-4          # SQUID's learning rate (the shared --lr default, 1e-3, is FPI's)
+PIXEL_MAPS = ("residual", "gradres")
+STAT_NAMES = ("logit_mean", "logit_std", "tau_residual", "tau_gradres")
+
+
+@dataclass
+class SquidOptions:
+    """SQUID hyperparameters (``--opt KEY=VALUE``); defaults are the authors' (issue 12, thesis Sec. 4.1.5).
+
+    Attributes:
+        queue_slots: memory-queue items per patch position.
+        mem_slots: items of each learned memory matrix in the student decoder.
+        topk: Gumbel shrinkage k.
+        mask_prob: masked-shortcut probability of keeping the in-painted feature (training only).
+        grid: patches per side.
+        n_critic: the generator is updated every ``n_critic``-th step, the discriminator every step.
+        lr: learning rate of both networks (``--lr`` is used instead when set to anything but its default).
+        weight_decay: generator weight decay.
+        lr_min_factor: cosine annealing ends at ``lr_min_factor * lr``.
+        w_recon, w_teacher, w_dist, w_gen, w_disc: loss weights.
+        augment: random scale/translation of training slices.
+        pixel_map: ``residual`` or ``gradres`` (see module docstring).
+        calib_slices: training slices used for the score statistics.
+    """
+
+    queue_slots: int = 200
+    mem_slots: int = 200
+    topk: int = 5
+    mask_prob: float = 0.95
+    grid: int = 2
+    n_critic: int = 2
+    lr: float = PAPER_LR
+    weight_decay: float = 1e-5
+    lr_min_factor: float = 0.2
+    w_recon: float = 10.0
+    w_teacher: float = 0.01
+    w_dist: float = 0.001
+    w_gen: float = 0.005
+    w_disc: float = 0.005
+    augment: bool = True
+    pixel_map: str = "residual"
+    calib_slices: int = 2048
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> "SquidOptions":
+        """Parse ``values`` (strings from ``--opt`` or JSON from a card); unknown keys are an error."""
+        known = {f.name: f.default for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown squid option(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        opts = cls(**{k: option(values, k, d) for k, d in known.items()})
+        if opts.pixel_map not in PIXEL_MAPS:
+            raise ValueError(f"squid pixel_map must be one of {PIXEL_MAPS}, got {opts.pixel_map!r}")
+        if not 0.0 <= opts.mask_prob <= 1.0:
+            raise ValueError(f"squid mask_prob must be in [0, 1], got {opts.mask_prob}")
+        if opts.topk < 1 or opts.queue_slots < 1 or opts.mem_slots < 1 or opts.n_critic < 1 or opts.grid < 1:
+            raise ValueError("squid topk, queue_slots, mem_slots, n_critic and grid must be positive")
+        return opts
+
+
+def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
+    """Cosine annealing from ``lr`` (epoch 0) towards ``lr_min`` (reached after ``epochs`` epochs), in closed
+    form per epoch, so a run resumed with more epochs follows the longer schedule from where it stands."""
+    return lr_min + (lr - lr_min) * 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, epochs)))
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random scale in [0.95, 1.05] and translation up to 5% of the slice per image (bilinear, zero fill)."""
+    n = x.shape[0]
+    scale = 0.95 + 0.1 * torch.rand(n, generator=gen)
+    shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.05 * 2  # normalised coordinates span 2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / scale
+    theta[:, :, 2] = -shift / scale[:, None]
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class SquidLossLog(LossLog):
+    """The common loss log with SQUID's loss terms as extra columns (``loss`` = total generator loss)."""
+
+    FIELDS = LossLog.FIELDS + ("recon", "teacher", "dist", "adv", "d_loss")
+
+
+class SQUIDDetector(Detector):
+    """SQUID behind the common interface: slice score from the discriminator, pixel map from the residual."""
+
+    name = "squid"
+
+    def __init__(self, card: ModelCard, gen: SquidGenerator, disc: Discriminator, opts: SquidOptions) -> None:
+        super().__init__(card)
+        self.gen, self.disc, self.opts = gen, disc, opts
+        self.pixel_map = opts.pixel_map
+        self.stats = torch.tensor([float(card.extra.get(k, d)) for k, d in zip(STAT_NAMES, (0.0, 1.0, 1.0, 1.0))])
+
+    # --- construction and state -------------------------------------------------------------------------
+    @classmethod
+    def build(cls, card: ModelCard) -> "SQUIDDetector":
+        opts = SquidOptions.from_mapping({f.name: card.extra[f.name] for f in fields(SquidOptions)
+                                          if f.name in card.extra})
+        gen = SquidGenerator(card.width, card.size, opts.grid, opts.queue_slots, opts.mem_slots, opts.topk,
+                             opts.mask_prob)
+        return cls(card, gen, Discriminator(card.size), opts)
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"gen": self.gen, "disc": self.disc}
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {"stats": self.stats.clone()}
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if "stats" in tensors:
+            self.stats = tensors["stats"].float().cpu().clone()
+
+    # --- scoring -------------------------------------------------------------------------------------------
+    def _disc_grad(self, recon: torch.Tensor) -> torch.Tensor:
+        """|d D(recon) / d recon| per pixel (works inside the predictor's inference mode)."""
+        with torch.inference_mode(False), torch.enable_grad():
+            r = recon.detach().clone().float().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.disc(r).sum(), r)
+        return grad.abs()
+
+    def raw_maps(self, x: torch.Tensor, recon: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Uncalibrated pixel maps (N, H, W) named in ``names`` (``residual``, ``gradres``)."""
+        res = (x - recon).abs()[:, 0].float()
+        out = {"residual": res}
+        if "gradres" in names:
+            g = self._disc_grad(recon)[:, 0]
+            out["gradres"] = res * g / g.mean(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+        return {k: out[k] for k in names}
+
+    def score_slices(self, x: torch.Tensor) -> SliceScores:
+        size = x.shape[-1]
+        if x.shape[-2:] != (self.size, self.size):
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        recon = self.gen(x).recon
+        logit = self.disc(recon).float()
+        mu, sigma = float(self.stats[0]), float(self.stats[1])
+        slice_score = 1.0 - torch.sigmoid((logit - mu) / sigma)
+        raw = self.raw_maps(x, recon, [self.pixel_map])[self.pixel_map]
+        tau = float(self.stats[2 + PIXEL_MAPS.index(self.pixel_map)])
+        pixel = 1.0 - torch.exp(-raw / tau)
+        empty = x.flatten(1).amax(dim=1) <= 0
+        slice_score = torch.where(empty, torch.zeros_like(slice_score), slice_score)
+        pixel = pixel * (~empty).to(pixel.dtype)[:, None, None]
+        if pixel.shape[-1] != size:
+            pixel = F.interpolate(pixel[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
+        return SliceScores(pixel=pixel.clamp(0, 1), slice=slice_score.clamp(0, 1))
+
+    # --- training ------------------------------------------------------------------------------------------
+    @classmethod
+    def card_for(cls, cfg: TrainConfig, n_files: int, opts: SquidOptions) -> ModelCard:
+        kind = cfg.kind_cfg
+        return ModelCard(
+            detector=cls.name, arch="squid", width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
+            size=int(cfg.size or DEFAULT_SIZE), mode="", classes=1, training_data=cfg.training_data,
+            epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
+            extra={**asdict(opts), "batch_size": cfg.batch_size, "n_train_volumes": n_files})
+
+    @staticmethod
+    def resolve_options(cfg: TrainConfig) -> SquidOptions:
+        """Options from ``cfg.options``; ``--lr`` overrides the paper's 1e-4 when it is not the shared default."""
+        values = dict(cfg.options)
+        if "lr" not in values and cfg.lr != TrainConfig.lr:
+            values["lr"] = str(cfg.lr)
+        return SquidOptions.from_mapping(values)
+
+    @classmethod
+    def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "SQUIDDetector":
+        run_dir = Path(run_dir)
+        opts = cls.resolve_options(cfg)
+        aug_gen = seed_everything(cfg.seed)
+        card = cls.card_for(cfg, len(files), opts)
+        det = cls.build(card)
+        device = resolve_device(cfg.device)
+        det.to(device)
+        gen, disc = det.gen, det.disc
+        opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.5, 0.999), eps=1e-7,
+                                 weight_decay=opts.weight_decay)
+        opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
+        start = 0
+        ckpt = load_checkpoint(run_dir) if cfg.resume else None
+        if ckpt is not None:
+            gen.load_state_dict(ckpt["gen"])
+            disc.load_state_dict(ckpt["disc"])
+            opt_g.load_state_dict(ckpt["opt_g"])
+            opt_d.load_state_dict(ckpt["opt_d"])
+            start = int(ckpt["epoch"])
+            log.info("resuming %s at epoch %d", run_dir, start)
+        elif cfg.resume:
+            log.info("no checkpoint in %s: starting from scratch", run_dir)
+        store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
+        losses = SquidLossLog(run_dir)
+        amp = cfg.amp and device.type == "cuda"
+        bce = F.binary_cross_entropy_with_logits
+        for epoch in range(start, cfg.epochs):
+            gen.train()
+            disc.train()
+            epoch_seed = cfg.seed * 1_000_003 + epoch  # per-epoch streams: resuming reproduces them
+            torch.manual_seed(epoch_seed)
+            aug_gen.manual_seed(epoch_seed)
+            lr = cosine_lr(opts.lr, opts.lr * opts.lr_min_factor, epoch, cfg.epochs)
+            for group in opt_g.param_groups:
+                group["lr"] = lr
+            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
+            loader = slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
+                                  max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
+            timer, n_slices, n_steps, n_gen = Timer(), 0, 0, 0
+            sums = dict.fromkeys(("loss", "recon", "teacher", "dist", "adv", "d_loss"), 0.0)
+            bar = tqdm(loader, desc=f"squid {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+            for step, x in enumerate(bar):
+                x = x.to(device, non_blocking=True)
+                if opts.augment:
+                    x = _augment(x, aug_gen)
+                gen_step = step % opts.n_critic == 0
+                with autocast(device, amp), torch.set_grad_enabled(gen_step):
+                    out = gen(x)
+                # discriminator: every step
+                opt_d.zero_grad(set_to_none=True)
+                with autocast(device, amp):
+                    real, fake = disc(x).float(), disc(out.recon.detach()).float()
+                d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
+                d_loss.backward()
+                opt_d.step()
+                sums["d_loss"] += float(d_loss.detach())
+                # generator: every n_critic-th step, against the updated discriminator
+                if gen_step:
+                    opt_g.zero_grad(set_to_none=True)
+                    with autocast(device, amp):
+                        adv_logit = disc(out.recon).float()
+                    terms = {"recon": F.mse_loss(out.recon.float(), x), "teacher": F.mse_loss(out.teacher.float(), x),
+                             "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
+                    loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
+                            + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
+                    loss.backward()
+                    opt_g.step()
+                    gen.commit()  # copy this batch's features into the memory queue
+                    n_gen += 1
+                    sums["loss"] += float(loss.detach())
+                    for k, v in terms.items():
+                        sums[k] += float(v.detach())
+                    bar.set_postfix(g=f"{sums['loss'] / n_gen:.4f}", d=f"{sums['d_loss'] / (n_steps + 1):.4f}")
+                n_steps += 1
+                n_slices += x.shape[0]
+            if n_steps == 0:
+                raise ValueError("no training batches: are all training volumes empty?")
+            secs = timer()
+            row = {k: round(v / max(1, n_gen), 6) for k, v in sums.items() if k != "d_loss"}
+            losses.write(phase="train", epoch=epoch + 1, batches=n_steps, lr=lr, seconds=round(secs, 2),
+                         slices_per_s=round(n_slices / max(secs, 1e-9), 2), d_loss=round(sums["d_loss"] / n_steps, 6),
+                         **row)
+            save_checkpoint(run_dir, {
+                "epoch": epoch + 1, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "config": json.dumps(asdict(cfg), sort_keys=True)})
+        det.calibrate(store, cfg)
+        return det.eval()
+
+    # --- score statistics -----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def calibrate(self, store: VolumeStore, cfg: TrainConfig) -> dict[str, float]:
+        """Mean/std of the discriminator logit on reconstructions of (up to ``calib_slices``) non-empty
+        training slices, and each pixel map's ``tau``; stored as extra tensors and in the card."""
+        self.eval()
+        n_vol = len(store)
+        per_vol = max(1, math.ceil(self.opts.calib_slices / n_vol / cfg.batch_size))
+        loader = slice_loader(store, list(range(n_vol)), cfg.batch_size, seed=cfg.seed + 424_242,
+                              max_batches_per_volume=per_vol)
+        logits: list[torch.Tensor] = []
+        q99: dict[str, list[torch.Tensor]] = {m: [] for m in PIXEL_MAPS}
+        count = 0
+        for x in tqdm(loader, desc="squid calibration", unit="batch", leave=False):
+            x = x.to(self.device)
+            recon = self.gen(x).recon
+            logits.append(self.disc(recon).float().cpu())
+            for name, raw in self.raw_maps(x, recon, PIXEL_MAPS).items():
+                q99[name].append(torch.quantile(raw.flatten(1), 0.99, dim=1).cpu())
+            count += x.shape[0]
+            if count >= self.opts.calib_slices:
+                break
+        if not logits:
+            raise ValueError("no non-empty training slices for SQUID's score statistics")
+        lg = torch.cat(logits).double()
+        stats = {"logit_mean": float(lg.mean()), "logit_std": max(float(lg.std(unbiased=False)), 1e-6),
+                 "tau_residual": max(float(torch.cat(q99["residual"]).median()), 1e-6),
+                 "tau_gradres": max(float(torch.cat(q99["gradres"]).median()), 1e-6)}
+        self.stats = torch.tensor([stats[k] for k in STAT_NAMES], dtype=torch.float32)
+        self.card.extra.update(stats)
+        self.card.extra["calib_slices_used"] = int(lg.numel())
+        log.info("squid score statistics over %d training slices: %s", lg.numel(), json.dumps(stats))
+        return stats

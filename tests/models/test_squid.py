@@ -1,0 +1,215 @@
+"""SQUID: shapes, Gumbel shrinkage, the FIFO memory queue, the masked shortcut, training and prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mood_detector.detector import REGISTRY, TrainConfig, detector_class, load_detector
+from mood_detector.inference.predictor import PredictConfig, Predictor
+from mood_detector.models.squid.detector import SQUIDDetector, SquidOptions
+from mood_detector.models.squid.inpaint import InpaintBlock, neighbour_tokens, patchify, position_code, unpatchify
+from mood_detector.models.squid.memory import MemoryQueue, gumbel_shrinkage
+from mood_detector.models.squid.networks import Discriminator, SquidGenerator
+from mood_detector.training.api import train_detector
+from mood_detector.training.loop import LossLog
+from tests.conftest import blob_volume, save_nifti
+
+TINY = {"queue_slots": "8", "mem_slots": "8", "calib_slices": "8"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These networks are tiny: one intra-op thread avoids OpenMP spin-waiting on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_patch_grid_round_trip_and_order():
+    x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
+    p = patchify(x, 2)
+    assert p.shape == (8, 1, 4, 4)
+    assert torch.equal(p[1], x[0, :, :4, 4:])  # position 1 = top-right
+    assert torch.equal(p[2], x[0, :, 4:, :4])  # position 2 = bottom-left
+    assert torch.equal(unpatchify(p, 2), x)
+
+
+def test_shapes_paper_widths_and_tiny_forward():
+    torch.manual_seed(0)
+    with torch.device("meta"):  # the paper's widths, shapes only (no memory, no compute)
+        g = SquidGenerator(width=1.0).eval()
+        feats, skips = g.encode(torch.rand(1, 1, 128, 128))
+        assert g(torch.rand(2, 1, 128, 128)).recon.shape == (2, 1, 128, 128)
+    assert g.filters == [32, 64, 128, 256, 512]
+    assert feats.shape == (4, 512, 4, 4)  # 2x2 patches of 64^2, 512 x 4 x 4 each
+    assert [s.shape[1:] for s in skips] == [(128, 16, 16), (256, 8, 8)]
+    assert g.inpaint.dim == 2048 and g.inpaint.queue.memory.shape == (4, 200, 2048)
+    assert g.inpaint.attention.num_heads == 8 and g.inpaint.ff[0].out_features == 512
+    assert g.inpaint.code.shape == (4, 3)
+    assert [m.memory.shape for m in g.student.memories] == [(4, 200, 256 * 16), (4, 200, 128 * 64)]
+    small = SquidGenerator(width=0.0625, queue_slots=8, mem_slots=8).train()
+    out = small(torch.rand(3, 1, 128, 128))
+    assert out.recon.shape == out.teacher.shape == (3, 1, 128, 128)
+    assert 0.0 <= float(out.recon.detach().min()) and float(out.recon.detach().max()) <= 1.0
+    assert out.dist.ndim == 0 and float(out.dist.detach()) > 0
+    d = Discriminator()
+    assert d(out.recon).shape == (3,)
+    convs = [m for m in d.features if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [16, 32, 64, 128, 128] and all(c.stride == (2, 2) for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in d.features) == 4
+
+
+def test_gumbel_shrinkage_keeps_exactly_k_and_passes_gradient_to_all():
+    torch.manual_seed(1)
+    logits = torch.randn(6, 50, requires_grad=True)
+    w = gumbel_shrinkage(logits, 5)
+    assert torch.equal((w != 0).sum(dim=1), torch.full((6,), 5))
+    assert torch.allclose(w.sum(dim=1), torch.ones(6))
+    top = logits.detach().topk(5, dim=1).indices
+    assert torch.equal(torch.sort((w != 0).nonzero()[:, 1].reshape(6, 5), dim=1).values, torch.sort(top, 1).values)
+    soft = torch.softmax(logits.detach(), 1)
+    kept = soft.gather(1, top)
+    assert torch.allclose(w.detach().gather(1, top), kept / kept.sum(1, keepdim=True), atol=1e-6)
+    # backward: the plain softmax's gradient, reaching every item (straight-through)
+    g = torch.randn(6, 50)
+    (grad,) = torch.autograd.grad((w * g).sum(), logits)
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad((torch.softmax(ref_logits, 1) * g).sum(), ref_logits)
+    assert torch.allclose(grad, ref, atol=1e-6)
+    assert bool((grad != 0).all())
+
+
+def test_queue_is_fifo_per_position_and_drops_the_oldest():
+    q = MemoryQueue(positions=2, slots=5, dim=3)
+
+    def batch(ids):  # item i at position p holds 10 * i + p
+        return torch.tensor([[[10.0 * i + p] * 3 for p in range(2)] for i in ids])
+
+    q.push(batch([0, 1, 2]))
+    assert int(q.filled) == 3 and q.items(0)[:, 0].tolist() == [0, 10, 20]
+    q.push(batch([3, 4, 5]))
+    q.push(batch([6, 7, 8]))  # 9 items into 5 slots: 0..3 dropped, oldest first
+    assert int(q.filled) == 5
+    assert q.items(0)[:, 0].tolist() == [40, 50, 60, 70, 80]
+    assert q.items(1)[:, 0].tolist() == [41, 51, 61, 71, 81]
+    q.push(batch(range(9, 16)))  # a batch larger than the queue: only its newest 5 survive
+    assert q.items(0)[:, 0].tolist() == [110, 120, 130, 140, 150]
+    assert not any(True for _ in q.parameters())  # a buffer, never learned
+    assert {"memory", "ptr", "filled"} <= set(q.state_dict())
+
+
+def test_queue_is_filled_with_detached_training_features_after_commit():
+    torch.manual_seed(2)
+    block = InpaintBlock(channels=32, size=4, grid=2, slots=10, k=3).train()
+    x = torch.rand(2 * 4, 32, 4, 4, requires_grad=True)
+    before = block.queue.memory.clone()
+    block(x).sum().backward()
+    assert torch.equal(block.queue.memory, before)  # nothing is enqueued before the optimiser step
+    block.commit()
+    feats = block.reduce(x).reshape(2, 4, -1).detach()
+    assert int(block.queue.filled) == 2 and not block.queue.memory.requires_grad
+    for p in range(4):
+        assert torch.allclose(block.queue.items(p), feats[:, p], atol=1e-6)
+
+
+def test_neighbours_on_the_2x2_patch_grid_are_padded_3x3_windows():
+    tokens = torch.arange(1, 5, dtype=torch.float32).reshape(1, 4, 1)  # positions 0..3 hold 1..4
+    nb = neighbour_tokens(tokens, 2)[0, :, :, 0]
+    assert nb.shape == (4, 8)
+    # top-left patch: right (2), below (3) and diagonal (4) neighbours, five zero-padded tokens
+    assert nb[0].tolist() == [0, 0, 0, 0, 2, 0, 3, 4]
+    assert nb[3].tolist() == [1, 2, 0, 3, 0, 0, 0, 0]
+    assert position_code(4).tolist() == [[0, 0, 0], [0, 0, 1], [0, 1, 0], [0, 1, 1]]
+
+
+def test_masked_shortcut_only_in_training():
+    torch.manual_seed(3)
+    block = InpaintBlock(channels=32, size=4, grid=2, slots=10, k=3, ratio=0.5)
+    x = torch.rand(4 * 4, 32, 4, 4)
+    block.train()
+    torch.manual_seed(4)
+    mixed = block(x)
+    inpainted = block.inpaint(x)  # same batch statistics, no randomness inside
+    from_inpaint = torch.isclose(mixed, inpainted).all(dim=1)
+    from_input = torch.isclose(mixed, x).all(dim=1)
+    assert bool((from_inpaint | from_input).all()) and bool(from_input.any()) and bool(from_inpaint.any())
+    block.eval()
+    a, b = block(x), block(x)
+    assert torch.equal(a, b) and torch.equal(a, block.inpaint(x)) and not torch.allclose(a, x)
+    gen = SquidGenerator(width=0.0625, size=64, queue_slots=4, mem_slots=4).eval()
+    img = torch.rand(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(gen(img).recon, gen(img).recon)
+
+
+def test_options_are_validated_and_lr_defaults_to_the_papers():
+    with pytest.raises(ValueError, match="unknown squid option"):
+        SquidOptions.from_mapping({"topkk": "5"})
+    with pytest.raises(ValueError, match="pixel_map"):
+        SquidOptions.from_mapping({"pixel_map": "edges"})
+    assert SQUIDDetector.resolve_options(TrainConfig()).lr == 1e-4  # the shared --lr default is FPI's
+    assert SQUIDDetector.resolve_options(TrainConfig(lr=3e-4)).lr == 3e-4
+    assert SQUIDDetector.resolve_options(TrainConfig(options={"lr": "2e-5"})).lr == 2e-5
+    assert detector_class("squid") is SQUIDDetector and "squid" in REGISTRY
+
+
+def _train_dir(root: Path, n: int = 2) -> Path:
+    d = root / "train"
+    d.mkdir()
+    for i in range(n):
+        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=200 + i))
+    return d
+
+
+def test_train_resume_and_predict_end_to_end(tmp_path: Path):
+    d = _train_dir(tmp_path)
+    # size 64 (2x2 patches of 32^2) keeps the test fast on a loaded CPU; the shapes test covers 128
+    kw = dict(detector="squid", kind="brain", size=64, width=0.0625, batch_size=2, device="cpu",
+              max_batches_per_pair=2, options=TINY)
+    out = train_detector(d, tmp_path / "a.safetensors", TrainConfig(epochs=2, **kw))
+    rows = LossLog(tmp_path / "a_run").rows()
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    for r in rows:
+        assert all(np.isfinite(float(r[k])) for k in ("loss", "recon", "teacher", "dist", "adv", "d_loss"))
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["detector"] == "squid" and card["size"] == 64 and card["extra"]["topk"] == 5
+    assert card["extra"]["logit_std"] > 0 and card["extra"]["tau_residual"] > 0
+    det = load_detector(out)
+    assert int(det.gen.inpaint.queue.filled) > 0  # the queue travelled with the weights
+    assert float(det.stats[0]) == pytest.approx(card["extra"]["logit_mean"])
+    # resume: one epoch, then continue to two = the uninterrupted run
+    train_detector(d, tmp_path / "b.safetensors", TrainConfig(epochs=1, **kw))
+    b = train_detector(d, tmp_path / "b.safetensors", TrainConfig(epochs=2, resume=True, **kw))
+    ta, tb = det.state_tensors(), load_detector(b).state_tensors()
+    assert all(torch.allclose(ta[k].float(), tb[k].float(), atol=1e-5) for k in ta)
+    # scoring through the common predictor; empty slices score 0
+    vol = np.zeros((32, 32, 32), np.float32)
+    vol[4:28, 4:28, 8:24] = blob_volume((24, 24, 16), seed=7)
+    pred = Predictor(det, PredictConfig(device="cpu", batch_size=16, progress=False))
+    res = pred.score_volume(vol)
+    assert res.pixel.shape == vol.shape and 0.0 <= res.pixel.min() and res.pixel.max() <= 1.0
+    assert 0.0 <= res.sample <= 1.0 and len(res.slice_scores) == 64
+    empty = ~np.moveaxis(pred_input(vol), 2, 0).reshape(64, -1).any(axis=1)
+    assert empty.any() and np.all(res.slice_scores[empty] == 0.0) and np.all(res.slice_scores[~empty] > 0.0)
+    # the gradient-weighted map also works inside the predictor's inference mode
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(pred_input(vol), 2, 0)[28:32]))[:, None]
+    with torch.inference_mode():
+        plain = det.score_slices(x)
+        det.pixel_map = "gradres"
+        weighted = det.score_slices(x)
+    assert torch.allclose(plain.slice, weighted.slice) and not torch.allclose(plain.pixel, weighted.pixel)
+    assert weighted.pixel.shape == (4, 64, 64)
+    assert 0.0 <= float(weighted.pixel.min()) <= float(weighted.pixel.max()) <= 1.0
+
+
+def pred_input(vol: np.ndarray) -> np.ndarray:
+    """The predictor's network input for ``vol``: normalised and resampled to 64^3."""
+    from mood_detector.preprocess import normalise_intensity, resample
+
+    return resample(normalise_intensity(vol), (64,) * 3)
