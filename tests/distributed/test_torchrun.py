@@ -68,7 +68,9 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
         for i in range(4):  # 5 inputs: the ranks take 3 and 2 of them; one is broken
             save_nifti(inp / (f"v{i}.nii.gz" if i % 2 else f"v{i}.nii"), blob_volume(seed=30 + i) * (i + 1))
         (inp / "broken.nii.gz").write_bytes(b"not a nifti")
-        one = predict_folder(inp, root / "one", PredictConfig(tasks=("pixel", "sample"), device="cpu",
+        # CPU results are bit-identical for the same number of torch threads per process: each torchrun rank
+        # gets cores // LOCAL_WORLD_SIZE threads (1 here), so the reference runs with 1 thread too.
+        one = predict_folder(inp, root / "one", PredictConfig(tasks=("pixel", "sample"), device="cpu", threads=1,
                                                               progress=False), weights=tiny_fpi)
     finally:
         torch.set_num_threads(threads)
@@ -79,7 +81,7 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
              cfg=dict(FULL, resume=True)),
         dict(input=str(data), output=str(w / "from2.safetensors"), run_dir=str(w / "from2_run"), cfg=FIRST)],
         "predict": ["predict", "both", "-i", str(inp), "-o", str(root / "two"), "-w", str(tiny_fpi),
-                    "--device", "cpu", "--no-progress"]}
+                    "--device", "cpu", "--threads", "1", "--no-progress"]}
     (root / "spec.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
