@@ -70,6 +70,9 @@ def train(input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, 
         cfg.options["unlabeled"] = str(unlabeled)
     if feature_weights is not None:
         cfg.options["feature_weights"] = str(feature_weights)
-    path = train_detector(input_dir, output, cfg, run_dir)
+    try:
+        path = train_detector(input_dir, output, cfg, run_dir)
+    except ValueError as exc:  # bad detector options or unusable training data: one line, no traceback
+        raise click.ClickException(str(exc)) from None
     if distributed.is_main():
         click.echo(f"weights: {path}")
