@@ -9,10 +9,14 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 # Tiny test models gain nothing from intra-op threads, and oversubscription (subprocess tests, a shared
 # machine) makes them much slower: one thread per test process.
 torch.set_num_threads(1)
+# No tqdm monitor thread: tests then run with the main thread only (plus the ones a test starts itself), which
+# keeps tracemalloc / SIGALRM based tests free of cross-thread interference.
+tqdm.monitor_interval = 0
 
 
 def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:

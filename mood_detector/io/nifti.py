@@ -126,6 +126,36 @@ def _scaled_float32(path: Path, hdr: nib.Nifti1Header, raw: np.ndarray) -> np.nd
     return data
 
 
+# Bounds on a usable voxel-to-world matrix (mm). Outside them the matrix is refused BEFORE any LAPACK call:
+# numpy's SVD (inside nibabel's set_qform) loops forever on some matrices mixing subnormal and huge entries
+# (found by tests/io/test_nifti_fuzz.py: entries of 1e-312 next to 6.5e68 hung the reader in C, where no
+# signal or timeout can stop it).
+AFFINE_MAX_SCALE = 1e4       # a column (voxel edge) longer than 10 m is not an image
+AFFINE_MIN_SCALE = 1e-6      # ... nor one shorter than a nanometre
+AFFINE_MAX_SHIFT = 1e9       # translation (mm)
+AFFINE_FLUSH = 1e-9          # entries below this share of the largest one are rounding noise: set to 0
+
+
+def _sane_affine(affine: np.ndarray) -> np.ndarray | None:
+    """A copy of ``affine`` with negligible entries flushed to zero, or None when it is not a plausible
+    voxel-to-world matrix (non-finite, last row not (0, 0, 0, 1), voxel edges or shift out of bounds)."""
+    aff = np.array(affine, dtype=np.float64)
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        return None
+    if not np.array_equal(aff[3], [0.0, 0.0, 0.0, 1.0]):
+        return None
+    m = aff[:3, :3]
+    biggest = float(np.abs(m).max())
+    if not AFFINE_MIN_SCALE <= biggest <= AFFINE_MAX_SCALE or np.abs(aff[:3, 3]).max() > AFFINE_MAX_SHIFT:
+        return None
+    m[np.abs(m) < AFFINE_FLUSH * biggest] = 0.0
+    aff[np.abs(aff) < 1e-300] = 0.0  # subnormal translations
+    cols = np.sqrt((m * m).sum(axis=0))
+    if cols.min() < AFFINE_MIN_SCALE or cols.max() > AFFINE_MAX_SCALE:
+        return None
+    return aff
+
+
 def _writable(affine: np.ndarray) -> bool:
     """True if nibabel can store ``affine`` as a qform (it must decompose into zooms and a rotation); singular
     or denormal matrices cannot, and would make writing the output fail."""
@@ -147,7 +177,9 @@ def _usable_affine(path: Path, hdr: nib.Nifti1Header) -> np.ndarray:
                 aff = np.asarray(get(), dtype=np.float64)
         except Exception:  # noqa: BLE001
             continue
-        if aff.shape == (4, 4) and np.isfinite(aff).all() and _writable(aff):
+        sane = _sane_affine(aff)
+        if sane is not None and _writable(sane):
+            aff = sane
             if name != "best":
                 log.warning("%s: unusable orientation in header; using its %s affine", path, name)
             return aff
@@ -196,8 +228,12 @@ def _image_like(data: np.ndarray, affine: np.ndarray, header: Any) -> nib.Nifti1
     img = nib.Nifti1Image(data, affine, header=hdr)
     qform, qcode = header.get_qform(coded=True)
     sform, scode = header.get_sform(coded=True)
-    if qcode and not np.isfinite(qform).all() or scode and not np.isfinite(sform).all():
-        raise ValueError("non-finite qform/sform in the input header")
+    if qcode:
+        qform = _sane_affine(qform)
+    if scode:
+        sform = _sane_affine(sform)
+    if qcode and (qform is None or not _writable(qform)) or scode and sform is None:
+        raise ValueError("implausible qform/sform in the input header")
     img.set_qform(qform if qcode else affine, int(qcode) if qcode else 1)
     img.set_sform(sform if scode else affine, int(scode) if scode else 1)
     return img

@@ -144,25 +144,32 @@ def _alarm(*_):
 
 
 def check_case(folder: Path, data: bytes, n_mutations: int, nonfinite: str) -> None:
-    """The fuzz property for one file."""
+    """The fuzz property for one file (the SIGALRM bound covers reading and writing back)."""
+    old = signal.signal(signal.SIGALRM, _alarm)
+    signal.setitimer(signal.ITIMER_REAL, SECONDS_PER_CASE)
+    try:
+        _check_case(folder, data, n_mutations, nonfinite)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _check_case(folder: Path, data: bytes, n_mutations: int, nonfinite: str) -> None:
     p = folder / "case.nii.gz"
     p.write_bytes(data)
     limits = ReadLimits(LIMITS.max_dim, LIMITS.max_voxels, nonfinite, LIMITS.max_header_bytes)
-    old = signal.signal(signal.SIGALRM, _alarm)
-    signal.setitimer(signal.ITIMER_REAL, SECONDS_PER_CASE)
     tracemalloc.start()
     try:
         vol = read_volume(p, limits)
     except InputError as exc:
         vol = None
         msg = str(exc)
+        assert "took more than" not in msg, msg  # the SIGALRM bound, caught and re-worded by the reader
         assert msg.startswith(str(p)) and "\n" not in msg, msg
         assert n_mutations > 0, f"an unmodified valid file was refused: {msg}"
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
     assert peak <= PEAK_BOUND, f"reading allocated {peak} bytes (bound {PEAK_BOUND})"
     if vol is None:
         return
@@ -191,7 +198,9 @@ FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCh
                                                   HealthCheck.filter_too_much])
 
 
-@settings(max_examples=1000, **FUZZ)
+# derandomized: the normal suite sees the same 1,000 cases on every machine, so a green run here is a green run
+# in CI; the opt-in long run below draws fresh cases each time
+@settings(max_examples=1000, derandomize=True, **FUZZ)
 @given(case=mutated_files(), nonfinite=st.sampled_from(["zero", "error"]))
 def test_fuzz_reader(fuzz_dir: Path, case: tuple[bytes, int], nonfinite: str) -> None:
     check_case(fuzz_dir, case[0], case[1], nonfinite)

@@ -247,3 +247,41 @@ def test_nonfinite_policy(tmp_path: Path):
                                                   scl_inter=0.0))
     with pytest.raises(InputError, match="non-finite"):
         read_volume(big)
+
+
+# An orientation matrix mixing subnormal and huge entries: numpy's SVD (called by nibabel's set_qform) never
+# returns on it. Found by the fuzz test; run in a subprocess because a hang in C cannot be interrupted.
+HANGING_SFORM = [[-2.1947858967388374e-198, -7.377431585676764e-200, -7.377431585676764e-200, -7.4e-200],
+                 [2.426418321323e-312, 6.554971421188629e+68, -7.377431585676764e-200, 10.294117647058822],
+                 [-7.185310971466432e-200, -7.377431585676764e-200, 0.9, 5.0], [0.0, 0.0, 0.0, 1.0]]
+
+
+def test_pathological_orientation_neither_hangs_nor_survives(tmp_path: Path):
+    import subprocess
+    import sys
+
+    hdr = nib.Nifti2Header()
+    hdr.set_data_shape((8, 8, 8))
+    hdr.set_data_dtype(np.float32)
+    for i, row in enumerate(("srow_x", "srow_y", "srow_z")):  # raw fields: set_sform would not touch LAPACK,
+        hdr[row] = HANGING_SFORM[i]                              # but keep the file exactly as written
+    hdr["sform_code"], hdr["qform_code"] = 1, 0
+    img = nib.Nifti2Image(blob_volume((8, 8, 8)), None, header=hdr)
+    src = tmp_path / "odd.nii"
+    nib.save(img, str(src))
+    code = (
+        "import logging, sys, numpy as np\n"
+        "logging.basicConfig()\n"
+        "from mood_detector.io.nifti import read_volume, write_volume\n"
+        "v = read_volume(sys.argv[1])\n"
+        "write_volume(sys.argv[2], v.data, v.affine, v.header)\n"
+        "print(repr(v.affine.tolist()))\n"
+    )
+    out = tmp_path / "out.nii.gz"
+    res = subprocess.run([sys.executable, "-c", code, str(src), str(out)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    aff = np.array(eval(res.stdout))  # noqa: S307 - our own repr of a list of floats
+    assert np.abs(aff).max() < 1e4, aff  # the implausible sform was refused, a plausible fallback used
+    assert "unusable orientation" in res.stderr
+    assert nib.load(str(out)).shape == (8, 8, 8)
