@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 
 def normalise_intensity(data: np.ndarray, inplace: bool = False) -> np.ndarray:
@@ -34,6 +33,8 @@ def resample(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.nda
     return when the shape already matches."""
     if tuple(data.shape) == tuple(shape):
         return data
+    from scipy import ndimage  # imported here: seconds at start-up, and canonical-size volumes never need it
+
     factors = [t / s for t, s in zip(shape, data.shape)]
     out = ndimage.zoom(data, factors, order=order, mode="nearest", grid_mode=True)
     if out.shape != tuple(shape):  # guard against rounding of the output shape

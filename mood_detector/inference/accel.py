@@ -12,7 +12,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-CPU_BATCH = 8         # slices per call on the CPU: throughput is flat beyond a few; small batches crop tighter
+CPU_BATCH = 8         # slices of 256^2 per call on the CPU: throughput is flat beyond a few; small batches crop
+#                       tighter; larger slices get proportionally fewer (activation memory grows with the area)
 GPU_BATCH_CAP = 256   # upper bound of the automatic CUDA batch size
 GPU_MEMORY_SHARE = 0.5  # share of the free GPU memory the automatic batch size plans to use
 
@@ -41,11 +42,12 @@ def set_cpu_threads(requested: int = 0) -> int:
 
 def auto_batch_size(score: Callable[[torch.Tensor], object], size: int, device: torch.device,
                     autocast: Callable[[], object]) -> int:
-    """Slices per network call. CPU: :data:`CPU_BATCH`. CUDA: measured, by running ``score`` on two blank
+    """Slices per network call. CPU: :data:`CPU_BATCH` for 256^2 slices, scaled by the slice area (2 for
+    512^2). CUDA: measured, by running ``score`` on two blank
     ``size``^2 slices and planning :data:`GPU_MEMORY_SHARE` of the free memory at that peak per slice (power of
     two, at most :data:`GPU_BATCH_CAP`); the predictor still halves it on out-of-memory."""
     if device.type != "cuda":
-        return CPU_BATCH
+        return max(1, min(CPU_BATCH, CPU_BATCH * 256 * 256 // (size * size)))
     torch.cuda.synchronize(device)
     torch.cuda.empty_cache()
     free, _ = torch.cuda.mem_get_info(device)

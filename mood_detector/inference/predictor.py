@@ -75,7 +75,7 @@ class PredictConfig:
     progress: bool = True
     skip_empty: bool | None = None
     crop: bool | None = None
-    crop_margin: int = 16
+    crop_margin: int = 32
     threads: int = 0
     compile: bool = False
 
