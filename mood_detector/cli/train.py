@@ -9,6 +9,7 @@ import click
 
 from mood_detector import distributed
 from mood_detector.detector import REGISTRY, TrainConfig, parse_options
+from mood_detector.errors import MoodError
 from mood_detector.training.api import train_detector
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def train(input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, 
         cfg.options["feature_weights"] = str(feature_weights)
     try:
         path = train_detector(input_dir, output, cfg, run_dir)
-    except ValueError as exc:  # bad detector options or unusable training data: one line, no traceback
+    except (ValueError, MoodError) as exc:  # bad options, data or weights files: one line, no traceback
         raise click.ClickException(str(exc)) from None
     if distributed.is_main():
         click.echo(f"weights: {path}")

@@ -1,0 +1,444 @@
+"""DPA detector: a progressively grown autoencoder trained and scored with relative-perceptual-L1 only.
+
+Slice-wise on volumes (deviation: the paper scores 2D images): volumes are resampled to ``max_res`` cubed by the
+harness (card ``size`` = ``max_res``, default min(kind size, 128); the authors' MOOD entry also resized slices
+to 128^2), every slice is reconstructed, and
+
+* slice score = relative-perceptual-L1 ``s`` of the slice, pixel map = channel mean of ``|f^(x) - f^(x^)|``
+  upsampled bilinearly (paper Sec. 3.1, authors' code);
+* both are mapped to [0, 1] by the strictly monotone ``v / (v + c)``, with ``c`` the ``calib_quantile``
+  (default 0.99) quantile of the same raw quantity over training slices (stored in the card as
+  ``score_scale`` / ``pixel_scale``): a normal slice at that quantile scores 0.5; the ranking of scores, and
+  hence AP / AUROC, is that of the raw quantity;
+* slices whose mean intensity is at most ``min_mean`` (default 0.06, the authors' MOOD rule "slice sum > 4000"
+  on 256^2 slices in [0, 1]) are not processed and score 0; training uses the same slices.
+
+Training (paper Sec. 3.2, authors' code): growth from 8^2 to ``max_res``; resolution ``r`` trains for
+``stage_epochs`` epochs (the final one for ``--epochs``), the first ``fade`` x ``stage_epochs`` epochs of each new
+resolution fading in both the networks and the loss level (``alpha`` 0 -> 1 linearly per step), a fresh Adam for
+every stage (each fade and each stable phase). ``stage_epochs=0`` trains at ``max_res`` only (no growing). The
+feature layer at resolution ``r = max_res / 2^k`` is ``feature_layer`` moved ``k`` VGG blocks shallower, so the
+loss's "level" grows with the resolution. Feature statistics (per-channel mean /
+std) are computed on the training slices at each resolution; those of the final layer are saved with the
+weights (``extra.feat_mean`` / ``extra.feat_std``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.errors import WeightsError
+from mood_detector.models.dpa.features import (EXTRACTORS, FeatureExtractor, VGG19Features, build_extractor,
+                                               fpi_card_of, make_extractor)
+from mood_detector.models.dpa.loss import FeatureStats, PerceptualLoss, compute_stats
+from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution, resolutions
+from mood_detector.models.fpi.network import scaled
+from mood_detector.tasks.fpi import FPIConfig
+from mood_detector.training.data import VolumeStore, slice_loader
+from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.weights import ModelCard, git_commit
+
+log = logging.getLogger(__name__)
+
+#: the default perceptual features (chosen by the measurement in README "DPA"): VGG19 trained on the FPI task
+DEFAULT_FEATURES = "fpi-vgg19"
+DEFAULT_MAX_RES = 128
+
+
+@dataclass
+class DPAOptions:
+    """DPA-specific settings (``--opt KEY=VALUE``; ``--feature-weights`` sets ``feature_weights``).
+
+    Attributes:
+        latent_dim: size of the 1x1 bottleneck code (paper Sec. 3.3 tunes it).
+        nf: channels at every level (default: 128 x ``--width``, the authors' MOOD widths at width 1).
+        feature_layer: layer of the feature extractor used at the final resolution (tuned in Sec. 3.3);
+            VGG19 names ``r12``, ``r22``, ``r32``, ``r42`` ... (ReLU outputs), FPI encoder ``b1`` ... ``b5``.
+        features: ``fpi-vgg19`` (default), ``random-vgg19``, ``vgg19`` (needs feature_weights) or
+            ``fpi-encoder`` (feature_weights = a trained FPI .safetensors).
+        feature_weights: path of the extractor weights: a torchvision VGG19 state dict (``vgg19``), a trained
+            FPI .safetensors (``fpi-encoder``), or FPI-trained VGG19 weights saved by an earlier run
+            (``fpi-vgg19``: skips the pre-training; used by the hyperparameter search to share features).
+        feature_epochs: FPI pre-training epochs of ``fpi-vgg19`` features.
+        feature_lr: Adam learning rate of that pre-training.
+        max_res: final (= network) resolution, a power of two; default min(size, 128).
+        start_res: first growth resolution (8, paper Sec. 3.2).
+        stage_epochs: epochs of every resolution below ``max_res`` (0: train only at max_res, no growing).
+        fade: fraction of a stage's steps (``stage_epochs`` worth) spent fading each new resolution in.
+        stats_batches: batches used for feature statistics and score calibration.
+        calib_quantile: quantile of training scores that maps to 0.5.
+        min_mean: slices with mean intensity <= this are skipped (score 0).
+    """
+
+    latent_dim: int = 128
+    nf: int = 0
+    feature_layer: str = "r32"
+    features: str = DEFAULT_FEATURES
+    feature_weights: str = ""
+    feature_epochs: int = 5
+    feature_lr: float = 1e-4
+    max_res: int = 0
+    start_res: int = 8
+    stage_epochs: int = 2
+    fade: float = 0.5
+    stats_batches: int = 16
+    calib_quantile: float = 0.99
+    min_mean: float = 0.06
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "DPAOptions":
+        """Parse ``cfg.options``; unknown keys are an error (typos would otherwise be silently ignored)."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(cfg.options) - names)
+        if unknown:
+            raise ValueError(f"unknown dpa option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+        o = cls(**{f.name: option(cfg.options, f.name, f.default) for f in fields(cls)})
+        if not o.nf:
+            o.nf = scaled(128, cfg.width)
+        if not o.max_res:
+            cap = min(cfg.net_size, DEFAULT_MAX_RES)
+            o.max_res = 2 ** int(math.floor(math.log2(cap)))
+        if o.feature_weights and "features" not in cfg.options:
+            o.features = "fpi-encoder" if fpi_card_of(o.feature_weights) else "vgg19"
+        if o.features not in EXTRACTORS:
+            raise ValueError(f"unknown features {o.features!r}; choose one of {', '.join(EXTRACTORS)}")
+        if not 0.0 <= o.fade <= 1.0:
+            raise ValueError(f"fade must be in [0, 1], got {o.fade}")
+        resolutions(o.start_res, o.max_res)  # validates both
+        return o
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One growth resolution: ``epochs`` epochs at ``res``; ``fade`` when it starts by fading in."""
+
+    res: int
+    epochs: int
+    fade: bool
+
+
+def growth_schedule(start_res: int, max_res: int, stage_epochs: int, final_epochs: int) -> list[Phase]:
+    """The phases 8, 16, ..., max_res: ``stage_epochs`` each, ``final_epochs`` for max_res. With
+    ``stage_epochs=0`` only max_res is trained, without fade: the paper's "w/o progressive growing" variant."""
+    res = resolutions(start_res, max_res)
+    if stage_epochs <= 0:
+        return [Phase(max_res, final_epochs, False)]
+    return [Phase(r, final_epochs if r == max_res else stage_epochs, i > 0) for i, r in enumerate(res)]
+
+
+def resize(x: torch.Tensor, res: int) -> torch.Tensor:
+    """Slices (N, 1, S, S) -> (N, 1, res, res) (antialiased bilinear; identity at S == res)."""
+    if x.shape[-1] == res and x.shape[-2] == res:
+        return x
+    return F.interpolate(x, size=(res, res), mode="bilinear", align_corners=False, antialias=True)
+
+
+def keep_mask(x: torch.Tensor, min_mean: float) -> torch.Tensor:
+    """Slices that are processed: any non-zero pixel and mean intensity above ``min_mean``."""
+    flat = x.flatten(1)
+    return (flat.amax(dim=1) > 0) & (flat.mean(dim=1) > min_mean)
+
+
+class DPADetector(Detector):
+    """Deep Perceptual Autoencoder behind the common detector interface."""
+
+    name = "dpa"
+
+    def __init__(self, card: ModelCard, ae: ProgressiveAE, extractor: FeatureExtractor) -> None:
+        super().__init__(card)
+        self.ae = ae
+        self.extractor = extractor
+        self.loss = PerceptualLoss(extractor)
+        ex = card.extra
+        self.layer: str = ex["feature_layer"]
+        self.score_scale = float(ex.get("score_scale", 1.0))
+        self.pixel_scale = float(ex.get("pixel_scale", 1.0))
+        self.min_mean = float(ex.get("min_mean", 0.0))
+        # identity statistics until they are loaded (load_extra_tensors) or computed (fit)
+        self.loss.stats[(self.size, self.layer)] = FeatureStats(int(ex["feature_channels"]))
+
+    # --- interface ----------------------------------------------------------------------------------
+    @classmethod
+    def build(cls, card: ModelCard) -> "DPADetector":
+        ex = card.extra
+        ae = ProgressiveAE(int(card.size), int(ex["nf"]), int(ex["latent_dim"]), int(ex.get("start_res", 8)))
+        return cls(card, ae, build_extractor(ex["extractor"]))
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"ae": self.ae, "features": self.extractor}
+
+    @property
+    def final_stats(self) -> FeatureStats:
+        return self.loss.stats[(self.size, self.layer)]
+
+    def extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {"feat_mean": self.final_stats.mean, "feat_std": self.final_stats.std}
+
+    def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for key in ("feat_mean", "feat_std"):
+            if key not in tensors:
+                raise WeightsError(f"DPA weights lack the feature statistics tensor extra.{key}")
+        self.final_stats.mean.copy_(tensors["feat_mean"].float())
+        self.final_stats.std.copy_(tensors["feat_std"].float())
+
+    def to(self, device: torch.device | str) -> "DPADetector":
+        super().to(device)
+        for stats in self.loss.stats.values():
+            stats.to(self.device)
+        return self
+
+    def raw_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw relative-perceptual-L1 per slice (N,) and raw pixel map (N, H, W) at the network size."""
+        y = self.ae(x, self.size, 1.0)
+        image, pixel = self.loss.score(x, y.to(x.dtype), self.layer)
+        return image.float(), pixel.float()
+
+    def score_slices(self, x: torch.Tensor) -> SliceScores:
+        keep = keep_mask(x, self.min_mean)
+        image = torch.zeros(x.shape[0], device=x.device)
+        pixel = torch.zeros(x.shape[0], x.shape[-2], x.shape[-1], device=x.device)
+        if bool(keep.any()):
+            s, p = self.raw_scores(x[keep])
+            image[keep] = s / (s + self.score_scale)
+            pixel[keep] = p / (p + self.pixel_scale)
+        return SliceScores(pixel=pixel.clamp(0, 1), slice=image.clamp(0, 1))
+
+    # --- training ----------------------------------------------------------------------------------
+    @classmethod
+    def card_for(cls, cfg: TrainConfig, o: DPAOptions, extractor: FeatureExtractor, channels: int,
+                 n_files: int) -> ModelCard:
+        kind = cfg.kind_cfg
+        extra: dict[str, Any] = {k: v for k, v in asdict(o).items()}
+        extra.update({"extractor": extractor.config(), "feature_channels": channels, "batch_size": cfg.batch_size,
+                      "lr": cfg.lr, "n_train_volumes": n_files,
+                      "score_map": "v / (v + scale), scale = calib_quantile of the training slices' raw values",
+                      "features_note": _features_note(o.features)})
+        return ModelCard(detector=cls.name, arch="dpa-preact-resnet", width=cfg.width, kind=kind.name,
+                         slice_axis=kind.slice_axis, size=o.max_res, mode=o.features, classes=1,
+                         training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
+                         extra=extra)
+
+    @classmethod
+    def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "DPADetector":
+        run_dir = Path(run_dir)
+        seed_everything(cfg.seed)
+        o = DPAOptions.from_config(cfg)
+        device = resolve_device(cfg.device)
+        extractor = make_extractor(o.features, o.feature_layer, o.feature_weights)
+        extractor.to(device)
+        with torch.no_grad():
+            channels = int(extractor(torch.zeros(1, 1, o.max_res, o.max_res, device=device), o.feature_layer).shape[1])
+        card = cls.card_for(cfg, o, extractor, channels, len(files))
+        det = cls.build(card)
+        det.extractor.load_state_dict(extractor.state_dict())
+        det.to(device)
+        store = VolumeStore(files, o.max_res, card.slice_axis, cfg.cache_gb)
+        losses = LossLog(run_dir)
+        amp = cfg.amp and device.type == "cuda"
+        ckpt = load_checkpoint(run_dir) if cfg.resume else None
+        if ckpt is not None:
+            log.info("resuming %s at epoch %d", run_dir, int(ckpt["epoch"]))
+        elif cfg.resume:
+            log.info("no checkpoint in %s: starting from scratch", run_dir)
+
+        # 1. perceptual features (fpi-vgg19: self-supervised FPI training on the training slices)
+        if o.features == "fpi-vgg19" and not o.feature_weights:
+            if ckpt is not None and "features" in ckpt:
+                det.extractor.load_state_dict(ckpt["features"])
+            else:
+                from mood_detector.models.dpa.pretrain import pretrain_vgg_fpi
+
+                assert isinstance(det.extractor, VGG19Features)
+                task = FPIConfig(mode="discrete", core=cfg.kind_cfg.core, equal_tol=cfg.kind_cfg.equal_tol)
+                pretrain_vgg_fpi(det.extractor, o.feature_layer, store, task,
+                                 o.feature_epochs, cfg.batch_size, o.feature_lr, cfg.seed, device,
+                                 cfg.max_batches_per_pair, cfg.workers, losses)
+                save_checkpoint(run_dir, {"epoch": 0, "features": det.extractor.state_dict(),
+                                          "config": json.dumps(asdict(cfg), sort_keys=True)})
+        det.extractor.freeze()
+
+        # 2. progressive growing of the autoencoder
+        trainer = _Trainer(det, o, cfg, store, device, amp)
+        trainer.run(losses, run_dir, ckpt)
+
+        # 3. statistics of the final layer (kept) and score calibration
+        det.final_stats.mean.copy_(trainer.stats(o.max_res).mean)
+        det.final_stats.std.copy_(trainer.stats(o.max_res).std)
+        det.eval()
+        s_scale, p_scale = calibrate(det, store, o, cfg)
+        det.score_scale, det.pixel_scale = s_scale, p_scale
+        det.card.extra.update({"score_scale": s_scale, "pixel_scale": p_scale})
+        log.info("DPA calibration: score_scale %.5g, pixel_scale %.5g", s_scale, p_scale)
+        return det
+
+
+def _features_note(kind: str) -> str:
+    return {
+        "fpi-vgg19": "VGG19 (torchvision layout) trained by this package on the training slices with the FPI "
+                     "self-supervised task; ImageNet weights are unavailable offline",
+        "random-vgg19": "VGG19 with torchvision's random initialisation (seed 432), not trained",
+        "vgg19": "VGG19 weights supplied by the user (--feature-weights)",
+        "fpi-encoder": "encoder blocks of a trained FPI model of this package (--feature-weights)",
+    }.get(kind, kind)
+
+
+def _slice_batches(store: VolumeStore, cfg: TrainConfig, seed: int, min_mean: float, device: torch.device,
+                   max_batches: int = 0) -> Iterator[torch.Tensor]:
+    """Training slices (N, 1, S, S) on ``device`` with small-area slices removed (deterministic order)."""
+    order = [int(i) for i in np.random.default_rng([cfg.seed, seed]).permutation(len(store))]
+    loader = slice_loader(store, order, cfg.batch_size, seed=seed, workers=0,
+                          max_batches_per_volume=cfg.max_batches_per_pair)
+    n = 0
+    for xb in loader:
+        xb = xb.to(device)
+        xb = xb[keep_mask(xb, min_mean)]
+        if xb.shape[0] == 0:
+            continue
+        yield xb
+        n += 1
+        if max_batches and n >= max_batches:
+            return
+
+
+def count_batches(store: VolumeStore, batch_size: int, max_batches_per_volume: int = 0) -> int:
+    """Batches :func:`slice_loader` yields per epoch (non-empty slices per volume, batched, capped)."""
+    total = 0
+    for i in range(len(store)):
+        a = store.slices(i)
+        n = int((a.reshape(len(a), -1).max(1) > 0).sum())
+        b = math.ceil(n / batch_size)
+        total += min(b, max_batches_per_volume) if max_batches_per_volume else b
+    return total
+
+
+@torch.no_grad()
+def calibrate(det: DPADetector, store: VolumeStore, o: DPAOptions, cfg: TrainConfig) -> tuple[float, float]:
+    """Scales of the [0, 1] mapping: the ``calib_quantile`` of raw slice scores and raw pixel values over
+    (up to ``stats_batches``) training batches."""
+    images, pixels = [], []
+    rng = np.random.default_rng(cfg.seed)
+    for x in _slice_batches(store, cfg, 777, o.min_mean, det.device, o.stats_batches):
+        s, p = det.raw_scores(x)
+        images.append(s.cpu().numpy())
+        flat = p.flatten().cpu().numpy()
+        if flat.size > 200_000:
+            flat = rng.choice(flat, 200_000, replace=False)
+        pixels.append(flat)
+    if not images:
+        raise ValueError(f"no training slice has mean intensity above min_mean={o.min_mean}; "
+                         "lower it with --opt min_mean=0")
+    q = o.calib_quantile
+    s_scale = float(np.quantile(np.concatenate(images), q))
+    p_scale = float(np.quantile(np.concatenate(pixels), q))
+    return max(s_scale, 1e-8), max(p_scale, 1e-8)
+
+
+class _Trainer:
+    """The progressive-growing loop (kept out of :meth:`DPADetector.fit` for readability)."""
+
+    def __init__(self, det: DPADetector, o: DPAOptions, cfg: TrainConfig, store: VolumeStore,
+                 device: torch.device, amp: bool) -> None:
+        self.det, self.o, self.cfg, self.store, self.device, self.amp = det, o, cfg, store, device, amp
+        self.phases = growth_schedule(o.start_res, o.max_res, o.stage_epochs, cfg.epochs)
+        self.loss = PerceptualLoss(det.extractor)
+
+    def layer(self, res: int) -> str:
+        return self.det.extractor.shallower(self.o.feature_layer, int(math.log2(self.o.max_res // res)))
+
+    def stats(self, res: int) -> FeatureStats:
+        """Feature statistics of resolution ``res``'s layer (computed once, deterministically)."""
+        key = (res, self.layer(res))
+        if key not in self.loss.stats:
+            batches = (resize(x, res) for x in _slice_batches(self.store, self.cfg, 555, self.o.min_mean,
+                                                              self.device, self.o.stats_batches))
+            self.loss.stats[key] = compute_stats(self.det.extractor, key[1], batches, self.device)
+        return self.loss.stats[key]
+
+    def _epoch_phase(self, epoch: int) -> tuple[int, int]:
+        start = 0
+        for i, ph in enumerate(self.phases):
+            if epoch < start + ph.epochs:
+                return i, epoch - start
+            start += ph.epochs
+        raise IndexError(epoch)
+
+    def run(self, losses: LossLog, run_dir: Path, ckpt: dict[str, Any] | None) -> None:
+        ae, o, cfg = self.det.ae, self.o, self.cfg
+        total = sum(ph.epochs for ph in self.phases)
+        bpe = count_batches(self.store, cfg.batch_size, cfg.max_batches_per_pair)
+        if bpe == 0:
+            raise ValueError("no training batches: are all training volumes empty?")
+        start = 0
+        opt: torch.optim.Adam | None = None
+        stage: tuple[int, str] | None = None
+        if ckpt is not None and "ae" in ckpt:
+            ae.load_state_dict(ckpt["ae"])
+            start = int(ckpt["epoch"])
+        for epoch in range(start, total):
+            pi, k = self._epoch_phase(epoch)
+            ph = self.phases[pi]
+            # the fade lasts `fade` of a stage (of the phase itself when shorter), so extending --epochs and
+            # resuming replays the same schedule
+            fade_steps = int(round(o.fade * min(o.stage_epochs, ph.epochs) * bpe)) if ph.fade else 0
+            layer, prev_layer = self.layer(ph.res), (self.layer(ph.res // 2) if ph.fade else None)
+            self.stats(ph.res)
+            if prev_layer is not None:
+                self.stats(ph.res // 2)
+            ae.train()
+            timer, total_loss, n_batches, n_slices = Timer(), 0.0, 0, 0
+            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(self.store))]
+            loader = slice_loader(self.store, order, cfg.batch_size, seed=cfg.seed * 1_000_003 + epoch,
+                                  workers=cfg.workers, max_batches_per_volume=cfg.max_batches_per_pair,
+                                  pin_memory=self.device.type == "cuda")
+            bar = tqdm(loader, desc=f"dpa r{ph.res} {epoch + 1}/{total}", unit="batch", leave=False)
+            alpha = 1.0
+            for step, xb in enumerate(bar):
+                g = k * bpe + step  # step within the phase
+                fading = g < fade_steps
+                alpha = min(1.0, (g + 1) / fade_steps) if fading else 1.0
+                this_stage = (ph.res, "fade" if fading else "stab")
+                if this_stage != stage:
+                    opt = torch.optim.Adam(ae.parameters(), lr=cfg.lr)  # a fresh Adam per stage
+                    if ckpt is not None and ckpt.get("stage") == list(this_stage) and epoch == start:
+                        opt.load_state_dict(ckpt["opt"])
+                    stage = this_stage
+                x = xb.to(self.device, non_blocking=True)
+                x = x[keep_mask(x, o.min_mean)]
+                if x.shape[0] == 0:
+                    continue
+                x = mix_resolution(resize(x, ph.res), alpha)
+                with autocast(self.device, self.amp):
+                    y = ae(x, ph.res, alpha)
+                    loss = self.loss.progressive(x, y, layer, prev_layer, alpha)
+                assert opt is not None
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total_loss += float(loss.detach())
+                n_batches += 1
+                n_slices += x.shape[0]
+                bar.set_postfix(loss=f"{total_loss / n_batches:.4f}", alpha=f"{alpha:.2f}")
+            if n_batches == 0:
+                raise ValueError(f"no training slice has mean intensity above min_mean={o.min_mean}; "
+                                 "lower it with --opt min_mean=0")
+            secs = timer()
+            losses.write(phase=f"r{ph.res}" + ("-fade" if k * bpe < fade_steps else ""), epoch=epoch + 1,
+                         batches=n_batches, loss=round(total_loss / n_batches, 6), lr=cfg.lr,
+                         seconds=round(secs, 2), slices_per_s=round(n_slices / max(secs, 1e-9), 2))
+            assert opt is not None and stage is not None
+            save_checkpoint(run_dir, {
+                "epoch": epoch + 1, "ae": ae.state_dict(), "opt": opt.state_dict(), "stage": list(stage),
+                "features": self.det.extractor.state_dict(), "config": json.dumps(asdict(cfg), sort_keys=True)})
+        ae.eval()
