@@ -8,11 +8,12 @@ Adding a detector means adding one sub-package under ``mood_detector/models`` an
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Sequence
+from typing import Any, ClassVar, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ from torch import nn
 
 from mood_detector.kinds import Kind, get_kind
 from mood_detector.weights import ModelCard, load_weights, save_weights
+
+T = TypeVar("T")
 
 
 class SliceScores(NamedTuple):
@@ -237,6 +240,20 @@ def parse_options(pairs: Sequence[str]) -> dict[str, str]:
         k, v = p.split("=", 1)
         out[k.strip()] = v.strip()
     return out
+
+
+def parse_options_as(cls: type[T], options: dict[str, Any], detector: str) -> T:
+    """Build the dataclass ``cls`` from ``options`` (``--opt`` strings or a card's JSON values), each field read
+    with :func:`option`; unknown keys (typos would otherwise be silently ignored) and unconvertible values are a
+    ``ValueError`` naming the detector."""
+    known = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {detector} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**{k: option(options, k, d) for k, d in known.items()})
+    except ValueError as exc:
+        raise ValueError(f"bad {detector} option value: {exc}") from None
 
 
 def option(options: dict[str, Any], key: str, default: Any) -> Any:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
 from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
@@ -105,14 +105,7 @@ class DDADOptions:
     @classmethod
     def from_options(cls, options: dict[str, str]) -> "DDADOptions":
         """Parse and validate detector options; unknown keys are an error."""
-        known = {f.name: f.default for f in fields(cls)}
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise ValueError(f"unknown ddad option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        try:
-            o = cls(**{k: option(options, k, d) for k, d in known.items()})
-        except ValueError as exc:
-            raise ValueError(f"bad ddad option value: {exc}") from None
+        o = parse_options_as(cls, options, "ddad")
         if not o.variant:
             o.variant = "dual" if o.unlabeled else "intra"
         if o.backbone not in BACKBONES:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
 from mood_detector.errors import WeightsError
 from mood_detector.models.dpa.features import (EXTRACTORS, FeatureExtractor, VGG19Features, build_extractor,
                                                fpi_card_of, make_extractor)
@@ -100,11 +100,7 @@ class DPAOptions:
     @classmethod
     def from_config(cls, cfg: TrainConfig) -> "DPAOptions":
         """Parse ``cfg.options``; unknown keys are an error (typos would otherwise be silently ignored)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(cfg.options) - names)
-        if unknown:
-            raise ValueError(f"unknown dpa option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
-        o = cls(**{f.name: option(cfg.options, f.name, f.default) for f in fields(cls)})
+        o = parse_options_as(cls, cfg.options, "dpa")
         if not o.nf:
             o.nf = scaled(128, cfg.width)
         if not o.max_res:

@@ -46,51 +46,49 @@ def init_weights(module: nn.Module) -> nn.Module:
     return module
 
 
-class PreActBlock(nn.Module):
-    """LReLU, conv3x3, LReLU, conv3x3 plus shortcut (identity or 1x1 conv); no normalisation."""
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
-    def __init__(self, cin: int, cout: int) -> None:
+
+def _down2(x: torch.Tensor) -> torch.Tensor:
+    return F.avg_pool2d(x, 2)
+
+
+def _up2(x: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+class PreActBlock(nn.Module):
+    """LReLU, [resample], conv3x3, LReLU, conv3x3 plus the shortcut: [resample], then a 1x1 conv when the
+    channel count changes (identity otherwise); no normalisation. Without ``resample`` the plain pre-activation
+    block; :class:`DownBlock` and :class:`UpBlock` resample by 2."""
+
+    def __init__(self, cin: int, cout: int, resample=_identity) -> None:
         super().__init__()
+        self.resample = resample
         self.conv1 = _conv(cin, cout)
         self.conv2 = _conv(cout, cout)
         self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.leaky_relu(x, SLOPE))
+        h = self.conv1(self.resample(F.leaky_relu(x, SLOPE)))
         h = self.conv2(F.leaky_relu(h, SLOPE))
-        return h + (self.shortcut(x) if self.shortcut is not None else x)
+        s = self.resample(x)
+        return h + (self.shortcut(s) if self.shortcut is not None else s)
 
 
-class DownBlock(nn.Module):
+class DownBlock(PreActBlock):
     """LReLU, AvgPool2d(2), conv3x3, LReLU, conv3x3; shortcut avg-pool (+ 1x1 conv when channels change)."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv1 = _conv(cin, cout)
-        self.conv2 = _conv(cout, cout)
-        self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.avg_pool2d(F.leaky_relu(x, SLOPE), 2))
-        h = self.conv2(F.leaky_relu(h, SLOPE))
-        s = F.avg_pool2d(x, 2)
-        return h + (self.shortcut(s) if self.shortcut is not None else s)
+        super().__init__(cin, cout, _down2)
 
 
-class UpBlock(nn.Module):
+class UpBlock(PreActBlock):
     """LReLU, nearest x2, conv3x3, LReLU, conv3x3; shortcut nearest x2 (+ 1x1 conv when channels change)."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__()
-        self.conv1 = _conv(cin, cout)
-        self.conv2 = _conv(cout, cout)
-        self.shortcut = nn.Conv2d(cin, cout, 1) if cin != cout else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.interpolate(F.leaky_relu(x, SLOPE), scale_factor=2, mode="nearest"))
-        h = self.conv2(F.leaky_relu(h, SLOPE))
-        s = F.interpolate(x, scale_factor=2, mode="nearest")
-        return h + (self.shortcut(s) if self.shortcut is not None else s)
+        super().__init__(cin, cout, _up2)
 
 
 def resolutions(start_res: int, max_res: int) -> list[int]:

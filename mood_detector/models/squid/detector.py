@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
 from mood_detector.models.squid.networks import Discriminator, SquidGenerator
 from mood_detector.training.data import VolumeStore, slice_loader
 from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
@@ -103,11 +103,7 @@ class SquidOptions:
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> "SquidOptions":
         """Parse ``values`` (strings from ``--opt`` or JSON from a card); unknown keys are an error."""
-        known = {f.name: f.default for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ValueError(f"unknown squid option(s) {', '.join(unknown)}; known: {', '.join(known)}")
-        opts = cls(**{k: option(values, k, d) for k, d in known.items()})
+        opts = parse_options_as(cls, values, "squid")
         if opts.pixel_map not in PIXEL_MAPS:
             raise ValueError(f"squid pixel_map must be one of {PIXEL_MAPS}, got {opts.pixel_map!r}")
         if not 0.0 <= opts.mask_prob <= 1.0:
