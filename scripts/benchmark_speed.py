@@ -240,9 +240,13 @@ def bench_gzip(data: Any, affine: Any, header: Any, out_dir: Path, threads: int,
 
 
 # --- (f) memory probe (child process) ---------------------------------------------------------------------
-def _rss_mib() -> float:
+def _rss_mib(field: str = "VmRSS") -> float:
+    """This process's resident memory (``VmRSS``) or its peak (``VmHWM``) in MiB, from /proc.
+
+    The peak is read from ``VmHWM``, not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` over from the
+    forked parent across exec, so a probe started by a large parent would report the parent's size."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -250,7 +254,6 @@ def _rss_mib() -> float:
 def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int) -> dict[str, Any]:
     """Run in a fresh process: peak RSS and traced NumPy peak while one worker (one reader, one writer)
     scores ``volume`` (pixel task) with a ``width`` FPI model of ``kind``."""
-    import resource
     import tracemalloc
 
     import numpy as np
@@ -273,7 +276,7 @@ def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int) -
     secs = time.perf_counter() - t0
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _rss_mib("VmHWM")
     shape = tuple(int(s) for s in np.asarray(__import__("nibabel").load(str(volume)).shape))
     vol_bytes = 4 * int(np.prod(shape))
     assert rep.exit_code == 0 and list_volumes(out), rep.failed
