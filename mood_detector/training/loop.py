@@ -61,6 +61,16 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def resume_checkpoint(run_dir: Path, resume: bool) -> dict[str, Any] | None:
+    """:func:`load_checkpoint` when ``resume`` is set, logging whether training resumes or starts afresh."""
+    ckpt = load_checkpoint(run_dir) if resume else None
+    if ckpt is not None:
+        log.info("resuming %s at epoch %d", run_dir, int(ckpt["epoch"]))
+    elif resume:
+        log.info("no checkpoint in %s: starting from scratch", run_dir)
+    return ckpt
+
+
 class LossLog:
     """Appends one CSV row per epoch (and mirrors it to the log as JSON)."""
 

@@ -30,7 +30,8 @@ from tqdm import tqdm
 from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
 from mood_detector.models.ae.network import ConvAutoencoder
 from mood_detector.training.data import VolumeStore, slice_loader
-from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
+                                         seed_everything)
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,11 @@ class AEDetector(Detector):
         if cfg.swa_epochs:
             log.warning("ae: swa_epochs=%d ignored (SWA is an FPI option)", cfg.swa_epochs)
         start = 0
-        ckpt = load_checkpoint(run_dir) if cfg.resume else None
+        ckpt = resume_checkpoint(run_dir, cfg.resume)
         if ckpt is not None:
             net.load_state_dict(ckpt["net"])
             opt.load_state_dict(ckpt["opt"])
             start = int(ckpt["epoch"])
-            log.info("resuming %s at epoch %d", run_dir, start)
-        elif cfg.resume:
-            log.info("no checkpoint in %s: starting from scratch", run_dir)
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
         losses = LossLog(run_dir)
         amp = cfg.amp and device.type == "cuda"

@@ -47,7 +47,8 @@ from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution, reso
 from mood_detector.models.fpi.network import scaled
 from mood_detector.tasks.fpi import FPIConfig
 from mood_detector.training.data import VolumeStore, slice_loader
-from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
+                                         seed_everything)
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
@@ -243,11 +244,7 @@ class DPADetector(Detector):
         store = VolumeStore(files, o.max_res, card.slice_axis, cfg.cache_gb)
         losses = LossLog(run_dir)
         amp = cfg.amp and device.type == "cuda"
-        ckpt = load_checkpoint(run_dir) if cfg.resume else None
-        if ckpt is not None:
-            log.info("resuming %s at epoch %d", run_dir, int(ckpt["epoch"]))
-        elif cfg.resume:
-            log.info("no checkpoint in %s: starting from scratch", run_dir)
+        ckpt = resume_checkpoint(run_dir, cfg.resume)
 
         # 1. perceptual features (fpi-vgg19: self-supervised FPI training on the training slices)
         if o.features == "fpi-vgg19" and not o.feature_weights:

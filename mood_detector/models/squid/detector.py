@@ -51,7 +51,8 @@ from tqdm import tqdm
 from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
 from mood_detector.models.squid.networks import Discriminator, SquidGenerator
 from mood_detector.training.data import VolumeStore, slice_loader
-from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
+                                         seed_everything)
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
@@ -234,16 +235,13 @@ class SQUIDDetector(Detector):
                                  weight_decay=opts.weight_decay)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
         start = 0
-        ckpt = load_checkpoint(run_dir) if cfg.resume else None
+        ckpt = resume_checkpoint(run_dir, cfg.resume)
         if ckpt is not None:
             gen.load_state_dict(ckpt["gen"])
             disc.load_state_dict(ckpt["disc"])
             opt_g.load_state_dict(ckpt["opt_g"])
             opt_d.load_state_dict(ckpt["opt_d"])
             start = int(ckpt["epoch"])
-            log.info("resuming %s at epoch %d", run_dir, start)
-        elif cfg.resume:
-            log.info("no checkpoint in %s: starting from scratch", run_dir)
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
         losses = SquidLossLog(run_dir)
         amp = cfg.amp and device.type == "cuda"
