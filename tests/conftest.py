@@ -12,11 +12,21 @@ import torch
 from tqdm import tqdm
 
 # Tiny test models gain nothing from intra-op threads, and oversubscription (subprocess tests, a shared
-# machine) makes them much slower: one thread per test process.
+# machine) makes them much slower (OpenMP spin-waits): one thread per test process...
 torch.set_num_threads(1)
 # No tqdm monitor thread: tests then run with the main thread only (plus the ones a test starts itself), which
 # keeps tracemalloc / SIGALRM based tests free of cross-thread interference.
 tqdm.monitor_interval = 0
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """... and again before every test: code under test (the predictor's default uses every core) may change it;
+    the test's own setting is undone afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:

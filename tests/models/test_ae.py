@@ -14,15 +14,6 @@ from mood_detector.models.ae.network import ConvAutoencoder
 from mood_detector.training.loop import LossLog
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny networks: one thread (two spin-wait badly on a loaded 2-core machine); restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("arch,size", [("brain", 32), ("brain", 40), ("abdom", 48)])
 def test_network_shapes_and_range(arch, size):
     net = ConvAutoencoder(arch, width=0.125, latent=4).eval()

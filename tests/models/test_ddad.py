@@ -225,16 +225,7 @@ TINY = ["k=2", "input_size=32", "hidden=64", "asr_mid=8", "ae_epochs=4", "ae_bat
         "asr_epochs=3", "asr_batch=8", "asr_lr=1e-3", "max_slices=48", "ckpt_every=2"]
 
 
-@pytest.fixture
-def one_thread():
-    """Small networks: one intra-op thread avoids OpenMP spinning on a busy shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def test_short_training_cli_predict_and_resume(tmp_path: Path, one_thread):
+def test_short_training_cli_predict_and_resume(tmp_path: Path):
     train = _volumes(tmp_path / "train", [100, 101, 102])
     unl = _volumes(tmp_path / "unl", [200, 201], lesion=True)
     out = tmp_path / "w" / "ddad.safetensors"
@@ -289,7 +280,7 @@ def test_short_training_cli_predict_and_resume(tmp_path: Path, one_thread):
     assert len(LossLog(tmp_path / "w" / "ddad_run").rows()) == len(rows)  # no epoch was re-run
 
 
-def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, one_thread):
+def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path):
     """A run stopped after 2 of 4 epochs per network and resumed equals the uninterrupted run (R_intra: NDM +
     ASR-Net); the stale ASR-Net of the short run is not reused."""
     from mood_detector.detector import TrainConfig, parse_options
@@ -313,7 +304,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, one_thread)
 
 
 @pytest.mark.parametrize("backbone,variant", [("aeu", "a_intra"), ("memae", "rec")])
-def test_other_backbones_train_and_score(tmp_path: Path, one_thread, backbone: str, variant: str):
+def test_other_backbones_train_and_score(tmp_path: Path, backbone: str, variant: str):
     from mood_detector.detector import TrainConfig, parse_options
     from mood_detector.training.api import train_detector
 

@@ -22,15 +22,6 @@ from tests.conftest import blob_volume, save_nifti
 TINY = {"queue_slots": "8", "mem_slots": "8", "calib_slices": "8"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These networks are tiny: one intra-op thread avoids OpenMP spin-waiting on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_patch_grid_round_trip_and_order():
     x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
     p = patchify(x, 2)
