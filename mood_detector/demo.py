@@ -1,8 +1,9 @@
-"""The README's first command: the whole job on embedded default data, small enough for a CPU.
+"""The README's first command: the main job on freshly generated cases, with the bundled weights.
 
-Steps: generate brain pseudo-subjects, train a small FPI model, score the held-out subjects (pixel and
-sample task), print where everything is. Later stages (evaluation, report) append themselves to
-:func:`run_demo`'s steps.
+Default (bundled weights, no training): for each kind with bundled FPI weights, generate a few held-out normal
+subjects at the MOOD size, plant synthetic outliers in most of them, score both tasks with the bundled model,
+evaluate, and write the visual report. ``train=True`` instead trains a small FPI model on generated brain
+subjects first (the whole job from scratch, a few minutes on 2 CPU cores) and uses that.
 """
 
 from __future__ import annotations
@@ -12,32 +13,60 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mood_detector.data.brain import make_brain_data
 from mood_detector.detector import TrainConfig
 from mood_detector.errors import MoodError
 from mood_detector.evaluation.evaluate import evaluate_tasks
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
-from mood_detector.inference.api import predict_folder
+from mood_detector.inference.api import default_weights_dir, predict_folder
 from mood_detector.inference.predictor import PredictConfig
+from mood_detector.kinds import get_kind
 from mood_detector.report import ReportConfig, build_report
 from mood_detector.training.api import train_detector
 
 log = logging.getLogger(__name__)
 
+#: subject indices of the demo's cases: far from those of any training folder the package makes
+DEMO_START = 90_000
+
 
 @dataclass
 class DemoConfig:
-    """Sizes of the demo run (defaults take a few minutes on 2 CPU cores)."""
+    """What the demo runs (defaults: a few minutes on 2 CPU cores).
+
+    Attributes:
+        out: output folder (replaced).
+        kinds: kinds to run; kinds without bundled weights are skipped with a message (unless ``train``).
+        n_cases: test cases per kind (``anomalous_fraction`` of them with one synthetic outlier).
+        size: edge of the generated cubes per kind (None = the MOOD size: 256 brain, 512 abdomen).
+        train: train a small brain model first instead of using the bundled weights.
+        n_train, train_size, width, epochs: that small model's training (only with ``train``).
+    """
 
     out: Path = Path("demo")
+    kinds: tuple[str, ...] = ("brain", "abdom")
+    n_cases: int = 4
+    anomalous_fraction: float = 0.75
+    size: int | None = None
+    train: bool = False
     n_train: int = 6
-    n_test: int = 4
-    size: int = 64
+    train_size: int = 64
     width: float = 0.25
     epochs: int = 8
     seed: int = 0
     device: str = "auto"
+    weights_dir: Path | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _make_subjects(kind: str, out: Path, n: int, size: int, seed: int, start: int) -> None:
+    if kind == "brain":
+        from mood_detector.data.brain import make_brain_data
+
+        make_brain_data(out, n, size, seed, start)
+    else:
+        from mood_detector.data.abdomen import make_abdomen_data
+
+        make_abdomen_data(out, n, size, seed, start)
 
 
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
@@ -45,33 +74,51 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
-    train_dir, test_dir = out / "data" / "train", out / "data" / "test"
-    make_brain_data(train_dir, cfg.n_train, cfg.size, cfg.seed, start=0)
-    make_brain_data(test_dir, cfg.n_test, cfg.size, cfg.seed, start=cfg.n_train)
-    weights = out / "weights" / "brain" / "fpi.safetensors"
-    tcfg = TrainConfig(detector="fpi", kind="brain", size=cfg.size, width=cfg.width, mode="discrete",
-                       epochs=cfg.epochs, batch_size=16, seed=cfg.seed, device=cfg.device,
-                       training_data=f"{cfg.n_train} generated brain pseudo-subjects (MNI152 template, {cfg.size}^3)")
-    train_detector(train_dir, weights, tcfg)
-    pred = out / "pred"
-    pcfg = PredictConfig(tasks=("pixel", "sample"), device=cfg.device)
-    report = predict_folder(test_dir, pred, pcfg, weights=weights)
-    cfg.outputs.update({"training data": train_dir, "test inputs": test_dir, "weights": weights,
-                        "loss log": weights.parent / "fpi_run" / "loss_log.csv", "predictions": pred})
-    for name, score in sorted(report.samples.items()):
-        log.info("sample score %s = %.4f", name, score)
-    # Evaluation (issue 3): a synthetic-outlier test set from the held-out subjects, scored and evaluated.
-    testset, test_pred = out / "testset", out / "testset_pred"
-    make_testset(test_dir, testset, TestsetConfig(kind="brain", seed=cfg.seed))
-    predict_folder(testset / "toy", test_pred, pcfg, weights=weights)
-    _, table = evaluate_tasks(test_pred, testset, out / "evaluation")
-    cfg.outputs.update({"test set": testset, "evaluation": table})
-    # Visual report (issue 8) of the toy cases, with their labels; matplotlib is the optional [report] extra,
-    # so the demo goes on without it.
-    try:
-        shown = build_report(ReportConfig(inputs=testset / "toy", predictions=test_pred, out=out / "report",
-                                          labels=testset / "toy_label", progress=False))
-        cfg.outputs["report"] = shown.index
-    except MoodError as exc:
-        log.warning("report skipped: %s", exc)
+    root = Path(cfg.weights_dir) if cfg.weights_dir else default_weights_dir()
+    for kind in cfg.kinds:
+        weights = root / kind / "fpi.safetensors"
+        if cfg.train:
+            if kind != "brain":
+                continue
+            weights = _train_small(cfg, out)
+        elif not weights.is_file():
+            log.warning("no bundled FPI weights for %s (%s): skipped", kind, weights)
+            continue
+        size = cfg.size or (cfg.train_size if cfg.train else get_kind(kind).size)
+        normals, testset, pred = out / kind / "normals", out / kind / "testset", out / kind / "pred"
+        _make_subjects(kind, normals, cfg.n_cases, size, cfg.seed, DEMO_START)
+        make_testset(normals, testset, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,
+                                                     seed=cfg.seed))
+        predict_folder(testset / "toy", pred, PredictConfig(tasks=("pixel", "sample"), device=cfg.device),
+                       weights=weights, kind=kind)
+        _, table = evaluate_tasks(pred, testset, out / kind / "evaluation")
+        cfg.outputs.update({f"{kind} weights": weights, f"{kind} test set": testset, f"{kind} predictions": pred,
+                            f"{kind} evaluation": table})
+        # matplotlib is the optional [report] extra, so the demo goes on without it
+        try:
+            shown = build_report(ReportConfig(inputs=testset / "toy", predictions=pred, out=out / kind / "report",
+                                              labels=testset / "toy_label", progress=False))
+            cfg.outputs[f"{kind} report"] = shown.index
+        except MoodError as exc:
+            log.warning("report skipped: %s", exc)
+    if not cfg.outputs:
+        raise MoodError(f"no bundled FPI weights under {root} for {', '.join(cfg.kinds)}: run with --train, or "
+                        "train your own (see README)")
     return cfg.outputs
+
+
+def _train_small(cfg: DemoConfig, out: Path) -> Path:
+    """A small brain FPI model trained on generated subjects (the from-scratch variant of the demo)."""
+    from mood_detector.data.brain import make_brain_data
+
+    train_dir = out / "brain" / "train"
+    make_brain_data(train_dir, cfg.n_train, cfg.train_size, cfg.seed, start=0)
+    weights = out / "brain" / "weights" / "fpi.safetensors"
+    tcfg = TrainConfig(detector="fpi", kind="brain", size=cfg.train_size, width=cfg.width, mode="discrete",
+                       epochs=cfg.epochs, batch_size=16, seed=cfg.seed, device=cfg.device,
+                       options={"skips": "1", "lr_schedule": "cosine"},
+                       training_data=f"{cfg.n_train} generated brain pseudo-subjects (MNI152 template, "
+                                     f"{cfg.train_size}^3)")
+    train_detector(train_dir, weights, tcfg)
+    cfg.outputs.update({"brain training data": train_dir, "brain loss log": weights.parent / "fpi_run" / "loss_log.csv"})
+    return weights

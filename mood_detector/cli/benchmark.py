@@ -25,7 +25,14 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--n-test", type=click.IntRange(min=2), default=8, show_default=True,
               help="Generated held-out subjects per kind (the test set's cases).")
 @click.option("--size", type=click.IntRange(min=16), default=64, show_default=True,
-              help="Edge length of the generated cubes and the training resolution.")
+              help="Edge length of the generated test cubes (and training cubes unless --train-size).")
+@click.option("--train-size", type=click.IntRange(min=16), default=None,
+              help="Edge length of the generated training cubes and the training resolution [default: --size].")
+@click.option("--templates", default="default", show_default=True,
+              help="brain: source images of the training subjects (see make-data --templates); the test "
+                   "subjects always come from the default template.")
+@click.option("--zscore/--no-zscore", default=False, show_default=True,
+              help="Add a no-learning row: each voxel's z-score against the training subjects.")
 @click.option("--width", type=click.FloatRange(min=0.01), default=0.25, show_default=True,
               help="Channel multiplier of every detector's network.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Training epochs.")

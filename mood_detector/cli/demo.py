@@ -1,4 +1,4 @@
-"""``mood-detector demo``: the whole job on embedded default data (no download, no MOOD data)."""
+"""``mood-detector demo``: the main job on freshly generated cases (no download, no MOOD data)."""
 
 from __future__ import annotations
 
@@ -7,26 +7,49 @@ from pathlib import Path
 import click
 
 
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
 @click.command("demo")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo"), show_default=True,
               help="Folder for everything the demo makes (replaced if it exists).")
-@click.option("--n-train", type=click.IntRange(min=2), default=6, show_default=True, help="Training subjects.")
-@click.option("--n-test", type=click.IntRange(min=1), default=4, show_default=True, help="Held-out subjects.")
-@click.option("--size", type=click.IntRange(min=16), default=64, show_default=True,
-              help="Edge of the generated cubes (256 = MOOD brain size; small keeps the CPU demo fast).")
+@click.option("--kinds", default="brain,abdom", show_default=True,
+              help="Comma-separated kinds to run; a kind without bundled weights is skipped.")
+@click.option("--n-cases", type=click.IntRange(min=1), default=4, show_default=True, help="Test cases per kind.")
+@click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.75, show_default=True,
+              help="Fraction of the cases that get one synthetic outlier.")
+@click.option("--size", type=click.IntRange(min=16), default=None,
+              help="Edge of the generated cubes [default: 256 brain, 512 abdom; --train-size with --train].")
+@click.option("--weights-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder with <kind>/fpi.safetensors [default: the bundled weights/ ($MOOD_WEIGHTS_DIR)].")
+@click.option("--train/--no-train", default=False, show_default=True,
+              help="Train a small brain FPI model first (the whole job from scratch) instead of using the "
+                   "bundled weights.")
+@click.option("--n-train", type=click.IntRange(min=2), default=6, show_default=True,
+              help="With --train: training subjects.")
+@click.option("--train-size", type=click.IntRange(min=16), default=64, show_default=True,
+              help="With --train: edge of the training cubes and of the model's slices.")
 @click.option("--width", type=click.FloatRange(min=0.01), default=0.25, show_default=True,
-              help="FPI channel multiplier.")
-@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True, help="Training epochs.")
+              help="With --train: FPI channel multiplier.")
+@click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --train: training epochs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def demo(out: Path, **kw) -> None:
-    """Generate brain pseudo-subjects, train a small FPI model, score held-out subjects, print the outputs."""
+def demo(out: Path, kinds: str, **kw) -> None:
+    """Score freshly generated cases with the bundled FPI weights: make a few normal subjects per kind, plant
+    synthetic outliers, predict both tasks, print the evaluation and write the visual report."""
     from mood_detector.demo import DemoConfig, run_demo
+    from mood_detector.errors import MoodError
 
-    outputs = run_demo(DemoConfig(out=out, **kw))
+    try:
+        outputs = run_demo(DemoConfig(out=out, kinds=_csv(kinds), **kw))
+    except MoodError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo("demo outputs:")
     for name, path in outputs.items():
-        click.echo(f"  {name:14s} {path}")
-    if "evaluation" in outputs:  # synthetic-outlier test set of the held-out subjects (generated data)
-        click.echo("\nevaluation on the demo's synthetic-outlier test set (generated data, not MOOD results):\n")
-        click.echo(Path(outputs["evaluation"]).read_text(encoding="utf-8"))
+        click.echo(f"  {name:20s} {path}")
+    for name, path in outputs.items():
+        if name.endswith("evaluation"):
+            click.echo(f"\n{name} (synthetic outliers in generated data, not MOOD results):\n")
+            click.echo(Path(path).read_text(encoding="utf-8"))

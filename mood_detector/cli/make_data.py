@@ -17,13 +17,20 @@ import click
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed; subject k depends on (seed, k).")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
               help="Index of the first subject (for making disjoint train / test sets).")
-def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int) -> None:
-    """Generate KIND pseudo-subjects: brain from the MNI152 template in nilearn, abdom from a procedural
-    phantom. Neither is real patient data."""
+@click.option("--templates", default="default", show_default=True,
+              help="brain: source T1 images, 'default' (the MNI152 2009a template in nilearn), 'all' (every "
+                   "installed one) or a comma list of icbm2009a, icbm2009c, fsl-mni152, colin27, itk-subject; "
+                   "subject k uses template k mod their number (see docs/data.md for what installs each).")
+def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int, templates: str) -> None:
+    """Generate KIND pseudo-subjects: brain from real T1 brain templates under random deformation, abdom from
+    a procedural phantom. Neither is real patient data."""
     if kind == "brain":
         from mood_detector.data.brain import make_brain_data
 
-        files = make_brain_data(out, n, size or 256, seed, start)
+        try:
+            files = make_brain_data(out, n, size or 256, seed, start, templates)
+        except (RuntimeError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from None
     else:
         from mood_detector.data.abdomen import make_abdomen_data
 

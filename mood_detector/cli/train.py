@@ -11,6 +11,7 @@ from mood_detector import distributed
 from mood_detector.detector import REGISTRY, TrainConfig, parse_options
 from mood_detector.errors import MoodError
 from mood_detector.training.api import train_detector
+from mood_detector.training.presets import PRESETS, apply_preset
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,21 @@ log = logging.getLogger(__name__)
                    "with weights_only=True) or a trained FPI .safetensors; stored as the option "
                    "'feature_weights' [default: features trained on the training slices, see README].")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
-              help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad.")
-def train(input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...], unlabeled: Path | None,
-          feature_weights: Path | None, **kw) -> None:
+              help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad, --opt skips=1 for fpi.")
+@click.option("--preset", type=click.Choice(["none", *PRESETS]), default="none", show_default=True,
+              help="Set of option values chosen together: 'cpu' (FPI in about 2 hours on 2 CPU cores: 128^2 "
+                   "slices, width 0.25, skip connections, contrast remaps, 24 cosine-decayed epochs of 4 batches "
+                   "per volume pair) or 'paper' (the FPI paper's setting). Options given on the command line "
+                   "override the preset.")
+@click.pass_context
+def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...],
+          unlabeled: Path | None, feature_weights: Path | None, preset: str, **kw) -> None:
     """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
-    cfg = TrainConfig(**kw, options=parse_options(opts))
+    options = parse_options(opts)
+    if preset != "none":
+        given = {k for k in kw if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+        options = apply_preset(preset, kw, given, options)
+    cfg = TrainConfig(**kw, options=options)
     if unlabeled is not None:
         cfg.options["unlabeled"] = str(unlabeled)
     if feature_weights is not None:

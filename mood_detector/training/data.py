@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mood_detector.io.nifti import ReadLimits, read_volume
 from mood_detector.preprocess import normalise_intensity, resample, to_slices
+from mood_detector.tasks.augment import ContrastAugment
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +102,7 @@ class PairBatches(IterableDataset):
     max_batches_per_pair: int = 0
     rank: int = 0
     world_size: int = 1
+    augment: ContrastAugment | None = None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -121,14 +123,17 @@ class PairBatches(IterableDataset):
                 batches = batches[: self.max_batches_per_pair]
             for idx in batches:
                 idx = np.sort(idx)
-                yield torch.from_numpy(a[idx].astype(np.float32)), torch.from_numpy(b[idx].astype(np.float32))
+                sa, sb = a[idx].astype(np.float32), b[idx].astype(np.float32)
+                if self.augment is not None:  # one remap for both stacks: the FPI task is unchanged
+                    sa, sb = self.augment(rng, sa, sb)
+                yield torch.from_numpy(sa), torch.from_numpy(sb)
 
 
 def pair_loader(store: VolumeStore, pairs: list[tuple[int, int]], batch_size: int, seed: int, workers: int = 0,
                 max_batches_per_pair: int = 0, rank: int = 0, world_size: int = 1,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, augment: ContrastAugment | None = None) -> DataLoader:
     """A DataLoader over :class:`PairBatches` (batches are already formed, so ``batch_size=None``)."""
-    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size)
+    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size, augment)
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 

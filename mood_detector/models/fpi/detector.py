@@ -10,7 +10,8 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from dataclasses import asdict
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -22,9 +23,11 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, SliceScores, TrainConfig
+from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as
 from mood_detector.models.fpi.network import WideResEncoderDecoder
+from mood_detector.tasks.augment import ContrastAugment
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
+from mood_detector.training import diagnostic
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
 from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
 from mood_detector.weights import ModelCard, git_commit
@@ -33,6 +36,38 @@ log = logging.getLogger(__name__)
 
 SWA_LR = (1e-4, 1e-3)  # (min, max) of the cyclic learning rate in the SWA phase (paper Sec. 2)
 BN_BATCHES = 64        # FPI batches used to recompute BatchNorm statistics after SWA
+DIAGNOSTIC_CSV = "diagnostic.csv"
+
+
+@dataclass(frozen=True)
+class FPIOptions:
+    """FPI options (``--opt KEY=VALUE``); the defaults are the paper's setting.
+
+    Attributes:
+        skips: U-Net-like skip connections in the network (this package's variant; see the network module).
+        out_bias: a learnable output bias initialised to the class prior (the reference network has none and
+            starts far above a constant predictor's loss; see the network module).
+        contrast: probability of a random contrast remap per volume pair (:class:`ContrastAugment`; 0 = off).
+        lr_schedule: ``constant`` (the paper: Adam at ``--lr``) or ``cosine`` (decay to 1% of ``--lr`` over
+            ``--epochs``, for short CPU budgets).
+        probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
+            (:mod:`mood_detector.training.diagnostic`); only when at least 4x as many remain, else the probe
+            set is made from the first training volumes (in-sample).
+    """
+
+    skips: bool = False
+    out_bias: bool = True
+    contrast: float = 0.0
+    lr_schedule: str = "constant"
+    probe_volumes: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.contrast <= 1.0:
+            raise ValueError(f"contrast must be a probability in [0, 1], got {self.contrast}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        if self.probe_volumes < 0:
+            raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
 
 
 class FPIDetector(Detector):
@@ -52,7 +87,9 @@ class FPIDetector(Detector):
 
     @classmethod
     def build(cls, card: ModelCard) -> "FPIDetector":
-        return cls(card, WideResEncoderDecoder(card.arch, card.classes, card.width))
+        return cls(card, WideResEncoderDecoder(card.arch, card.classes, card.width,
+                                               skips=bool(card.extra.get("skips", False)),
+                                               out_bias=bool(card.extra.get("out_bias", False))))
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
@@ -92,12 +129,13 @@ class FPIDetector(Detector):
         kind = cfg.kind_cfg
         if cfg.mode not in ("continuous", "discrete"):
             raise ValueError(f"FPI mode must be 'continuous' or 'discrete', got {cfg.mode!r}")
+        o = parse_options_as(FPIOptions, cfg.options, "fpi")
         return ModelCard(
             detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
             size=cfg.net_size, mode=cfg.mode, classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1,
             training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
             extra={"swa_epochs": cfg.swa_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "n_train_volumes": n_files})
+                   "n_train_volumes": n_files, **asdict(o)})
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
@@ -129,9 +167,17 @@ class FPIDetector(Detector):
             raise ValueError(f"batches_per_step={per_step} must be a multiple of the number of processes ({world})")
         distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
+        opts = parse_options_as(FPIOptions, cfg.options, "fpi")
+        files = sorted(files, key=lambda f: Path(f).name)
+        k = opts.probe_volumes
+        held = list(files[-k:]) if k >= 2 and len(files) - k >= 4 * k else []
+        if held:
+            files = files[:-k]
+            log.info("holding out %s for the FPI probe set", ", ".join(Path(f).name for f in held))
         card = cls.card_for(cfg, len(files))
         card.extra["batches_per_step"] = per_step
         det = cls.build(card)
+        det.net.init_prior()
         det.to(device)
         net = distributed.convert_sync_bn(det.net, device)  # BN statistics over all ranks' batches
         det.net = net
@@ -164,14 +210,23 @@ class FPIDetector(Detector):
         store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
         distributed.barrier()
         losses = LossLog(run_dir) if main else None
+        probe = None
+        if main and k:
+            probe_store = VolumeStore(held, card.size, card.slice_axis) if held else store
+            probe = diagnostic.make_probe_set([probe_store.slices(i) for i in range(min(len(probe_store), max(2, k)))],
+                                              task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
         for epoch in range(start, total):
             swa_phase = epoch >= cfg.epochs
             net.train()
-            steps = cls._steps(store, cfg, epoch, per_step, streams, device)
+            steps = cls._steps(store, cfg, epoch, per_step, streams, device, opts)
             timer, loss_share, n_batches, n_slices = Timer(), 0.0, 0, 0
             lr = cfg.lr
+            if not swa_phase and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
+                lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
+                for group in opt.param_groups:
+                    group["lr"] = lr
             bar = tqdm(steps, desc=f"{'swa' if swa_phase else 'train'} {epoch + 1}/{total}", unit="batch",
                        leave=False, disable=not main)
             for step, (chunks, n_global) in enumerate(bar):
@@ -208,6 +263,10 @@ class FPIDetector(Detector):
                     swa_model = AveragedModel(net)
                 swa_model.update_parameters(net)  # the weights at this epoch's learning-rate minimum
             secs = timer()
+            if probe is not None:
+                diag = diagnostic.diagnose(net, probe, device=device)
+                log.info("epoch %d %s", epoch + 1, diag.summary())
+                diagnostic.write_row(run_dir / DIAGNOSTIC_CSV, epoch + 1, diag)
             if losses is not None:
                 losses.write(phase="swa" if swa_phase else "train", epoch=epoch + 1, batches=n_batches,
                              loss=round(epoch_loss, 6), lr=lr, seconds=round(secs, 2),
@@ -222,7 +281,7 @@ class FPIDetector(Detector):
             # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
             # so every rank ends with the same statistics, equal to those of a single-process run
             log.info("SWA: averaged %d epoch minima; recomputing BatchNorm statistics", int(swa_model.n_averaged))
-            steps = itertools.islice(cls._steps(store, cfg, total, per_step, streams, device), BN_BATCHES)
+            steps = itertools.islice(cls._steps(store, cfg, total, per_step, streams, device, opts), BN_BATCHES)
             inputs = (cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images
                       for step, (chunks, _) in enumerate(steps))
             update_bn(inputs, swa_model)
@@ -242,7 +301,8 @@ class FPIDetector(Detector):
 
     @staticmethod
     def _steps(store: VolumeStore, cfg: TrainConfig, epoch: int, per_step: int, streams: list[int],
-               device: torch.device) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
+               device: torch.device, opts: FPIOptions = FPIOptions()
+               ) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
         """Optimiser steps of ``epoch``: this rank's pair-batches (one per owned stream) and the global count."""
         pairs = epoch_pairs(len(store), np.random.default_rng([cfg.seed, epoch]))
         if len(pairs) < per_step:
@@ -250,7 +310,9 @@ class FPIDetector(Detector):
                              f"({2 * per_step} training volumes); got {len(store)} volumes")
         loaders = [pair_loader(store, pairs, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
                                max_batches_per_pair=cfg.max_batches_per_pair, rank=c, world_size=per_step,
-                               pin_memory=device.type == "cuda") for c in streams]
+                               pin_memory=device.type == "cuda",
+                               augment=ContrastAugment(p=opts.contrast) if opts.contrast > 0 else None)
+                   for c in streams]
         return distributed.lockstep(loaders, per_step, lambda ab: 2 * len(ab[0]), device)
 
     @staticmethod

@@ -4,6 +4,11 @@ Pre-activation residual blocks: BN-ReLU-conv3x3-BN-ReLU-conv3x3, no conv bias. T
 (on the pre-activated input) when the channel count changes, an average pool when only the stride is 2, and
 the identity otherwise. Up-blocks upsample (nearest, x2) right after their first conv. With ``width=1`` and one
 output channel the brain network has exactly 4,164,763 parameters.
+
+``skips=True`` is this package's variant, not the paper's: each decoder stage (and the output) also gets the
+encoder's features of the same resolution through a 1x1 convolution, added (U-Net-like). Without skips the
+network paints its map from a grid of stride 16 (8x8 cells at 128^2 slices: blurry blobs); with them the map
+follows the input's edges. See docs/fpi.md for the measurement that made it the CPU preset's choice.
 """
 
 from __future__ import annotations
@@ -87,16 +92,32 @@ class WideResEncoderDecoder(nn.Module):
         width: multiplies every channel count (1.0 = reference widths); tests use small values.
     """
 
-    def __init__(self, arch: str = "brain", out_channels: int = 1, width: float = 1.0) -> None:
+    def __init__(self, arch: str = "brain", out_channels: int = 1, width: float = 1.0, skips: bool = False,
+                 out_bias: bool = False) -> None:
         super().__init__()
         if arch not in ENCODER:
             raise ValueError(f"unknown architecture {arch!r}")
-        self.arch, self.out_channels, self.width = arch, out_channels, width
+        self.arch, self.out_channels, self.width, self.skips = arch, out_channels, width, skips
+        # The reference plan's convolutions have no bias, so its logits have none either: a class prior (most
+        # pixels are "not foreign") must then be built from activations, and a fresh network starts far above
+        # the loss of a constant predictor. ``out_bias`` adds one learnable bias per output channel,
+        # initialised to that prior (:meth:`init_prior`).
+        self.out_bias = nn.Parameter(torch.zeros(out_channels)) if out_bias else None
         w = lambda c: scaled(c, width)  # noqa: E731
         self.stem = nn.Conv2d(1, w(16), 3, padding=1, bias=False)
         self.encoder = nn.Sequential(*[PreActBlock(w(a), w(b), s) for a, b, s in ENCODER[arch]])
         ups: Sequence[tuple[int, int]] = DECODER[arch]
         self.decoder = nn.Sequential(*[UpBlock(w(a), w(b)) for a, b in ups], UpBlock(w(16), out_channels))
+        if skips:
+            # encoder output channels by resolution level (0 = full size); decoder stage i ends at level
+            # n_up - 1 - i; each gets a 1x1 projection of the encoder's last features at that level
+            level, enc_at = 0, {}
+            for _, cout, stride in ENCODER[arch]:
+                level += stride == 2
+                enc_at[level] = w(cout)
+            outs = [w(b) for _, b in ups] + [out_channels]
+            n_up = len(outs)
+            self.skip_proj = nn.ModuleList(nn.Conv2d(enc_at[n_up - 1 - i], c, 1) for i, c in enumerate(outs))
 
     @property
     def stride(self) -> int:
@@ -106,5 +127,33 @@ class WideResEncoderDecoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(self.stem(x))
 
+    @torch.no_grad()
+    def init_prior(self, inside: float = 0.05) -> None:
+        """Set the output bias to the log prior of a map that is foreign on a fraction ``inside`` of pixels,
+        spread evenly over the non-zero classes (softmax) or as the logit of ``inside`` (one channel)."""
+        if self.out_bias is None:
+            return
+        c = self.out_channels
+        if c == 1:
+            self.out_bias.fill_(float(torch.logit(torch.tensor(inside))))
+        else:
+            p = torch.full((c,), inside / (c - 1))
+            p[0] = 1 - inside
+            self.out_bias.copy_(p.log())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encode(x))
+        out = self._forward(x)
+        return out if self.out_bias is None else out + self.out_bias[None, :, None, None]
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.skips:
+            return self.decoder(self.encode(x))
+        h, level, feats = self.stem(x), 0, {}
+        for block in self.encoder:
+            h = block(h)
+            level += block.stride == 2
+            feats[level] = h  # the last block at each level
+        n_up = len(self.decoder)
+        for i, (block, proj) in enumerate(zip(self.decoder, self.skip_proj)):
+            h = block(h) + proj(feats[n_up - 1 - i])
+        return h

@@ -1,0 +1,56 @@
+"""Contrast augmentation for training slices, so a model is not tied to one MRI contrast (T1).
+
+One random intensity remap per volume pair is applied to the foreground (value > 0) of *both* paired slice
+stacks alike, so the FPI task itself is unchanged (a patch is foreign because of anatomy, not because its two
+sources got different contrasts). Background stays exactly 0 and values stay in [0, 1].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ContrastAugment:
+    """Parameters of the remap (each draw: gamma, then optionally inversion, then optionally a random curve).
+
+    Attributes:
+        p: probability that a pair is remapped at all (0 = off).
+        gamma: (low, high) range of the exponent, drawn log-uniformly.
+        p_invert: probability of ``v -> 1 - v`` on the foreground (T1 -> roughly T2-like: fluid bright).
+        p_curve: probability of a random smooth non-monotone curve (piecewise linear through ``knots`` random
+            points in [0, 1]), e.g. FLAIR-like (fluid dark, lesions bright) or PD-like contrasts.
+        knots: inner knots of that curve.
+        floor: the smallest foreground value after the remap (keeps foreground > 0 = distinct from background).
+    """
+
+    p: float = 0.8
+    gamma: tuple[float, float] = (0.6, 1.7)
+    p_invert: float = 0.35
+    p_curve: float = 0.25
+    knots: int = 3
+    floor: float = 0.02
+
+    def __call__(self, rng: np.random.Generator, *stacks: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Remap every array in ``stacks`` (float32 in [0, 1]) with the same random draw; returns new arrays."""
+        if self.p <= 0 or rng.random() >= self.p:
+            return stacks
+        g = float(np.exp(rng.uniform(np.log(self.gamma[0]), np.log(self.gamma[1]))))
+        invert = rng.random() < self.p_invert
+        xs = ys = None
+        if rng.random() < self.p_curve:
+            xs = np.concatenate([[0.0], np.sort(rng.uniform(0, 1, self.knots)), [1.0]])
+            ys = rng.uniform(0.05, 1.0, self.knots + 2)
+        out = []
+        for s in stacks:
+            fg = s > 0
+            v = np.clip(s, 0.0, 1.0) ** g
+            if invert:
+                v = 1.0 - v
+            if xs is not None:
+                v = np.interp(v, xs, ys)
+            v = self.floor + (1.0 - self.floor) * v
+            out.append(np.where(fg, v, 0.0).astype(np.float32))
+        return tuple(out)

@@ -1,0 +1,150 @@
+"""Has an FPI model learned its task? A fixed probe set of FPI examples and trivial predictors to beat.
+
+The probe set is made once from given volumes (held out from training where there are enough of them) with a
+fixed seed, so every epoch and every run is measured on the same examples. Reported (:class:`Diagnosis`):
+
+* ``loss``: the model's task loss (CE in discrete mode, BCE in continuous mode) on the probe set;
+* ``const_loss``: the best *constant* predictor (the probe set's own class frequencies / mean label: what a
+  model that outputs the same thing everywhere reaches at best);
+* ``prior_loss``: the best *position-only* predictor (per-pixel class frequencies / mean label over the probe
+  set, fitted on the probe set itself, so an optimistic bound for "learned where patches usually are");
+* ``score_in`` / ``score_out``: mean pixel score inside the patches (where the label is > 0) and outside;
+* ``patch_auroc``: AUROC of the pixel score for inside vs outside pixels (0.5 = no separation);
+* ``class_acc``: per-class accuracy of the arg-max class (discrete mode).
+
+docs/fpi.md says what "clearly better" turned out to mean for the bundled models.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from mood_detector.evaluation.metrics import counts_from_scores, roc_auc
+from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Diagnosis:
+    """Probe-set numbers for one model (see the module docstring)."""
+
+    loss: float
+    const_loss: float
+    prior_loss: float
+    score_in: float
+    score_out: float
+    patch_auroc: float
+    class_acc: list[float] = field(default_factory=list)
+    n_examples: int = 0
+
+    @property
+    def learned(self) -> bool:
+        """The model beats both trivial predictors and separates inside from outside (see docs/fpi.md)."""
+        return (self.loss < 0.9 * min(self.const_loss, self.prior_loss) and self.patch_auroc > 0.75
+                and self.score_in > 2 * self.score_out)
+
+    def as_row(self) -> dict[str, float | str]:
+        d = asdict(self)
+        d["class_acc"] = " ".join(f"{a:.3f}" for a in self.class_acc)
+        return {k: (round(v, 5) if isinstance(v, float) else v) for k, v in d.items()}
+
+    def summary(self) -> str:
+        acc = f" class_acc [{' '.join(f'{a:.2f}' for a in self.class_acc)}]" if self.class_acc else ""
+        return (f"probe loss {self.loss:.4f} (constant {self.const_loss:.4f}, position prior {self.prior_loss:.4f}); "
+                f"score in/out {self.score_in:.3f}/{self.score_out:.3f}; patch AUROC {self.patch_auroc:.3f}{acc}")
+
+
+def make_probe_set(stacks: Sequence[np.ndarray], task: FPIConfig, n_examples: int = 64, seed: int = 12345) -> FPIBatch:
+    """Fixed FPI examples from slice stacks (S, H, W) of at least two volumes: consecutive volumes are paired,
+    ``n_examples // 2`` non-empty slice indices are drawn per the whole set, each giving two examples."""
+    if len(stacks) < 2:
+        raise ValueError("the FPI probe set needs at least two volumes")
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pairs = [(stacks[i], stacks[i + 1]) for i in range(0, len(stacks) - 1, 2)]
+    per_pair = max(1, (n_examples // 2) // len(pairs))
+    a_all, b_all = [], []
+    for a, b in pairs:
+        n = min(len(a), len(b))
+        keep = np.flatnonzero((a[:n].reshape(n, -1).max(1) > 0) & (b[:n].reshape(n, -1).max(1) > 0))
+        if keep.size == 0:
+            continue
+        idx = np.sort(rng.choice(keep, size=min(per_pair, keep.size), replace=False))
+        a_all.append(np.asarray(a[idx], dtype=np.float32))
+        b_all.append(np.asarray(b[idx], dtype=np.float32))
+    if not a_all:
+        raise ValueError("the FPI probe volumes have no slice that is non-empty in both of a pair")
+    return fpi_pair(torch.from_numpy(np.concatenate(a_all)), torch.from_numpy(np.concatenate(b_all)), task, gen)
+
+
+def trivial_losses(labels: torch.Tensor, classes: int) -> tuple[float, float]:
+    """(best constant, best position-only) loss on ``labels`` (N, H, W) for a model with ``classes`` outputs."""
+    eps = 1e-6
+    if classes == 1:
+        def bce(p: torch.Tensor) -> float:
+            p = p.clamp(eps, 1 - eps)
+            return float(-(labels * p.log() + (1 - labels) * (1 - p).log()).mean())
+
+        return bce(labels.mean().expand_as(labels)), bce(labels.mean(0, keepdim=True).expand_as(labels))
+    cls = labels_to_classes(labels)
+    onehot = F.one_hot(cls, classes).float()                       # (N, H, W, C)
+    const = onehot.mean((0, 1, 2)).clamp_min(eps)
+    prior = onehot.mean(0, keepdim=True).clamp_min(eps)            # (1, H, W, C)
+    const_loss = float(-(onehot * const.log()).sum(-1).mean())
+    prior_loss = float(-(onehot * prior.log()).sum(-1).mean())
+    return const_loss, prior_loss
+
+
+@torch.no_grad()
+def diagnose(net: torch.nn.Module, probe: FPIBatch, batch_size: int = 16,
+             device: torch.device | str = "cpu") -> Diagnosis:
+    """Measure ``net`` (logits (N, C, H, W)) on ``probe``; the net is put in eval mode and restored after."""
+    was_training = net.training
+    net.eval()
+    try:
+        logits = torch.cat([net(probe.images[i:i + batch_size].to(device)).float().cpu()
+                            for i in range(0, len(probe.images), batch_size)])
+    finally:
+        net.train(was_training)
+    labels = probe.labels
+    classes = logits.shape[1]
+    if classes == 1:
+        loss = float(F.binary_cross_entropy_with_logits(logits[:, 0], labels))
+        acc: list[float] = []
+    else:
+        target = labels_to_classes(labels)
+        loss = float(F.cross_entropy(logits, target))
+        pred = logits.argmax(1)
+        acc = [float((pred[target == c] == c).float().mean()) if (target == c).any() else float("nan")
+               for c in range(classes)]
+    const_loss, prior_loss = trivial_losses(labels, classes)
+    score = logits_to_score(logits)
+    inside = labels > 0
+    s_in = float(score[inside].mean()) if inside.any() else float("nan")
+    s_out = float(score[~inside].mean())
+    auroc = roc_auc(counts_from_scores(score.numpy().ravel().astype(np.float64), inside.numpy().ravel()))
+    return Diagnosis(loss, const_loss, prior_loss, s_in, s_out, float(auroc), acc, len(labels))
+
+
+def write_row(path: Path, epoch: int, d: Diagnosis) -> None:
+    """Append ``d`` as one CSV row (header on first write)."""
+    import csv
+
+    row = {"epoch": epoch, **d.as_row()}
+    new = not path.exists()
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+__all__ = ["CLASS_VALUES", "Diagnosis", "diagnose", "make_probe_set", "trivial_losses", "write_row"]

@@ -1,0 +1,34 @@
+"""Named training presets: a set of ``train`` option values chosen together for one budget.
+
+A preset only fills in what the command line leaves at its default: ``--preset cpu --epochs 5`` keeps 5 epochs.
+docs/fpi.md holds the measurements behind each choice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: preset name -> train option values (CLI parameter names); ``options`` holds detector ``--opt`` values
+PRESETS: dict[str, dict[str, Any]] = {
+    # The FPI paper: full-size slices, full width, 50 epochs of Adam at 1e-3, no skips, no contrast remap.
+    "paper": {"size": None, "width": 1.0, "mode": "discrete", "epochs": 50, "batch_size": 32, "lr": 1e-3,
+              "options": {"skips": "0", "contrast": "0", "lr_schedule": "constant"}},
+    # About 2 hours on 2 CPU cores with 32 training volumes: 128^2 slices, a quarter of the paper's width,
+    # skip connections for sharp maps, contrast remaps, a cosine-decayed learning rate, 4 batches per volume
+    # pair and epoch.
+    "cpu": {"size": 128, "width": 0.25, "mode": "discrete", "epochs": 24, "batch_size": 32, "lr": 1e-3,
+            "max_batches_per_pair": 4,
+            "options": {"skips": "1", "contrast": "0.5", "lr_schedule": "cosine"}},
+}
+
+
+def apply_preset(name: str, values: dict[str, Any], given: set[str], options: dict[str, str]) -> dict[str, str]:
+    """Fill ``values`` (train keyword arguments) from preset ``name`` where the key is not in ``given`` (set on the
+    command line); returns the detector options with the preset's under the user's own."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    for key, value in preset.items():
+        if key != "options" and key not in given:
+            values[key] = value
+    return {**preset.get("options", {}), **options}
