@@ -54,3 +54,27 @@ class ContrastAugment:
             v = self.floor + (1.0 - self.floor) * v
             out.append(np.where(fg, v, 0.0).astype(np.float32))
         return tuple(out)
+
+
+@dataclass(frozen=True)
+class SourceIntensity:
+    """An intensity change of the *second* source (B) of an FPI pair only: subjects differ in brightness and
+    contrast, so a patch interpolated from B then also differs from A in intensity, not only in anatomy.
+
+    Attributes:
+        p: probability per pair (0 = off: the paper's task).
+        gamma: (low, high) exponent range, log-uniform.
+        scale: (low, high) range of a multiplicative brightness change.
+    """
+
+    p: float = 0.0
+    gamma: tuple[float, float] = (0.7, 1.4)
+    scale: tuple[float, float] = (0.75, 1.25)
+
+    def __call__(self, rng: np.random.Generator, b: np.ndarray) -> np.ndarray:
+        """``b`` with one random gamma and scale applied to its foreground (values clipped to [0, 1])."""
+        if self.p <= 0 or rng.random() >= self.p:
+            return b
+        g = float(np.exp(rng.uniform(np.log(self.gamma[0]), np.log(self.gamma[1]))))
+        s = float(rng.uniform(*self.scale))
+        return np.where(b > 0, np.clip(np.clip(b, 0, 1) ** g * s, 1e-3, 1.0), 0.0).astype(np.float32)

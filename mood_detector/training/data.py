@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mood_detector.io.nifti import ReadLimits, read_volume
 from mood_detector.preprocess import normalise_intensity, resample, to_slices
-from mood_detector.tasks.augment import ContrastAugment
+from mood_detector.tasks.augment import ContrastAugment, SourceIntensity
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class PairBatches(IterableDataset):
     rank: int = 0
     world_size: int = 1
     augment: ContrastAugment | None = None
+    source: SourceIntensity | None = None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -126,14 +127,17 @@ class PairBatches(IterableDataset):
                 sa, sb = a[idx].astype(np.float32), b[idx].astype(np.float32)
                 if self.augment is not None:  # one remap for both stacks: the FPI task is unchanged
                     sa, sb = self.augment(rng, sa, sb)
+                if self.source is not None:  # B alone: its patches differ from A in intensity too
+                    sb = self.source(rng, sb)
                 yield torch.from_numpy(sa), torch.from_numpy(sb)
 
 
 def pair_loader(store: VolumeStore, pairs: list[tuple[int, int]], batch_size: int, seed: int, workers: int = 0,
                 max_batches_per_pair: int = 0, rank: int = 0, world_size: int = 1,
-                pin_memory: bool = False, augment: ContrastAugment | None = None) -> DataLoader:
+                pin_memory: bool = False, augment: ContrastAugment | None = None,
+                source: SourceIntensity | None = None) -> DataLoader:
     """A DataLoader over :class:`PairBatches` (batches are already formed, so ``batch_size=None``)."""
-    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size, augment)
+    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size, augment, source)
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from mood_detector import distributed
 from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as
 from mood_detector.models.fpi.network import WideResEncoderDecoder
-from mood_detector.tasks.augment import ContrastAugment
+from mood_detector.tasks.augment import ContrastAugment, SourceIntensity
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training import diagnostic
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
@@ -48,6 +48,8 @@ class FPIOptions:
         out_bias: a learnable output bias initialised to the class prior (the reference network has none and
             starts far above a constant predictor's loss; see the network module).
         contrast: probability of a random contrast remap per volume pair (:class:`ContrastAugment`; 0 = off).
+        source_intensity: probability that the second source of a pair gets its own brightness/gamma change
+            (:class:`SourceIntensity`; 0 = off, the paper's task).
         lr_schedule: ``constant`` (the paper: Adam at ``--lr``) or ``cosine`` (decay to 1% of ``--lr`` over
             ``--epochs``, for short CPU budgets).
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
@@ -58,12 +60,14 @@ class FPIOptions:
     skips: bool = False
     out_bias: bool = True
     contrast: float = 0.0
+    source_intensity: float = 0.0
     lr_schedule: str = "constant"
     probe_volumes: int = 2
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.contrast <= 1.0:
-            raise ValueError(f"contrast must be a probability in [0, 1], got {self.contrast}")
+        for name in ("contrast", "source_intensity"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         if self.probe_volumes < 0:
@@ -311,7 +315,8 @@ class FPIDetector(Detector):
         loaders = [pair_loader(store, pairs, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
                                max_batches_per_pair=cfg.max_batches_per_pair, rank=c, world_size=per_step,
                                pin_memory=device.type == "cuda",
-                               augment=ContrastAugment(p=opts.contrast) if opts.contrast > 0 else None)
+                               augment=ContrastAugment(p=opts.contrast) if opts.contrast > 0 else None,
+                               source=SourceIntensity(p=opts.source_intensity) if opts.source_intensity > 0 else None)
                    for c in streams]
         return distributed.lockstep(loaders, per_step, lambda ab: 2 * len(ab[0]), device)
 
