@@ -43,15 +43,24 @@ for line in lines[lines.index("demo outputs:") + 1:]:
     outputs[name.strip()] = Path(path)
     if not Path(path).exists():
         problems.append(f"{name.strip()}: {path} does not exist")
-for key in ("test inputs", "predictions"):
-    if key not in outputs:
-        problems.append(f"the demo printed no '{key}' output")
-if not problems:
-    inputs = sorted(p for p in outputs["test inputs"].iterdir() if p.name.endswith((".nii", ".nii.gz")))
+# "[<kind> ]predictions" holds the pixel and sample outputs of "[<kind> ]test inputs" (a folder of volumes) or,
+# where no such entry is printed, of "[<kind> ]test set"/toy (a make-testset folder).
+pred_keys = [k for k in outputs if k.endswith("predictions")]
+if not pred_keys:
+    problems.append("the demo printed no predictions folder")
+checked = 0
+for key in pred_keys if not problems else []:
+    prefix = key[: -len("predictions")]
+    src = outputs.get(prefix + "test inputs") or (outputs[prefix + "test set"] / "toy"
+                                                   if prefix + "test set" in outputs else None)
+    if src is None:
+        problems.append(f"'{key}': the demo printed no '{prefix}test inputs' or '{prefix}test set'")
+        continue
+    inputs = sorted(p for p in src.iterdir() if p.name.endswith((".nii", ".nii.gz")))
     if not inputs:
-        problems.append(f"no volumes in {outputs['test inputs']}")
+        problems.append(f"no volumes in {src}")
     for f in inputs:
-        pixel, sample = outputs["predictions"] / f.name, outputs["predictions"] / (f.name + ".txt")
+        pixel, sample = outputs[key] / f.name, outputs[key] / (f.name + ".txt")
         if not pixel.is_file() or not sample.is_file():
             problems.append(f"{f.name}: missing {pixel if not pixel.is_file() else sample}")
             continue
@@ -61,7 +70,8 @@ if not problems:
         value = float(sample.read_text().strip())
         if not 0 <= value <= 1:
             problems.append(f"{sample}: {value} outside [0, 1]")
-    print(f"ci_fresh_clone: {len(outputs)} outputs exist; {len(inputs)} inputs have pixel and sample predictions")
+        checked += 1
+print(f"ci_fresh_clone: {len(outputs)} printed outputs exist; pixel and sample predictions of {checked} inputs checked")
 if problems:
     sys.exit("ci_fresh_clone: " + "\nci_fresh_clone: ".join(problems))
 EOF
