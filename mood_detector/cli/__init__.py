@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "make-testset": "mood_detector.cli.make_testset:make_testset_cmd",
     "evaluate": "mood_detector.cli.evaluate:evaluate_cmd",
     "benchmark": "mood_detector.cli.benchmark:benchmark",
+    "benchmark-speed": "mood_detector.cli.benchmark_speed:benchmark_speed",
 }
 
 

@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 @click.option("--feature-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="dpa: perceptual-feature weights, a torchvision VGG19 state dict (.safetensors, or .pth read "
                    "with weights_only=True) or a trained FPI .safetensors; stored as the option "
-                   "'feature_weights' [default: features trained on the training slices, see README].")
+                   "'feature_weights' [default: features trained on the training slices, see docs/dpa.md].")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad, --opt skips=1 for fpi.")
 @click.option("--preset", type=click.Choice(["none", *PRESETS]), default="none", show_default=True,

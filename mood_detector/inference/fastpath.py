@@ -2,8 +2,8 @@
 
 * **Empty slices**: a slice with no voxel above the background threshold (0: MOOD volumes are in [0, 1] with
   a zero background) is not run; its pixel and slice scores are 0. Allowed for detectors with
-  ``Detector.skip_empty_slices`` (FPI: trained on non-empty slices only; ``scripts/benchmark_speed.py`` and
-  ``scripts/cpu_path_fidelity.py`` measure what the model would have said there).
+  ``Detector.skip_empty_slices`` (FPI: trained on non-empty slices only; ``mood-detector benchmark-speed`` and
+  ``scripts/research/cpu_path_fidelity.py`` measure what the model would have said there).
 * **Foreground crop**: each slice batch is cut to the bounding box of its foreground, widened by ``margin``
   pixels and rounded outwards to multiples of the network's stride (offset *and* size), so every
   stride-2 layer samples the same grid as on the full slice. Allowed for detectors with

@@ -1,7 +1,7 @@
 """Input and output folders of a prediction run: what counts as an input, checks on the output folder, and
 the clean-up of temporary files an interrupted run left behind.
 
-Decisions (documented in the README's reliability section):
+Decisions (documented in docs/reliability.md):
 
 * Inputs are the entries directly in the input folder whose name ends in ``.nii`` / ``.nii.gz`` (any case) and
   does not start with a dot. Symbolic links are followed wherever they point (the container only sees what is

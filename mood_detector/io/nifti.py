@@ -262,7 +262,7 @@ def gzip_writer(fileobj: Any, compresslevel: int = 1) -> Any:
 
     Uses ISA-L's ``igzip`` when installed (pinned in requirements.txt): it writes standard single-member gzip
     that nibabel and the MOOD evaluator read, about 10x faster than the stdlib's zlib at level 1 on a 256^3
-    float32 score map (``scripts/benchmark_speed.py`` measures it against the stdlib, zlib-ng and
+    float32 score map (``mood-detector benchmark-speed`` measures it against the stdlib, zlib-ng and
     multithreaded variants). Falls back to :class:`gzip.GzipFile`.
     """
     try:

@@ -53,7 +53,7 @@ from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
 
-#: the default perceptual features (chosen by the measurement in README "DPA"): VGG19 trained on the FPI task
+#: the default perceptual features (chosen by the measurement in docs/dpa.md): VGG19 trained on the FPI task
 DEFAULT_FEATURES = "fpi-vgg19"
 DEFAULT_MAX_RES = 128
 

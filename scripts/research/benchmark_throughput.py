@@ -5,7 +5,7 @@ Times the real code paths on synthetic FPI batches (no files involved): a traini
 ``fpi_pair`` + forward + loss + backward + Adam step, an inference step is ``FPIDetector.score_slices``
 under ``torch.inference_mode`` (bf16 autocast on CUDA, as in the predictor).
 
-    python scripts/benchmark_throughput.py --kind brain --width 1 --device cpu
+    python scripts/research/benchmark_throughput.py --kind brain --width 1 --device cpu
 """
 
 from __future__ import annotations

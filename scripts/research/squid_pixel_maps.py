@@ -7,7 +7,7 @@ each against ``TESTSET/toy_label`` with the package's evaluation (AP, AUROC, gre
 voxels). The weights and test set come from e.g. ``mood-detector benchmark --detectors squid`` (its
 ``weights/<kind>/squid.safetensors`` and ``testset/<kind>``):
 
-    python scripts/squid_pixel_maps.py --weights B/weights/brain/squid.safetensors --testset B/testset/brain \\
+    python scripts/research/squid_pixel_maps.py --weights B/weights/brain/squid.safetensors --testset B/testset/brain \\
         --out /tmp/squid_maps --device cpu
 """
 

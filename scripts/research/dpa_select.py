@@ -5,7 +5,7 @@ Trains a grid of latent_dim x feature_layer DPA models on normal volumes, scores
 (made here with ``--make-val NORMALS --val-type TYPE``, or given as a ``make-testset`` folder), picks the best
 by sample-level AP and, with ``--test``, evaluates the chosen model on a test set holding all five types.
 
-    python scripts/dpa_select.py --train data/train --make-val data/val_normals --val-type uniform_addition \\
+    python scripts/research/dpa_select.py --train data/train --make-val data/val_normals --val-type uniform_addition \\
         --out runs/dpa_select --size 64 --width 0.125 --epochs 4 --test runs/testset
 """
 

@@ -5,7 +5,7 @@ Generates brain pseudo-subjects (training + held-out), builds a test set with al
 types, optionally trains a small FPI model (for ``fpi-encoder`` trials), trains one DPA per feature extractor
 with otherwise identical settings and prints sample / pixel AP per extractor. Everything is generated data.
 
-    python scripts/dpa_features.py --out /tmp/dpa_features --threads 1
+    python scripts/research/dpa_features.py --out /tmp/dpa_features --threads 1
 """
 
 from __future__ import annotations

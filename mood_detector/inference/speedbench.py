@@ -1,7 +1,7 @@
-#!/usr/bin/env python3
-"""End-to-end inference speed of the predictor against the I/O floor, printed as one table (issue 6).
+"""End-to-end inference speed of the predictor against the I/O floor, as one table (``mood-detector
+benchmark-speed``).
 
-For a folder of N volumes of one kind (generated when no ``--input`` is given) it measures, in one run:
+For a folder of N volumes of one kind (generated when no input folder is given) it measures, in one run:
 
 (a) the I/O floor: reading every input with the package's reader and writing a same-size score volume (the
     pixel prediction of (b), loaded untimed) with the package's writer, one volume after the other;
@@ -15,22 +15,19 @@ For a folder of N volumes of one kind (generated when no ``--input`` is given) i
     writer), zlib-ng, and both libraries' multithreaded block compression (each output read back with nibabel
     and compared);
 (f) peak resident memory of one worker scoring one volume (fresh child process, one reader, one writer), for
-    brain and abdomen at full size with a narrow network (``--memory-width``), as RSS and as float32 volume
+    brain and abdomen at full size with a narrow network (``memory_width``), as RSS and as float32 volume
     copies (``tracemalloc`` peak of NumPy/Python allocations; torch's own buffers are not traced).
 
 Every ratio is against (a) of the same run, except (d) (against the naive forward) and (e) (against nibabel's
-default writer). The model is the given ``--weights`` or a randomly initialised FPI network of ``--width``
-(1 = the full reference model). Example (README, speed section)::
-
-    python scripts/benchmark_speed.py --kind brain -n 2 --width 1
-    python scripts/benchmark_speed.py --kind brain -n 2 --size 64 --width 0.25 --memory none   # quick
+default writer). The model is the given weights or a randomly initialised FPI network of ``width``
+(1 = the full reference model).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
+import logging
 import os
 import platform
 import shutil
@@ -42,8 +39,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-SCRIPT = Path(__file__).resolve()
+from mood_detector.errors import MoodError
+
+log = logging.getLogger(__name__)
+
 KIND_SIZE = {"brain": 256, "abdom": 512}
+MEMORY_PROBES = {"both": ["brain", "abdom"], "brain": ["brain"], "abdom": ["abdom"], "none": []}
+
+
+@dataclass
+class SpeedConfig:
+    """Settings of one speed benchmark run (the options of ``mood-detector benchmark-speed``)."""
+
+    kind: str = "brain"
+    input: Path | None = None          # folder of volumes (the first n_volumes are used); None = generate
+    n_volumes: int = 4
+    size: int | None = None            # generated edge and random model's slice size; None = the kind's size
+    width: float = 1.0                 # random model's channel multiplier
+    mode: str = "discrete"             # random model's mode
+    weights: Path | None = None        # trained .safetensors instead of a random model
+    device: str = "auto"
+    batch_size: int = 0                # 0 = automatic
+    threads: int = 0                   # torch CPU threads, 0 = all cores
+    naive_volumes: int = 0             # naive forward on the first K volumes only, 0 = all
+    gzip: bool = True                  # run the gzip writer comparison (e)
+    memory: str = "both"               # memory probes (f): both, brain, abdom, none
+    memory_width: float = 0.0625       # width of the memory probes' model
+    workdir: Path | None = None        # work folder (kept); None = a temporary one
+    keep: bool = False                 # keep the temporary work folder
+    json: Path | None = None           # also write every number to this JSON file
+    seed: int = 0                      # seed of the generated volumes
 
 
 @dataclass
@@ -58,7 +83,9 @@ class Row:
 
 
 @dataclass
-class Results:
+class SpeedResults:
+    """The table's header and rows plus every raw number."""
+
     header: dict[str, Any] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
     raw: dict[str, Any] = field(default_factory=dict)
@@ -68,14 +95,19 @@ class Results:
         self.rows.append(Row(part, what, value, r, note))
 
     def table(self) -> str:
+        """Two header lines (run settings, machine) and a Markdown table."""
         h = self.header
-        lines = [f"benchmark_speed: kind={h['kind']} volumes={h['n']} shape={h['shape']} model=fpi {h['model']} "
+        lines = [f"benchmark-speed: kind={h['kind']} volumes={h['n']} shape={h['shape']} model=fpi {h['model']} "
                  f"net={h['net_size']}^2 batch={h['batch']}",
                  f"device={h['device']} threads={h['threads']} torch={h['torch']} python={h['python']} "
                  f"load average {h['load_start']} -> {h['load_end']}",
                  "", "| part | measurement | value | ratio | note |", "|---|---|---:|---:|---|"]
         lines += [f"| {r.part} | {r.what} | {r.value} | {r.ratio} | {r.note} |" for r in self.rows]
         return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({"header": self.header, "rows": [r.__dict__ for r in self.rows], "raw": self.raw},
+                          indent=2, default=str) + "\n"
 
 
 def _secs(x: float) -> str:
@@ -200,11 +232,11 @@ def gzip_variants(threads: int) -> list[tuple[str, Callable[[Any], Any] | None]]
                 (f"zlib-ng threaded level 1, {threads} threads",
                  lambda f: SequentialWriter(gzip_ng_threaded.open(f, "wb", compresslevel=1, threads=threads)))]
     except ImportError:  # zlib-ng is a dev requirement only
-        pass
+        log.info("zlib-ng not installed: its gzip rows are left out")
     return out
 
 
-def bench_gzip(data: Any, affine: Any, header: Any, out_dir: Path, threads: int, res: Results) -> None:
+def bench_gzip(data: Any, affine: Any, header: Any, out_dir: Path, threads: int, res: SpeedResults) -> None:
     """Write ``data`` with every variant (timed: serialisation, compression, fsync), read back and compare."""
     import nibabel as nib
     import numpy as np
@@ -240,22 +272,25 @@ def bench_gzip(data: Any, affine: Any, header: Any, out_dir: Path, threads: int,
 
 
 # --- (f) memory probe (child process) ---------------------------------------------------------------------
-def _rss_mib(field: str = "VmRSS") -> float:
+def _rss_mib(field_name: str = "VmRSS") -> float:
     """This process's resident memory (``VmRSS``) or its peak (``VmHWM``) in MiB, from /proc.
 
     The peak is read from ``VmHWM``, not ``getrusage().ru_maxrss``: Linux carries ``ru_maxrss`` over from the
     forked parent across exec, so a probe started by a large parent would report the parent's size."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
+        if line.startswith(field_name + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
-def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int) -> dict[str, Any]:
+def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int,
+                 size: int | None = None) -> dict[str, Any]:
     """Run in a fresh process: peak RSS and traced NumPy peak while one worker (one reader, one writer)
-    scores ``volume`` (pixel task) with a ``width`` FPI model of ``kind``."""
+    scores ``volume`` (pixel task) with a ``width`` FPI model of ``kind`` (slice size ``size``, default the
+    kind's)."""
     import tracemalloc
 
+    import nibabel as nib
     import numpy as np
     import torch
 
@@ -264,7 +299,7 @@ def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int) -
     from mood_detector.io.nifti import list_volumes
     from mood_detector.models.fpi.detector import FPIDetector
 
-    det = FPIDetector.build(FPIDetector.card_for(TrainConfig(kind=kind, width=width), 0))
+    det = FPIDetector.build(FPIDetector.card_for(TrainConfig(kind=kind, width=width, size=size), 0))
     pred = Predictor(det, PredictConfig(tasks=("pixel",), device="cpu", batch_size=batch, prefetch=1, writers=1,
                                         progress=False))
     with torch.inference_mode():  # warm-up: allocator and oneDNN set-up are not the pipeline's memory
@@ -277,26 +312,32 @@ def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int) -
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     peak = _rss_mib("VmHWM")
-    shape = tuple(int(s) for s in np.asarray(__import__("nibabel").load(str(volume)).shape))
+    shape = tuple(int(s) for s in nib.load(str(volume)).shape)
     vol_bytes = 4 * int(np.prod(shape))
-    assert rep.exit_code == 0 and list_volumes(out), rep.failed
+    if rep.exit_code != 0 or not list_volumes(out):
+        raise RuntimeError(f"memory probe: prediction failed: {rep.failed}")
     return {"kind": kind, "shape": shape, "width": width, "batch": batch, "seconds": secs, "base_rss_mib": base,
             "peak_rss_mib": peak, "rss_growth_copies": (peak - base) * 2**20 / vol_bytes,
             "traced_peak_copies": traced_peak / vol_bytes, "volume_mib": vol_bytes / 2**20}
 
 
-def run_memory_probes(kinds: list[str], width: float, work: Path, seed: int, res: Results) -> None:
+def run_memory_probes(kinds: list[str], width: float, work: Path, seed: int, res: SpeedResults,
+                      size: int | None = None) -> None:
+    """(f): one fresh child process per kind (``python -m mood_detector.inference.speedbench``) scoring one
+    volume of ``size``^3 (default: the kind's full size) found in or generated into ``work/mem_<kind>``."""
     for kind in kinds:
-        size = KIND_SIZE[kind]
+        edge = size or KIND_SIZE[kind]
         src = work / f"mem_{kind}"
         if not any(src.glob("*.nii.gz")):
-            make_inputs(kind, 1, size, src, seed)
+            make_inputs(kind, 1, edge, src, seed)
         volume = sorted(src.glob("*.nii.gz"))[0]
-        cmd = [sys.executable, str(SCRIPT), "--_memory-probe", kind, "--input", str(volume), "--width", str(width),
-               "--workdir", str(work / f"mem_{kind}_out")]
+        cmd = [sys.executable, "-m", __name__, kind, str(volume), str(width), str(work / f"mem_{kind}_out"), "8",
+               str(edge)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            res.add("f", f"peak RSS, {kind}", "failed", note=proc.stderr.strip().splitlines()[-1][:120])
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            log.warning("memory probe %s failed: %s", kind, last)
+            res.add("f", f"peak RSS, {kind}", "failed", note=last[:120])
             continue
         m = json.loads(proc.stdout.strip().splitlines()[-1])
         res.raw.setdefault("memory", []).append(m)
@@ -307,44 +348,10 @@ def run_memory_probes(kinds: list[str], width: float, work: Path, seed: int, res
                 f"{m['seconds']:.1f} s")
 
 
-# --- main -------------------------------------------------------------------------------------------------
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--kind", default="brain", choices=["brain", "abdom"], help="volume kind (default: brain)")
-    ap.add_argument("--input", type=Path, default=None,
-                    help="folder of volumes (the first N are used); default: generate N volumes of --kind")
-    ap.add_argument("-n", "--n-volumes", type=int, default=4, help="number of volumes (default: 4)")
-    ap.add_argument("--size", type=int, default=None,
-                    help="edge of generated volumes and slice size of the random model (default: the kind's "
-                         "size, 256 brain / 512 abdom); smaller for a quick run")
-    ap.add_argument("--width", type=float, default=1.0, help="random model's channel multiplier (default: 1)")
-    ap.add_argument("--mode", default="discrete", choices=["discrete", "continuous"], help="random model's mode")
-    ap.add_argument("--weights", type=Path, default=None, help="trained .safetensors instead of a random model")
-    ap.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    ap.add_argument("--batch-size", type=int, default=0, help="slices per call (default: 0 = automatic)")
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: 0 = all cores)")
-    ap.add_argument("--naive-volumes", type=int, default=0,
-                    help="run the naive forward on the first K volumes only (default: 0 = all)")
-    ap.add_argument("--no-gzip", action="store_true", help="skip the gzip writer comparison")
-    ap.add_argument("--memory", default="both", choices=["both", "brain", "abdom", "none"],
-                    help="peak-memory probes to run (default: both)")
-    ap.add_argument("--memory-width", type=float, default=0.0625,
-                    help="width of the memory probes' model: narrow, so volume copies dominate (default: 0.0625)")
-    ap.add_argument("--workdir", type=Path, default=None, help="work folder (default: a temporary one)")
-    ap.add_argument("--keep", action="store_true", help="keep the work folder")
-    ap.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
-    ap.add_argument("--seed", type=int, default=0, help="seed of the generated volumes (default: 0)")
-    ap.add_argument("--_memory-probe", dest="memory_probe", default=None, help=argparse.SUPPRESS)
-    return ap.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> Results:
-    args = parse_args(argv)
-    if args.memory_probe:  # child process of (f)
-        print(json.dumps(memory_probe(args.memory_probe, args.input, args.width, args.workdir,
-                                      args.batch_size or 8)))
-        return Results()
-
+# --- the benchmark ----------------------------------------------------------------------------------------
+def run_speed_benchmark(cfg: SpeedConfig) -> SpeedResults:
+    """Run parts (a)-(f) and return the table; writes ``cfg.json`` when given. Raises :class:`MoodError` for
+    an input folder without volumes or a prediction that fails."""
     import numpy as np
     import torch
 
@@ -354,44 +361,49 @@ def main(argv: list[str] | None = None) -> Results:
     from mood_detector.io.nifti import list_volumes, read_volume, write_volume
     from mood_detector.preprocess import normalise_intensity, resample, to_slices
 
-    device = resolve_device(args.device)
-    threads = set_cpu_threads(args.threads) if device.type == "cpu" else torch.get_num_threads()
-    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="benchmark_speed_"))
+    if cfg.memory not in MEMORY_PROBES:
+        raise MoodError(f"memory must be one of {sorted(MEMORY_PROBES)}, not {cfg.memory!r}")
+    device = resolve_device(cfg.device)
+    threads = set_cpu_threads(cfg.threads) if device.type == "cpu" else torch.get_num_threads()
+    work = Path(cfg.workdir) if cfg.workdir else Path(tempfile.mkdtemp(prefix="benchmark_speed_"))
     work.mkdir(parents=True, exist_ok=True)
-    res = Results()
+    res = SpeedResults()
     load_start = _load()
     try:
-        size = args.size or KIND_SIZE[args.kind]
+        size = cfg.size or KIND_SIZE[cfg.kind]
         t0 = time.perf_counter()
-        if args.input is not None:
-            files = list_volumes(args.input)[: args.n_volumes]
+        if cfg.input is not None:
+            files = list_volumes(cfg.input)[: cfg.n_volumes]
             if not files:
-                raise SystemExit(f"{args.input}: no .nii/.nii.gz volumes")
+                raise MoodError(f"{cfg.input}: no .nii/.nii.gz volumes")
         else:
-            files = make_inputs(args.kind, args.n_volumes, size, work / "in", args.seed)
+            log.info("generating %d %s volumes (%d^3) in %s", cfg.n_volumes, cfg.kind, size, work / "in")
+            files = make_inputs(cfg.kind, cfg.n_volumes, size, work / "in", cfg.seed)
         gen_secs = time.perf_counter() - t0
-        weights = args.weights or random_model(args.kind, size, args.width, args.mode, work / "fpi.safetensors")
+        weights = cfg.weights or random_model(cfg.kind, size, cfg.width, cfg.mode, work / "fpi.safetensors")
         det = load_detector(weights, device)
         card = det.card
         n = len(files)
-        cfg = dict(device=str(device), batch_size=args.batch_size, threads=threads, progress=False)
+        pred_kw = dict(device=str(device), batch_size=cfg.batch_size, threads=threads, progress=False)
 
         # (b) full tasks through the library
+        log.info("(b) predict pixel and sample")
         walls: dict[str, float] = {}
         timings: dict[str, float] = {}
         predictor = None
         for task in ("pixel", "sample"):
-            predictor = Predictor(det, PredictConfig(tasks=(task,), **cfg))
+            predictor = Predictor(det, PredictConfig(tasks=(task,), **pred_kw))
             t0 = time.perf_counter()
             rep = predictor.predict_files(files, work / f"pred_{task}")
             walls[task] = time.perf_counter() - t0
             if rep.failed:
-                raise SystemExit(f"predict {task} failed: {rep.failed}")
+                raise MoodError(f"predict {task} failed: {rep.failed}")
             if task == "pixel":
                 timings = predictor.timings.as_dict()
-        batch = next(iter(predictor.batch_sizes.values())) if predictor and predictor.batch_sizes else args.batch_size
+        batch = next(iter(predictor.batch_sizes.values())) if predictor and predictor.batch_sizes else cfg.batch_size
 
         # (a) the I/O floor: read each input, write a same-size score volume (the pixel prediction)
+        log.info("(a) I/O floor")
         floor_read = floor_write = 0.0
         (work / "floor").mkdir(exist_ok=True)
         shape = None
@@ -407,9 +419,10 @@ def main(argv: list[str] | None = None) -> Results:
             del vol, score
         floor = floor_read + floor_write
 
-        res.header = {"kind": args.kind, "n": n, "shape": "x".join(map(str, shape)), "net_size": card.size,
-                      "model": (f"width={card.width} {card.mode} ({'random init' if args.weights is None else weights})"),
-                      "batch": batch, "device": f"{device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else _cpu_name()})",
+        device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+        res.header = {"kind": cfg.kind, "n": n, "shape": "x".join(map(str, shape)), "net_size": card.size,
+                      "model": f"width={card.width} {card.mode} ({'random init' if cfg.weights is None else weights})",
+                      "batch": batch, "device": f"{device} ({device_name})",
                       "threads": threads, "torch": torch.__version__, "python": platform.python_version(),
                       "load_start": load_start, "load_end": "", "generate_s": gen_secs}
         res.add("a", "I/O floor: read every input + write a same-size score volume", _secs(floor), 1.0,
@@ -423,7 +436,8 @@ def main(argv: list[str] | None = None) -> Results:
                     "reader threads" if stage == "read" else "writer threads" if stage == "write" else "")
 
         # (d) naive forward vs the optimised path, and how far apart their outputs are
-        k = min(n, args.naive_volumes or n)
+        k = min(n, cfg.naive_volumes or n)
+        log.info("(d) naive forward on %d volume(s)", k)
         naive_det = load_detector(weights, device)  # default memory format, no capability shortcuts
         naive_secs = 0.0
         diffs = {"empty": 0.0, "foreground": 0.0, "background": 0.0, "mean": 0.0}
@@ -459,32 +473,40 @@ def main(argv: list[str] | None = None) -> Results:
             res.add("d", "max abs difference optimised vs naive: empty slices / foreground / background",
                     f"{diffs['empty']:.3g} / {diffs['foreground']:.3g} / {diffs['background']:.3g}", "",
                     f"mean {diffs['mean']:.3g}; " + ("random model: its output on blank input is not near 0"
-                                                     if args.weights is None else "trained model"))
+                                                     if cfg.weights is None else "trained model"))
         res.raw["naive"] = {"volumes": k, "seconds": naive_secs, "diffs": diffs if comparable else None}
 
         # (e) gzip writers on the first score map
-        if not args.no_gzip:
+        if cfg.gzip:
+            log.info("(e) gzip writers")
             vol = read_volume(files[0])
             score = read_volume(work / "pred_pixel" / files[0].name).data
             bench_gzip(score, vol.affine, vol.header, work / "gzip", max(2, threads), res)
             del vol, score
 
         # (f) memory per worker
-        kinds = {"both": ["brain", "abdom"], "none": []}.get(args.memory, [args.memory])
-        run_memory_probes(kinds, args.memory_width, work, args.seed, res)
+        kinds = MEMORY_PROBES[cfg.memory]
+        if kinds:
+            log.info("(f) memory probes: %s", ", ".join(kinds))
+        run_memory_probes(kinds, cfg.memory_width, work, cfg.seed, res)
 
         res.header["load_end"] = _load()
         res.raw.update({"walls": walls, "timings": timings, "floor": {"read": floor_read, "write": floor_write},
                         "header": res.header})
-        print(res.table())
-        if args.json:
-            args.json.write_text(json.dumps({"header": res.header, "rows": [r.__dict__ for r in res.rows],
-                                             "raw": res.raw}, indent=2, default=str) + "\n")
+        if cfg.json:
+            Path(cfg.json).write_text(res.to_json())
         return res
     finally:
-        if args.workdir is None and not args.keep:
+        if cfg.workdir is None and not cfg.keep:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def _probe_main(argv: list[str]) -> None:
+    """Child process of (f): ``KIND VOLUME WIDTH OUT BATCH SIZE``; prints one JSON line."""
+    kind, volume, width, out, batch, size = argv
+    m = memory_probe(kind, Path(volume), float(width), Path(out), int(batch), int(size))
+    sys.stdout.write(json.dumps(m) + "\n")
+
+
 if __name__ == "__main__":
-    main()
+    _probe_main(sys.argv[1:])

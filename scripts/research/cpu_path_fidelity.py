@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Does the CPU fast path (empty-slice skip + foreground crop) change the scores? Measured with the evaluation
-harness (issue 6, target: pixel AP within 0.002 of the exact path).
+harness (target: pixel AP within 0.002 of the exact path).
 
 Steps, all through the library: generate normal brain volumes (``--size``^3), train a small FPI model on
 some of them (or use ``--weights``), build a synthetic-outlier test set from the others (``make_testset``),
@@ -10,7 +10,7 @@ task, the difference to the exact path, the network time, and the largest score 
 (what the model says where the fast path writes 0), on the foreground and on the background of non-empty
 slices.
 
-    python scripts/cpu_path_fidelity.py --size 128 --width 0.25 --epochs 4 --margins 0,16,32
+    python scripts/research/cpu_path_fidelity.py --size 128 --width 0.25 --epochs 4 --margins 0,16,32
 """
 
 from __future__ import annotations
