@@ -33,6 +33,9 @@ def _csv(value: str) -> tuple[str, ...]:
                    "subjects always come from the default template.")
 @click.option("--zscore/--no-zscore", default=False, show_default=True,
               help="Add a no-learning row: each voxel's z-score against the training subjects.")
+@click.option("--reuse-data/--no-reuse-data", default=False, show_default=True,
+              help="Keep OUT/data and OUT/testset from an earlier run with the same data settings (kinds, "
+                   "counts, sizes, templates, seed, outlier types) instead of generating them again.")
 @click.option("--width", type=click.FloatRange(min=0.01), default=0.25, show_default=True,
               help="Channel multiplier of every detector's network.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Training epochs.")

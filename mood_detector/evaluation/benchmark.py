@@ -48,6 +48,8 @@ class BenchmarkConfig:
         templates: brain training subjects' source images (``make-data --templates``); test subjects always
             use the default template, with subject indices after the training ones.
         zscore: add the no-learning voxel-wise z-score row (:mod:`mood_detector.evaluation.zscore`).
+        reuse_data: keep ``data/`` and ``testset/`` from an earlier run made with the same data settings
+            (recorded in ``data/settings.json``) instead of generating them again; anything else is redone.
         width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by all detectors.
         anomalous_fraction, types: test set composition.
         seed: one seed for data, test set and training.
@@ -66,6 +68,7 @@ class BenchmarkConfig:
     train_size: int | None = None
     templates: str = "default"
     zscore: bool = False
+    reuse_data: bool = False
     width: float = 0.25
     epochs: int = 5
     batch_size: int = 16
@@ -134,10 +137,12 @@ def _flags(kw: dict[str, Any]) -> list[str]:
 
 
 def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cmd: CommandLog,
-              templates: str = "default") -> list[Path]:
-    """``mood-detector make-data``: brain pseudo-subjects or abdominal phantoms."""
+              templates: str = "default", run: bool = True) -> list[Path]:
+    """``mood-detector make-data``: brain pseudo-subjects or abdominal phantoms (only recorded unless ``run``)."""
     extra = ["--templates", templates] if kind == "brain" and templates != "default" else []
     cmd("make-data", kind, "--n", n, "--out", out, "--size", size, "--seed", seed, "--start", start, *extra)
+    if not run:
+        return []
     if kind == "brain":
         from mood_detector.data.brain import make_brain_data
 
@@ -145,6 +150,25 @@ def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cm
     from mood_detector.data.abdomen import make_abdomen_data
 
     return make_abdomen_data(out, n, size, seed, start)
+
+
+def _prepare_data(cfg: BenchmarkConfig, kind: str, out: Path, cmd: CommandLog, reuse: bool, progress: bool) -> None:
+    """Training subjects (when a detector is trained or the z-score row needs them), held-out subjects and the
+    test set of ``kind``; with ``reuse`` (and the folders there) the commands are only recorded."""
+    train_dir, held_dir = out / "data" / kind / "train", out / "data" / kind / "heldout"
+    testdir = out / "testset" / kind
+    need_train = cfg.zscore or any(d not in cfg.weights for d in cfg.detectors)
+    run = not (reuse and (testdir / "manifest.json").is_file() and (train_dir.is_dir() or not need_train))
+    if not run:
+        log.info("reusing the data in %s and the test set %s", train_dir.parent, testdir)
+    if need_train:
+        make_data(kind, cfg.n_train, train_dir, cfg.train_size or cfg.size, cfg.seed, 0, cmd, cfg.templates, run)
+    make_data(kind, cfg.n_test, held_dir, cfg.size, cfg.seed, cfg.n_train, cmd, run=run)
+    cmd("make-testset", "--kind", kind, "-i", held_dir, "-o", testdir, "--anomalous-fraction",
+        cfg.anomalous_fraction, "--types", ",".join(cfg.types), "--seed", cfg.seed)
+    if run:
+        make_testset(held_dir, testdir, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,
+                                                      types=tuple(cfg.types), seed=cfg.seed), progress=progress)
 
 
 def check_config(cfg: BenchmarkConfig) -> None:
@@ -166,25 +190,25 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResul
     check_config(cfg)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    stamp = out / "data" / "settings.json"
+    settings = json.dumps(_data_settings(cfg), sort_keys=True)
+    reuse = cfg.reuse_data and stamp.is_file() and stamp.read_text() == settings
+    if cfg.reuse_data and not reuse:
+        log.info("no earlier data made with these settings in %s: generating it", out)
     for sub in OWNED:
-        shutil.rmtree(out / sub, ignore_errors=True)
+        if not (reuse and sub in ("data", "testset")):
+            shutil.rmtree(out / sub, ignore_errors=True)
     cmd = CommandLog()
     rows: list[BenchmarkRow] = []
     evaluations: dict[str, dict[str, Any]] = {}
     failed: list[str] = []
     for kind in cfg.kinds:
-        train_dir, held_dir = out / "data" / kind / "train", out / "data" / kind / "heldout"
+        _prepare_data(cfg, kind, out, cmd, reuse, progress)
+    write_text_atomic(stamp, settings)
+    for kind in cfg.kinds:
+        train_dir = out / "data" / kind / "train"
         train_size = cfg.train_size or cfg.size
-        need_train = cfg.zscore or any(d not in cfg.weights for d in cfg.detectors)
-        if need_train:
-            make_data(kind, cfg.n_train, train_dir, train_size, cfg.seed, 0, cmd, cfg.templates)
-        make_data(kind, cfg.n_test, held_dir, cfg.size, cfg.seed, cfg.n_train, cmd)
         testdir = out / "testset" / kind
-        types = ",".join(cfg.types)
-        cmd("make-testset", "--kind", kind, "-i", held_dir, "-o", testdir, "--anomalous-fraction",
-            cfg.anomalous_fraction, "--types", types, "--seed", cfg.seed)
-        make_testset(held_dir, testdir, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,
-                                                      types=tuple(cfg.types), seed=cfg.seed), progress=progress)
         names = list(cfg.detectors) + (["zscore"] if cfg.zscore else [])
         for det in names:
             pred = out / "pred" / kind / det
@@ -232,6 +256,13 @@ def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd
     opt_flags = [a for k, v in opts.items() for a in ("--opt", f"{k}={v}")]
     cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", data)
     return train_detector(train_dir, path, TrainConfig(**kw, options=opts, training_data=data))
+
+
+def _data_settings(cfg: BenchmarkConfig) -> dict[str, Any]:
+    """What the generated data and test sets depend on (a reused folder must match all of it)."""
+    return {"kinds": list(cfg.kinds), "n_train": cfg.n_train, "n_test": cfg.n_test, "size": cfg.size,
+            "train_size": cfg.train_size or cfg.size, "templates": cfg.templates, "seed": cfg.seed,
+            "anomalous_fraction": cfg.anomalous_fraction, "types": list(cfg.types)}
 
 
 def _config_dict(cfg: BenchmarkConfig) -> dict[str, Any]:

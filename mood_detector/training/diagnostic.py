@@ -48,7 +48,7 @@ class Diagnosis:
     @property
     def learned(self) -> bool:
         """The model beats both trivial predictors and separates inside from outside (see docs/fpi.md)."""
-        return (self.loss < 0.9 * min(self.const_loss, self.prior_loss) and self.patch_auroc > 0.75
+        return (self.loss < 0.9 * self.const_loss and self.loss < self.prior_loss and self.patch_auroc > 0.75
                 and self.score_in > 2 * self.score_out)
 
     def as_row(self) -> dict[str, float | str]:

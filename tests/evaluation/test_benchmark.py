@@ -98,3 +98,26 @@ def test_benchmark_any_registered_detector_and_given_weights(tmp_path, monkeypat
         run_benchmark(BenchmarkConfig(out=tmp_path / "c", detectors=("nope",)))
     with pytest.raises(ValueError, match="DETECTOR:KEY=VALUE"):
         parse_detector_options(["latent=4"])
+
+
+def test_benchmark_zscore_row_train_size_and_reused_data(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "intensity", f"{__name__}:IntensityDetector")
+    given = IntensityDetector.fit([], TrainConfig(detector="intensity", size=16), tmp_path).save(tmp_path / "w.safetensors")
+    cfg = BenchmarkConfig(out=tmp_path / "b", detectors=("intensity",), n_train=2, n_test=2, size=32, train_size=16,
+                          device="cpu", weights={"intensity": given}, zscore=True, types=("uniform_addition",))
+    first = run_benchmark(cfg, progress=False)
+    assert [(r.detector, r.task) for r in first.rows] == [("intensity", "pixel"), ("intensity", "sample"),
+                                                          ("zscore", "pixel"), ("zscore", "sample")]
+    train = sorted((tmp_path / "b" / "data" / "brain" / "train").glob("*.nii.gz"))
+    from mood_detector.io.nifti import read_volume
+
+    assert len(train) == 2 and read_volume(train[0]).data.shape == (16, 16, 16)   # --train-size
+    manifest = tmp_path / "b" / "testset" / "brain" / "manifest.json"
+    stamp = manifest.stat().st_mtime_ns
+    cfg.reuse_data = True
+    again = run_benchmark(cfg, progress=False)
+    assert manifest.stat().st_mtime_ns == stamp                  # the test set was reused, not remade
+    assert again.commands == first.commands and [r.ap for r in again.rows] == [r.ap for r in first.rows]
+    cfg.n_test = 3                                                # other data settings: made again
+    third = run_benchmark(cfg, progress=False)
+    assert third.rows[0].cases == "2 / 1" and manifest.stat().st_mtime_ns != stamp

@@ -52,6 +52,8 @@ class FPIOptions:
             (:class:`SourceIntensity`; 0 = off, the paper's task).
         lr_schedule: ``constant`` (the paper: Adam at ``--lr``) or ``cosine`` (decay to 1% of ``--lr`` over
             ``--epochs``, for short CPU budgets).
+        equal_tol: source pixels with ``|A - B| <= equal_tol`` get label 0 (paper Eq. 5 with a tolerance; the
+            paper leaves it open); -1 = the kind's default (brain 0, abdomen 1e-3).
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when at least 4x as many remain, else the probe
             set is made from the first training volumes (in-sample).
@@ -63,6 +65,7 @@ class FPIOptions:
     source_intensity: float = 0.0
     lr_schedule: str = "constant"
     probe_volumes: int = 2
+    equal_tol: float = -1.0
 
     def __post_init__(self) -> None:
         for name in ("contrast", "source_intensity"):
@@ -119,7 +122,8 @@ class FPIDetector(Detector):
         from mood_detector.kinds import get_kind
 
         kind = get_kind(card.kind)
-        return FPIConfig(mode=card.mode, core=kind.core, equal_tol=kind.equal_tol)
+        tol = float(card.extra.get("equal_tol", -1.0))
+        return FPIConfig(mode=card.mode, core=kind.core, equal_tol=kind.equal_tol if tol < 0 else tol)
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
