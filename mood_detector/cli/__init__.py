@@ -16,6 +16,7 @@ from mood_detector.logging_setup import setup_logging
 COMMANDS: dict[str, str] = {
     "make-data": "mood_detector.cli.make_data:make_data",
     "train": "mood_detector.cli.train:train",
+    "export": "mood_detector.cli.export:export",
     "predict": "mood_detector.cli.predict:predict",
     "demo": "mood_detector.cli.demo:demo",
     "report": "mood_detector.cli.report:report",

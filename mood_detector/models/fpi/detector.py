@@ -297,6 +297,23 @@ class FPIDetector(Detector):
         det.net = distributed.revert_sync_bn(net)
         return det.eval()
 
+    @classmethod
+    def from_checkpoint(cls, run_dir: Path) -> "FPIDetector":
+        """The model of a training run's last checkpoint (``run_dir/checkpoint.pt``, loaded without unpickling
+        code), e.g. to score a run that has not finished; the card says at which epoch it stopped. During the
+        SWA phase these are the current (not the averaged) weights."""
+        ckpt = load_checkpoint(Path(run_dir))
+        if ckpt is None:
+            raise ValueError(f"{run_dir}: no {cls.name} training checkpoint (checkpoint.pt) there")
+        cfg = TrainConfig(**json.loads(ckpt["config"]))
+        card = cls.card_for(cfg, 0)
+        card.epochs = int(ckpt["epoch"])
+        card.extra["checkpoint_of"] = f"{cfg.epochs} + {cfg.swa_epochs} SWA epochs planned"
+        card.extra.pop("n_train_volumes", None)
+        det = cls.build(card)
+        det.net.load_state_dict(ckpt["net"])
+        return det.eval()
+
     @staticmethod
     def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum over examples of :meth:`loss` per example (mean over its pixels)."""

@@ -1,0 +1,36 @@
+"""``mood-detector export``: weights from a training run's checkpoint, or weights in another precision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("export")
+@click.option("-i", "--input", "source", type=click.Path(exists=True, path_type=Path), required=True,
+              help="A weights file (.safetensors with its .json card) or an FPI training run folder "
+                   "(checkpoint.pt: the last finished epoch).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Weights file to write (.safetensors; the card is written beside it).")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Precision of the stored floating-point tensors (loading always computes in float32).")
+def export(source: Path, output: Path, dtype: str) -> None:
+    """Write SOURCE's model to OUTPUT: to score an unfinished run, or to store weights in float16."""
+    import torch
+
+    from mood_detector.detector import load_detector
+    from mood_detector.errors import MoodError
+
+    try:
+        if source.is_dir():
+            from mood_detector.models.fpi.detector import FPIDetector
+
+            det = FPIDetector.from_checkpoint(source)
+        else:
+            det = load_detector(source)
+        det.card.extra["stored_dtype"] = dtype
+        path = det.save(output, dtype=getattr(torch, dtype))
+    except (ValueError, MoodError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"weights: {path}")

@@ -1,0 +1,36 @@
+"""``mood-detector export``: a run folder's checkpoint as weights, and float16 copies."""
+
+import torch
+from click.testing import CliRunner
+
+from mood_detector.cli import main
+from mood_detector.detector import load_detector
+from mood_detector.weights import load_weights
+
+
+def test_checkpoint_of_a_finished_run_equals_its_weights(tiny_fpi, tmp_path):
+    out = tmp_path / "ck.safetensors"
+    res = CliRunner().invoke(main, ["export", "-i", str(tiny_fpi.parent / "fpi_run"), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    a, card = load_weights(out)
+    b, ref = load_weights(tiny_fpi)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert card.epochs == ref.epochs and card.extra["skips"] == ref.extra["skips"]
+
+
+def test_float16_copy_scores_like_the_original(tiny_fpi, tmp_path):
+    out = tmp_path / "h.safetensors"
+    assert CliRunner().invoke(main, ["export", "-i", str(tiny_fpi), "-o", str(out), "--dtype", "float16"]).exit_code == 0
+    tensors, card = load_weights(out)
+    assert card.extra["stored_dtype"] == "float16"
+    assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        s16 = load_detector(out).score_slices(x).pixel
+        s32 = load_detector(tiny_fpi).score_slices(x).pixel
+    assert (s16 - s32).abs().max() < 1e-2
+
+
+def test_folder_without_checkpoint_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["export", "-i", str(tmp_path), "-o", str(tmp_path / "x.safetensors")])
+    assert res.exit_code == 1 and "no fpi training checkpoint" in res.output
