@@ -118,6 +118,13 @@ class Detector(ABC):
         """Crop offsets and sizes must be multiples of this (the network's total down-sampling factor)."""
         return 1
 
+    @property
+    def slice_rule(self) -> str:
+        """How a slice score is made from its pixel scores when the detector gives none of its own: ``mean``
+        (default, the FPI reference code's rule) or ``top:Q`` (mean of the highest fraction Q), from the card's
+        ``extra.slice_score`` (:func:`mood_detector.inference.aggregate.slice_scores`)."""
+        return str(self.card.extra.get("slice_score", "mean"))
+
     def __init__(self, card: ModelCard) -> None:
         self.card = card
         self.device = torch.device("cpu")

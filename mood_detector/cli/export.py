@@ -15,7 +15,10 @@ import click
               help="Weights file to write (.safetensors; the card is written beside it).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Precision of the stored floating-point tensors (loading always computes in float32).")
-def export(source: Path, output: Path, dtype: str) -> None:
+@click.option("--slice-score", default=None,
+              help="Set the card's slice score rule: 'mean' or 'top:Q' (mean of the highest fraction Q of a "
+                   "slice's pixel scores) [default: keep the source's].")
+def export(source: Path, output: Path, dtype: str, slice_score: str | None) -> None:
     """Write SOURCE's model to OUTPUT: to score an unfinished run, or to store weights in float16."""
     import torch
 
@@ -30,6 +33,11 @@ def export(source: Path, output: Path, dtype: str) -> None:
         else:
             det = load_detector(source)
         det.card.extra["stored_dtype"] = dtype
+        if slice_score is not None:
+            from mood_detector.inference.aggregate import parse_slice_rule
+
+            parse_slice_rule(slice_score)
+            det.card.extra["slice_score"] = slice_score
         path = det.save(output, dtype=getattr(torch, dtype))
     except (ValueError, MoodError) as exc:
         raise click.ClickException(str(exc)) from None

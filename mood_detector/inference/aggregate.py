@@ -48,3 +48,31 @@ def sample_score(slice_scores: np.ndarray, top_fraction: float = 0.25) -> float:
     k = max(1, int(np.ceil(top_fraction * s.size)))
     top = np.sort(filtered)[-k:]
     return float(np.clip(top.mean(), 0.0, 1.0))
+
+
+def parse_slice_rule(rule: str) -> float | None:
+    """``"mean"`` -> None (the mean over the whole slice: the FPI reference code's rule); ``"top:Q"`` -> Q, the
+    fraction of a slice's pixels (0 < Q <= 1) whose highest scores are averaged. Anything else is a ValueError."""
+    if rule == "mean":
+        return None
+    name, _, value = rule.partition(":")
+    try:
+        q = float(value)
+    except ValueError:
+        q = -1.0
+    if name != "top" or not 0.0 < q <= 1.0:
+        raise ValueError(f"slice score rule {rule!r}: use 'mean' or 'top:Q' with 0 < Q <= 1")
+    return q
+
+
+def slice_scores(pixel, area: int, rule: str = "mean"):
+    """Slice scores (N,) from pixel scores ``pixel`` (N, h, w) (a torch tensor, possibly a crop of slices of
+    ``area`` pixels whose outside scores 0): the mean over the whole slice, or with ``top:Q`` the mean of the
+    ``Q * area`` highest pixel scores, so a small bright anomaly is not averaged away by the slice's size."""
+    q = parse_slice_rule(rule)
+    if q is None:
+        return pixel.sum(dim=(1, 2)) / area
+    flat = pixel.flatten(1)
+    k = max(1, int(round(q * area)))
+    top = flat.topk(min(k, flat.shape[1]), dim=1).values.sum(1)
+    return top / k  # pixels beyond the crop (score 0) count with 0

@@ -21,7 +21,7 @@ from tqdm import tqdm
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
-from mood_detector.inference.aggregate import sample_score
+from mood_detector.inference.aggregate import sample_score, slice_scores
 from mood_detector.inference.fastpath import crop_box, occupied
 from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
@@ -193,8 +193,8 @@ class Predictor:
                         pixel[run, ys, xs] = p.cpu().numpy()
                     if res.slice is not None:
                         s = res.slice
-                    else:  # mean over the whole slice; outside the box the score is 0
-                        s = p.mean(dim=(1, 2)) if box is None else p.sum(dim=(1, 2)) / (h * w)
+                    else:  # from the pixel scores (outside the box they are 0), by the detector's rule
+                        s = slice_scores(p, h * w, det.slice_rule)
                     per_slice[run] = s.float().clamp(0, 1).cpu().numpy()
             except torch.cuda.OutOfMemoryError:
                 if bs == 1:

@@ -14,21 +14,26 @@ PRESETS: dict[str, dict[str, Any]] = {
     "paper": {"size": None, "width": 1.0, "mode": "discrete", "epochs": 50, "batch_size": 32, "lr": 1e-3,
               "options": {"skips": "0", "contrast": "0", "lr_schedule": "constant"}},
     # About 2 hours on 2 CPU cores with 32 training volumes: 128^2 slices, a quarter of the paper's width,
-    # skip connections for sharp maps, contrast remaps, a cosine-decayed learning rate, 4 batches per volume
-    # pair and epoch.
+    # skip connections for sharp maps, a label tolerance, contrast remaps, a cosine-decayed learning rate, 4
+    # batches per volume pair and epoch (docs/fpi-cpu.md).
     "cpu": {"size": 128, "width": 0.25, "mode": "discrete", "epochs": 24, "batch_size": 32, "lr": 1e-3,
             "max_batches_per_pair": 4,
-            "options": {"skips": "1", "contrast": "0.5", "lr_schedule": "cosine"}},
+            "options": {"skips": "1", "contrast": "0.5", "lr_schedule": "cosine"},
+            # label tolerance: measured for brain MRI; for CT scaled down to its smaller soft-tissue contrasts
+            # in [0, 1] (fat, muscle and organs lie within 0.45-0.58), not measured
+            "kind_options": {"brain": {"equal_tol": "0.1"}, "abdom": {"equal_tol": "0.03"}}},
 }
 
 
 def apply_preset(name: str, values: dict[str, Any], given: set[str], options: dict[str, str]) -> dict[str, str]:
     """Fill ``values`` (train keyword arguments) from preset ``name`` where the key is not in ``given`` (set on the
-    command line); returns the detector options with the preset's under the user's own."""
+    command line); returns the detector options: the preset's, then its options for ``values["kind"]``, then
+    the user's own on top."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[name]
     for key, value in preset.items():
-        if key != "options" and key not in given:
+        if key not in ("options", "kind_options") and key not in given:
             values[key] = value
-    return {**preset.get("options", {}), **options}
+    by_kind = preset.get("kind_options", {}).get(values.get("kind", ""), {})
+    return {**preset.get("options", {}), **by_kind, **options}

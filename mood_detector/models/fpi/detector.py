@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from mood_detector import distributed
 from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as
+from mood_detector.inference.aggregate import parse_slice_rule
 from mood_detector.models.fpi.network import WideResEncoderDecoder
 from mood_detector.tasks.augment import ContrastAugment, SourceIntensity
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
@@ -54,6 +55,8 @@ class FPIOptions:
             ``--epochs``, for short CPU budgets).
         equal_tol: source pixels with ``|A - B| <= equal_tol`` get label 0 (paper Eq. 5 with a tolerance; the
             paper leaves it open); -1 = the kind's default (brain 0, abdomen 1e-3).
+        slice_score: how the predictor makes a slice score from the pixel scores: ``mean`` (the reference
+            code's rule) or ``top:Q`` (mean of the highest fraction Q; see ``inference.aggregate``).
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when at least 4x as many remain, else the probe
             set is made from the first training volumes (in-sample).
@@ -66,6 +69,7 @@ class FPIOptions:
     lr_schedule: str = "constant"
     probe_volumes: int = 2
     equal_tol: float = -1.0
+    slice_score: str = "mean"
 
     def __post_init__(self) -> None:
         for name in ("contrast", "source_intensity"):
@@ -73,6 +77,7 @@ class FPIOptions:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+        parse_slice_rule(self.slice_score)
         if self.probe_volumes < 0:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
 
