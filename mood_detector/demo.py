@@ -19,7 +19,6 @@ from mood_detector.evaluation.evaluate import evaluate_tasks
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
 from mood_detector.inference.api import default_weights_dir, predict_folder
 from mood_detector.inference.predictor import PredictConfig
-from mood_detector.kinds import get_kind
 from mood_detector.report import ReportConfig, build_report
 from mood_detector.training.api import train_detector
 
@@ -27,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: subject indices of the demo's cases: far from those of any training folder the package makes
 DEMO_START = 90_000
+#: edge of the demo's generated cubes: the MOOD brain size; the abdomen at half its MOOD size (512^3 phantoms
+#: take minutes each to make on a CPU; the models resample every input to their own size anyway)
+DEMO_SIZE = {"brain": 256, "abdom": 256}
 
 
 @dataclass
@@ -37,7 +39,7 @@ class DemoConfig:
         out: output folder (replaced).
         kinds: kinds to run; kinds without bundled weights are skipped with a message (unless ``train``).
         n_cases: test cases per kind (``anomalous_fraction`` of them with one synthetic outlier).
-        size: edge of the generated cubes per kind (None = the MOOD size: 256 brain, 512 abdomen).
+        size: edge of the generated cubes (None = :data:`DEMO_SIZE` per kind).
         train: train a small brain model first instead of using the bundled weights.
         n_train, train_size, width, epochs: that small model's training (only with ``train``).
     """
@@ -84,7 +86,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
         elif not weights.is_file():
             log.warning("no bundled FPI weights for %s (%s): skipped", kind, weights)
             continue
-        size = cfg.size or (cfg.train_size if cfg.train else get_kind(kind).size)
+        size = cfg.size or (cfg.train_size if cfg.train else DEMO_SIZE[kind])
         normals, testset, pred = out / kind / "normals", out / kind / "testset", out / kind / "pred"
         _make_subjects(kind, normals, cfg.n_cases, size, cfg.seed, DEMO_START)
         make_testset(normals, testset, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,

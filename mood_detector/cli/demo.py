@@ -20,7 +20,8 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.75, show_default=True,
               help="Fraction of the cases that get one synthetic outlier.")
 @click.option("--size", type=click.IntRange(min=16), default=None,
-              help="Edge of the generated cubes [default: 256 brain, 512 abdom; --train-size with --train].")
+              help="Edge of the generated cubes [default: 256 for both kinds (MOOD's abdomen is 512: slow to "
+                   "generate on a CPU); --train-size with --train].")
 @click.option("--weights-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder with <kind>/fpi.safetensors [default: the bundled weights/ ($MOOD_WEIGHTS_DIR)].")
 @click.option("--train/--no-train", default=False, show_default=True,

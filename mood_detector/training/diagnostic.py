@@ -6,8 +6,8 @@ fixed seed, so every epoch and every run is measured on the same examples. Repor
 * ``loss``: the model's task loss (CE in discrete mode, BCE in continuous mode) on the probe set;
 * ``const_loss``: the best *constant* predictor (the probe set's own class frequencies / mean label: what a
   model that outputs the same thing everywhere reaches at best);
-* ``prior_loss``: the best *position-only* predictor (per-pixel class frequencies / mean label over the probe
-  set, fitted on the probe set itself, so an optimistic bound for "learned where patches usually are");
+* ``prior_loss``: the best *position-only* predictor (per-pixel class frequencies / mean label, cross-fitted
+  on the two halves of the probe set): what "learned where patches usually are" reaches;
 * ``score_in`` / ``score_out``: mean pixel score inside the patches (where the label is > 0) and outside;
 * ``patch_auroc``: AUROC of the pixel score for inside vs outside pixels (0.5 = no separation);
 * ``class_acc``: per-class accuracy of the arg-max class (discrete mode).
@@ -86,21 +86,30 @@ def make_probe_set(stacks: Sequence[np.ndarray], task: FPIConfig, n_examples: in
 
 
 def trivial_losses(labels: torch.Tensor, classes: int) -> tuple[float, float]:
-    """(best constant, best position-only) loss on ``labels`` (N, H, W) for a model with ``classes`` outputs."""
-    eps = 1e-6
-    if classes == 1:
-        def bce(p: torch.Tensor) -> float:
-            p = p.clamp(eps, 1 - eps)
-            return float(-(labels * p.log() + (1 - labels) * (1 - p).log()).mean())
+    """(best constant, best position-only) loss on ``labels`` (N, H, W) for a model with ``classes`` outputs.
 
-        return bce(labels.mean().expand_as(labels)), bce(labels.mean(0, keepdim=True).expand_as(labels))
-    cls = labels_to_classes(labels)
-    onehot = F.one_hot(cls, classes).float()                       # (N, H, W, C)
+    The constant is the labels' own class frequencies (mean label). The position-only predictor is fitted by
+    two-fold cross-fitting (per-pixel frequencies of the even examples score the odd ones and vice versa,
+    with add-0.1 smoothing), so it is not credited for memorising the probe set's own patches."""
+    eps = 1e-6
+    halves = (labels[0::2], labels[1::2])
+    if classes == 1:
+        def bce(y: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+            p = p.clamp(eps, 1 - eps)
+            return -(y * p.log() + (1 - y) * (1 - p).log())
+
+        const = float(bce(labels, labels.mean().expand_as(labels)).mean())
+        prior = [bce(y, ((fit.sum(0) + 0.1) / (len(fit) + 0.2)).expand_as(y)) for y, fit in zip(halves, halves[::-1])]
+        return const, float(torch.cat([p.flatten() for p in prior]).mean())
+    onehot = F.one_hot(labels_to_classes(labels), classes).float()          # (N, H, W, C)
     const = onehot.mean((0, 1, 2)).clamp_min(eps)
-    prior = onehot.mean(0, keepdim=True).clamp_min(eps)            # (1, H, W, C)
     const_loss = float(-(onehot * const.log()).sum(-1).mean())
-    prior_loss = float(-(onehot * prior.log()).sum(-1).mean())
-    return const_loss, prior_loss
+    hot = (onehot[0::2], onehot[1::2])
+    losses = []
+    for y, fit in zip(hot, hot[::-1]):
+        freq = (fit.sum(0) + 0.1) / (len(fit) + 0.1 * classes)              # (H, W, C)
+        losses.append(-(y * freq.log()).sum(-1).flatten())
+    return const_loss, float(torch.cat(losses).mean())
 
 
 @torch.no_grad()
