@@ -19,9 +19,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"size": 128, "width": 0.25, "mode": "discrete", "epochs": 24, "batch_size": 32, "lr": 1e-3,
             "max_batches_per_pair": 4,
             "options": {"skips": "1", "contrast": "0.5", "lr_schedule": "cosine"},
-            # label tolerance: measured for brain MRI; for CT scaled down to its smaller soft-tissue contrasts
-            # in [0, 1] (fat, muscle and organs lie within 0.45-0.58), not measured
-            "kind_options": {"brain": {"equal_tol": "0.1"}, "abdom": {"equal_tol": "0.03"}}},
+            # label tolerance: measured for brain MRI (0 < 0.05 < 0.1 < 0.2); for CT scaled down to its smaller
+            # soft-tissue contrasts in [0, 1] (fat, muscle and organs lie within 0.45-0.58), not measured
+            "kind_options": {"brain": {"equal_tol": "0.2"}, "abdom": {"equal_tol": "0.05"}}},
 }
 
 

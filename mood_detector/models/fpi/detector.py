@@ -42,7 +42,8 @@ DIAGNOSTIC_CSV = "diagnostic.csv"
 
 @dataclass(frozen=True)
 class FPIOptions:
-    """FPI options (``--opt KEY=VALUE``); the defaults are the paper's setting.
+    """FPI options (``--opt KEY=VALUE``); the defaults are the paper's setting, except ``out_bias`` (measured in
+    docs/fpi-cpu.md; ``--opt out_bias=0`` gives the reference network exactly). ``train --preset cpu`` sets several.
 
     Attributes:
         skips: U-Net-like skip connections in the network (this package's variant; see the network module).
@@ -58,8 +59,8 @@ class FPIOptions:
         slice_score: how the predictor makes a slice score from the pixel scores: ``mean`` (the reference
             code's rule) or ``top:Q`` (mean of the highest fraction Q; see ``inference.aggregate``).
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
-            (:mod:`mood_detector.training.diagnostic`); only when at least 4x as many remain, else the probe
-            set is made from the first training volumes (in-sample).
+            (:mod:`mood_detector.training.diagnostic`); only when it is at least 2 and at least 4x as many
+            remain, else the probe set is made from the first training volumes (in-sample); 0 = no probe.
     """
 
     skips: bool = False
