@@ -6,9 +6,7 @@ from pathlib import Path
 
 import click
 
-
-def _csv(value: str) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip())
+from mood_detector.cli.benchmark import _csv
 
 
 @click.command("demo")
