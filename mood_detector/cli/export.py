@@ -18,7 +18,13 @@ import click
 @click.option("--slice-score", default=None,
               help="Set the card's slice score rule: 'mean' or 'top:Q' (mean of the highest fraction Q of a "
                    "slice's pixel scores) [default: keep the source's].")
-def export(source: Path, output: Path, dtype: str, slice_score: str | None) -> None:
+@click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="FPI: recompute the BatchNorm statistics as an average over --bn-batches FPI batches from the "
+                   "volumes in this folder (the training data) instead of keeping the running statistics.")
+@click.option("--bn-batches", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Batches for --bn-data (one per volume pair, as many pairs as there are).")
+def export(source: Path, output: Path, dtype: str, slice_score: str | None, bn_data: Path | None,
+           bn_batches: int) -> None:
     """Write SOURCE's model to OUTPUT: to score an unfinished run, or to store weights in float16."""
     import torch
 
@@ -32,6 +38,12 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None) -> N
             det = FPIDetector.from_checkpoint(source)
         else:
             det = load_detector(source)
+        if bn_data is not None:
+            from mood_detector.io.nifti import list_volumes
+
+            if det.name != "fpi":
+                raise ValueError(f"--bn-data is for fpi models, not {det.name}")
+            det.recompute_bn(list_volumes(bn_data), bn_batches)
         det.card.extra["stored_dtype"] = dtype
         if slice_score is not None:
             from mood_detector.inference.aggregate import parse_slice_rule

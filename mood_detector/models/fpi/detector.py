@@ -320,6 +320,25 @@ class FPIDetector(Detector):
         det.net.load_state_dict(ckpt["net"])
         return det.eval()
 
+    def recompute_bn(self, files: Sequence[Path], batches: int = BN_BATCHES, seed: int = 0) -> "FPIDetector":
+        """Recompute the BatchNorm statistics as an average over ``batches`` FPI batches from ``files`` (as the
+        SWA phase does). Training batches each come from one volume pair, so the running statistics follow the
+        last few pairs seen; averaging over many pairs removes that drift."""
+        card = self.card
+        cfg = TrainConfig(detector=self.name, kind=card.kind, size=card.size, width=card.width, mode=card.mode,
+                          batch_size=int(card.extra.get("batch_size", 32)), seed=seed, max_batches_per_pair=1,
+                          options={k: str(card.extra[k]) for k in ("contrast",) if k in card.extra})
+        store = VolumeStore(files, card.size, card.slice_axis)
+        gen = torch.Generator()
+        opts = parse_options_as(FPIOptions, cfg.options, "fpi")
+        steps = itertools.islice(self._steps(store, cfg, 0, 1, [0], self.device, opts), batches)
+        task = self.task_config(card)
+        inputs = (self._step_batch(chunks, [0], task, gen, seed, 0, step, self.device).images
+                  for step, (chunks, _) in enumerate(steps))
+        update_bn(inputs, self.net)
+        card.extra["bn_recomputed"] = f"{batches} batches from {len(files)} volumes"
+        return self.eval()
+
     @staticmethod
     def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum over examples of :meth:`loss` per example (mean over its pixels)."""
