@@ -34,3 +34,17 @@ def test_float16_copy_scores_like_the_original(tiny_fpi, tmp_path):
 def test_folder_without_checkpoint_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["export", "-i", str(tmp_path), "-o", str(tmp_path / "x.safetensors")])
     assert res.exit_code == 1 and "no fpi training checkpoint" in res.output
+
+
+def test_batchnorm_statistics_recomputed_from_data(tiny_fpi, volume_dir, tmp_path):
+    out = tmp_path / "bn.safetensors"
+    res = CliRunner().invoke(main, ["export", "-i", str(tiny_fpi), "-o", str(out), "--bn-data", str(volume_dir),
+                                    "--bn-batches", "5"])
+    assert res.exit_code == 0, res.output
+    a, card = load_weights(out)
+    b, _ = load_weights(tiny_fpi)
+    assert card.extra["bn_recomputed"].startswith("5 batches")        # 2 pairs per epoch: 3 epochs' worth
+    stats = [k for k in a if k.endswith("running_mean")]
+    assert stats and any(not torch.equal(a[k], b[k]) for k in stats)   # the statistics changed ...
+    weights = [k for k in a if k.endswith("conv1.weight")]
+    assert all(torch.equal(a[k], b[k]) for k in weights)               # ... the weights did not

@@ -331,12 +331,13 @@ class FPIDetector(Detector):
         store = VolumeStore(files, card.size, card.slice_axis)
         gen = torch.Generator()
         opts = parse_options_as(FPIOptions, cfg.options, "fpi")
-        steps = itertools.islice(self._steps(store, cfg, 0, 1, [0], self.device, opts), batches)
         task = self.task_config(card)
-        inputs = (self._step_batch(chunks, [0], task, gen, seed, 0, step, self.device).images
-                  for step, (chunks, _) in enumerate(steps))
+        epochs = ((epoch, step, chunks) for epoch in itertools.count()
+                  for step, (chunks, _) in enumerate(self._steps(store, cfg, epoch, 1, [0], self.device, opts)))
+        inputs = [self._step_batch(chunks, [0], task, gen, seed, epoch, step, self.device).images
+                  for epoch, step, chunks in itertools.islice(epochs, batches)]
         update_bn(inputs, self.net)
-        card.extra["bn_recomputed"] = f"{batches} batches from {len(files)} volumes"
+        card.extra["bn_recomputed"] = f"{len(inputs)} batches (one per volume pair) from {len(files)} volumes"
         return self.eval()
 
     @staticmethod
