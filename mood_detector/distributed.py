@@ -282,7 +282,7 @@ class DistBatchNorm(_BatchNorm):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
+        xf = x if x.dtype == torch.float64 else x.float()  # at least float32 (bf16/fp16 under autocast)
         count = torch.tensor([float(xf.numel() // xf.shape[1])], device=x.device, dtype=xf.dtype)
         first = _AllReduceSum.apply(torch.cat([xf.sum(dims), count]))
         n = first[-1].detach()

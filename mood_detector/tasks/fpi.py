@@ -114,6 +114,6 @@ def logits_to_score(logits: torch.Tensor) -> torch.Tensor:
     fraction sum_c p_c * a_c over the class values."""
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0].float())
-    values = torch.linspace(0.0, 1.0, logits.shape[1], device=logits.device)
     probs = torch.softmax(logits.float(), dim=1)
+    values = torch.linspace(0.0, 1.0, logits.shape[1], device=logits.device, dtype=probs.dtype)
     return torch.einsum("nchw,c->nhw", probs, values)

@@ -117,9 +117,11 @@ def diagnose(net: torch.nn.Module, probe: FPIBatch, batch_size: int = 16,
              device: torch.device | str = "cpu") -> Diagnosis:
     """Measure ``net`` (logits (N, C, H, W)) on ``probe``; the net is put in eval mode and restored after."""
     was_training = net.training
+    # the network's dtype: float32, or float64 when trained in it (the distributed tests)
+    dtype = next((p.dtype for p in net.parameters()), probe.images.dtype)
     net.eval()
     try:
-        logits = torch.cat([net(probe.images[i:i + batch_size].to(device)).float().cpu()
+        logits = torch.cat([net(probe.images[i:i + batch_size].to(device, dtype)).float().cpu()
                             for i in range(0, len(probe.images), batch_size)])
     finally:
         net.train(was_training)

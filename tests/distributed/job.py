@@ -2,8 +2,9 @@
 
 Usage: ``torchrun --standalone --nproc_per_node 2 tests/distributed/job.py SPEC.json``. Every rank: creates the
 process group from torchrun's variables (``distributed.session``), checks the cross-rank BatchNorm, runs the
-training jobs of SPEC (``train_detector``; every checkpoint write is logged with the rank that made it), then
-runs ``mood-detector predict`` (the click command, in process) and records its exit code and stdout.
+training jobs of SPEC (``train_detector`` in SPEC's ``dtype``; every checkpoint write is logged with the rank
+that made it), then runs ``mood-detector predict`` (the click command, in process) and records its exit code and
+stdout.
 """
 
 from __future__ import annotations
@@ -59,8 +60,14 @@ def run(spec: dict[str, Any]) -> None:
         torch.save({"y": y.detach(), "grad": xr.grad, "weight_grad": dbn.weight.grad, "bias_grad": dbn.bias.grad,
                     "running_mean": dbn.running_mean.clone(), "running_var": dbn.running_var.clone(),
                     "type": type(dbn).__name__}, out / f"bn_rank{rank}.pt")
-        for job in spec["train"]:
-            train_detector(job["input"], job["output"], TrainConfig(**job["cfg"]), job["run_dir"])
+        # training in torch's default dtype from SPEC (float64: see test_torchrun.RTOL), prediction in float32
+        dtype = torch.get_default_dtype()
+        torch.set_default_dtype(getattr(torch, spec.get("dtype", "float32")))
+        try:
+            for job in spec["train"]:
+                train_detector(job["input"], job["output"], TrainConfig(**job["cfg"]), job["run_dir"])
+        finally:
+            torch.set_default_dtype(dtype)
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf):
             try:

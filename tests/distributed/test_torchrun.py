@@ -6,12 +6,13 @@ tests/distributed/job.py``; the tests check its results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 import torch
@@ -32,10 +33,42 @@ BASE = dict(kind="brain", size=32, width=0.125, batch_size=24, max_batches_per_p
             batches_per_step=2, seed=7)
 FULL = dict(BASE, epochs=2, swa_epochs=1)   # 2 Adam epochs + 1 SWA epoch (+ BN statistics recomputed)
 FIRST = dict(BASE, epochs=1, swa_epochs=0)  # the first epoch only: then resume to FULL
-# ||a - b|| / ||b|| over all weights and BN statistics. Measured: N=2 vs N=1 5e-6; N=1 with its batch merely
-# permuted (the same sums in another order) 8e-6; another step schedule (batches_per_step=1) ~0.1. Adam turns
-# float-order noise in near-zero gradient components into larger weight differences, growing with the steps.
-RTOL = 1e-4
+# The training runs compared here (N=1 and N=2, here and in job.py) run in FLOAT64 (torch's default dtype; the
+# FPI network is built in it and its batches follow). Why: N=2 computes the same sums as N=1 in another order
+# (BatchNorm statistics and gradients: per-rank partial sums + all-reduce instead of one sum over the step's
+# batch), so the two differ by rounding, and this training amplifies rounding without bound:
+# 1. Adam's update lr * m / (sqrt(v) + eps) is scale-invariant: in the first steps a gradient component that is
+#    rounding noise (~1e-8 absolute in float32, as large as eps = 1e-8) moves by O(lr) in a random direction.
+# 2. ReLU kinks: a pre-activation near 0 that the perturbed weights push to the other side drops (or adds) its
+#    element's whole gradient, a jump, not a small change.
+# Measured in float32 (4 steps; N=1 vs N=2; ATEN_CPU_CAPABILITY=avx2 / =default on this AMD EPYC): step 1, same
+# weights: gradients differ by 3e-5 (relative; rounding only, no kink crossed); after Adam: weights by 3e-6;
+# step 2: the first ReLU flips (avx2: one nearest-upsampled element in decoder.3.bn2, -7.7e-5 vs +7.8e-5) and the
+# gradients differ by 1.1e-3 / 3.6e-2; step 4: hundreds of flips, 7e-2 / 0.56. Final weights: 7.7e-4 / 5.7e-3
+# (4.7e-3 on an AVX-512 CPU). How far it goes depends on each CPU's kernels: no float32 tolerance both holds
+# everywhere and tells a correct distributed step from a wrong one (another step schedule: 0.09).
+# In float64 the rounding noise is ~1e-17 absolute, far below eps (Adam's gain on it is at most lr / eps = 1e5:
+# ~1e-12), so the weights stay within ~1e-13 and no kink is crossed (a pre-activation would have to lie within
+# ~1e-13 of 0). Measured ||n2 - n1|| / ||n1|| = 1.3e-13 (first epoch at N=2) and 5.7e-14 (first epoch at N=1,
+# the rest at N=2), the same to 2 digits with ATEN_CPU_CAPABILITY=default and avx2 and with 1 or 2 threads per
+# process. RTOL = 1e-10 leaves a factor 700 for other CPUs and is 1e8 below the effect of a real change
+# (another step schedule, batches_per_step=1: 0.085 after one epoch).
+RTOL = 1e-10
+# the loss log rounds to 6 decimals
+LOSS_ATOL = 1.5e-6
+
+
+@contextlib.contextmanager
+def float64() -> Iterator[None]:
+    """torch's default dtype float64 (and 1 thread) inside, restored afterwards."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
 
 
 def rel_diff(a: Path, b: Path) -> float:
@@ -54,27 +87,29 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
     data.mkdir()
     for i in range(4):
         save_nifti(data / f"{i:05d}.nii.gz", blob_volume(seed=200 + i))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with float64():
         # single process (no process group): the reference, a first epoch for N=2 to resume, and a control
         # (another step schedule, 1 epoch) compared with that first epoch
         ref = train_detector(data, w / "n1.safetensors", TrainConfig(**FULL))
         first = train_detector(data, w / "from1.safetensors", TrainConfig(**FIRST))
         control = rel_diff(train_detector(data, w / "p1.safetensors", TrainConfig(**dict(FIRST, batches_per_step=1))),
                            first)
-        inp = root / "in"
-        inp.mkdir()
-        for i in range(4):  # 5 inputs: the ranks take 3 and 2 of them; one is broken
-            save_nifti(inp / (f"v{i}.nii.gz" if i % 2 else f"v{i}.nii"), blob_volume(seed=30 + i) * (i + 1))
-        (inp / "broken.nii.gz").write_bytes(b"not a nifti")
-        # CPU results are bit-identical for the same number of torch threads per process: each torchrun rank
-        # gets cores // LOCAL_WORLD_SIZE threads (1 here), so the reference runs with 1 thread too.
+    inp = root / "in"
+    inp.mkdir()
+    for i in range(4):  # 5 inputs: the ranks take 3 and 2 of them; one is broken
+        save_nifti(inp / (f"v{i}.nii.gz" if i % 2 else f"v{i}.nii"), blob_volume(seed=30 + i) * (i + 1))
+    (inp / "broken.nii.gz").write_bytes(b"not a nifti")
+    # Prediction (float32) is per file, with no cross-rank sums: CPU results are bit-identical for the same number
+    # of torch threads per process; each torchrun rank gets cores // LOCAL_WORLD_SIZE threads (1 here; and
+    # --threads 1), so the reference runs with 1 thread too.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
         one = predict_folder(inp, root / "one", PredictConfig(tasks=("pixel", "sample"), device="cpu", threads=1,
                                                               progress=False), weights=tiny_fpi)
     finally:
         torch.set_num_threads(threads)
-    spec = {"out": str(root), "train": [
+    spec = {"out": str(root), "dtype": "float64", "train": [
         dict(input=str(data), output=str(w / "n2.safetensors"), run_dir=str(w / "n2_run"), cfg=FULL),
         # resume under N=2 what N=1 started ... (and below: N=1 resumes what N=2 started)
         dict(input=str(data), output=str(w / "from1.safetensors"), run_dir=str(w / "from1_run"),
@@ -90,11 +125,8 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
                           str(REPO / "tests" / "distributed" / "job.py"), str(root / "spec.json")],
                          capture_output=True, text=True, env=env, timeout=600, cwd=root)
     assert res.returncode == 0, res.stdout + res.stderr
-    torch.set_num_threads(1)
-    try:  # N=1 finishes what N=2 started
+    with float64():  # N=1 finishes what N=2 started
         resumed = train_detector(data, w / "from2.safetensors", TrainConfig(**dict(FULL, resume=True)))
-    finally:
-        torch.set_num_threads(threads)
     return dict(root=root, w=w, ref=ref, control=control, resumed=resumed, one=one, log=res.stdout + res.stderr)
 
 
@@ -116,7 +148,8 @@ def test_cross_rank_batchnorm_equals_full_batch(job):
 
 def test_two_processes_train_like_one(job):
     w = job["w"]
-    # N=2 == N=1 up to floating-point order, SWA and the recomputed BN statistics included ...
+    # N=2 == N=1 up to floating-point order, SWA and the recomputed BN statistics included (float64: see RTOL) ...
+    assert load_weights(job["ref"])[0]["net.stem.weight"].dtype == torch.float64
     assert rel_diff(w / "n2.safetensors", job["ref"]) < RTOL
     # ... while another step schedule is far outside that tolerance after one epoch already
     assert job["control"] > 100 * RTOL
@@ -125,7 +158,7 @@ def test_two_processes_train_like_one(job):
     assert [r["phase"] for r in rows] == ["train", "train", "swa"]
     for r, q in zip(rows, ref_rows):
         assert r["batches"] == q["batches"] == "2"
-        assert abs(float(r["loss"]) - float(q["loss"])) < 1e-4
+        assert abs(float(r["loss"]) - float(q["loss"])) <= LOSS_ATOL
 
 
 def test_checkpoints_by_rank0_only_without_rank_state(job):

@@ -83,6 +83,11 @@ class FPIOptions:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is in a lower precision (bf16 autocast), float64 kept."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class FPIDetector(Detector):
     """Foreign Patch Interpolation; pixel score = sigmoid output (continuous) or expected foreign fraction
     sum_c p_c a_c (discrete, 5 classes)."""
@@ -134,9 +139,10 @@ class FPIDetector(Detector):
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """BCE against the soft foreign fraction (C=1, Eq. 6) or CE over the 5 classes (Eq. 7)."""
+        logits = _at_least_float32(logits)
         if logits.shape[1] == 1:
-            return F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels)
-        return F.cross_entropy(logits.float(), labels_to_classes(labels))
+            return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels_to_classes(labels))
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
@@ -196,6 +202,9 @@ class FPIDetector(Detector):
         net = distributed.convert_sync_bn(det.net, device)  # BN statistics over all ranks' batches
         det.net = net
         task = cls.task_config(card)
+        # the network is built in torch's default dtype (float32; the distributed tests train in float64) and
+        # the FPI batches, made in float32, follow it
+        dtype = next(net.parameters()).dtype
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
         swa_model: AveragedModel | None = None
@@ -245,7 +254,7 @@ class FPIDetector(Detector):
                        leave=False, disable=not main)
             for step, (chunks, n_global) in enumerate(bar):
                 batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
-                x = batch.images
+                x = batch.images.to(dtype)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 if swa_phase:
@@ -296,7 +305,7 @@ class FPIDetector(Detector):
             # so every rank ends with the same statistics, equal to those of a single-process run
             log.info("SWA: averaged %d epoch minima; recomputing BatchNorm statistics", int(swa_model.n_averaged))
             steps = itertools.islice(cls._steps(store, cfg, total, per_step, streams, device, opts), BN_BATCHES)
-            inputs = (cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images
+            inputs = (cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images.to(dtype)
                       for step, (chunks, _) in enumerate(steps))
             update_bn(inputs, swa_model)
             net.load_state_dict(swa_model.module.state_dict())
@@ -344,10 +353,11 @@ class FPIDetector(Detector):
     def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum over examples of :meth:`loss` per example (mean over its pixels)."""
         pixels = labels.shape[-1] * labels.shape[-2]
+        logits = _at_least_float32(logits)
         if logits.shape[1] == 1:
-            total = F.binary_cross_entropy_with_logits(logits[:, 0].float(), labels, reduction="sum")
+            total = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction="sum")
         else:
-            total = F.cross_entropy(logits.float(), labels_to_classes(labels), reduction="sum")
+            total = F.cross_entropy(logits, labels_to_classes(labels), reduction="sum")
         return total / pixels
 
     @staticmethod
