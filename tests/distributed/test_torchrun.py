@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,10 +122,21 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(REPO / "tests" / "distributed" / "job.py"), str(root / "spec.json")],
-                         capture_output=True, text=True, env=env, timeout=600, cwd=root)
-    assert res.returncode == 0, res.stdout + res.stderr
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "distributed" / "job.py"), str(root / "spec.json")]
+    shutil.copytree(w / "from1_run", root / "from1_run.before")  # what the job resumes, kept for a rerun
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+    first = ""
+    if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
+        # Seen once in a fresh-clone CI run on a loaded machine: a rank aborted in C++ at interpreter exit after
+        # its work was done (not reproduced in 10 local runs; root cause open). One rerun of the whole job from
+        # scratch; a second failure of any kind fails the test with both outputs.
+        first = "FIRST RUN (aborted at exit):\n" + res.stderr[-3000:] + "\nSECOND RUN:\n"
+        for sub in ("w/n2_run", "w/from1_run", "w/from2_run", "two"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+        shutil.copytree(root / "from1_run.before", w / "from1_run")
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+    assert res.returncode == 0, first + res.stdout + res.stderr
     with float64():  # N=1 finishes what N=2 started
         resumed = train_detector(data, w / "from2.safetensors", TrainConfig(**dict(FULL, resume=True)))
     return dict(root=root, w=w, ref=ref, control=control, resumed=resumed, one=one, log=res.stdout + res.stderr)
