@@ -13,12 +13,14 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mood_detector.detector import TrainConfig
-from mood_detector.errors import MoodError
+from mood_detector.detector import TrainConfig, check_device, check_train_config
+from mood_detector.errors import MoodError, OptionError
 from mood_detector.evaluation.evaluate import evaluate_tasks
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
 from mood_detector.inference.api import default_weights_dir, predict_folder
 from mood_detector.inference.predictor import PredictConfig
+from mood_detector.io.folders import check_output_dir
+from mood_detector.kinds import KINDS
 from mood_detector.report import ReportConfig, build_report
 from mood_detector.training.api import train_detector
 
@@ -71,8 +73,23 @@ def _make_subjects(kind: str, out: Path, n: int, size: int, seed: int, start: in
         make_abdomen_data(out, n, size, seed, start)
 
 
+def check_demo_config(cfg: DemoConfig) -> None:
+    """:class:`OptionError` naming the ``demo`` option for a value that cannot work (before anything is made)."""
+    bad = [k for k in cfg.kinds if k not in KINDS]
+    if bad or not cfg.kinds:
+        raise OptionError("--kinds", f"{','.join(cfg.kinds)}: choose from {', '.join(sorted(KINDS))}")
+    check_device(cfg.device)
+    if cfg.train:
+        try:
+            check_train_config(_train_config(cfg))
+        except OptionError as exc:  # the demo's --train-size is the training size
+            raise OptionError("--train-size" if exc.option == "--size" else exc.option, exc.reason) from None
+    check_output_dir(cfg.out, "--out")
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     """Run the demo; returns the named output locations."""
+    check_demo_config(cfg)
     out = Path(cfg.out)
     if out.exists():
         shutil.rmtree(out)
@@ -109,6 +126,15 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     return cfg.outputs
 
 
+def _train_config(cfg: DemoConfig) -> TrainConfig:
+    """The small brain FPI model's training configuration."""
+    return TrainConfig(detector="fpi", kind="brain", size=cfg.train_size, width=cfg.width, mode="discrete",
+                       epochs=cfg.epochs, batch_size=16, seed=cfg.seed, device=cfg.device,
+                       options={"skips": "1", "lr_schedule": "cosine"},
+                       training_data=f"{cfg.n_train} generated brain pseudo-subjects (MNI152 template, "
+                                     f"{cfg.train_size}^3)")
+
+
 def _train_small(cfg: DemoConfig, out: Path) -> Path:
     """A small brain FPI model trained on generated subjects (the from-scratch variant of the demo)."""
     from mood_detector.data.brain import make_brain_data
@@ -116,11 +142,6 @@ def _train_small(cfg: DemoConfig, out: Path) -> Path:
     train_dir = out / "brain" / "train"
     make_brain_data(train_dir, cfg.n_train, cfg.train_size, cfg.seed, start=0)
     weights = out / "brain" / "weights" / "fpi.safetensors"
-    tcfg = TrainConfig(detector="fpi", kind="brain", size=cfg.train_size, width=cfg.width, mode="discrete",
-                       epochs=cfg.epochs, batch_size=16, seed=cfg.seed, device=cfg.device,
-                       options={"skips": "1", "lr_schedule": "cosine"},
-                       training_data=f"{cfg.n_train} generated brain pseudo-subjects (MNI152 template, "
-                                     f"{cfg.train_size}^3)")
-    train_detector(train_dir, weights, tcfg)
+    train_detector(train_dir, weights, _train_config(cfg))
     cfg.outputs.update({"brain training data": train_dir, "brain loss log": weights.parent / "fpi_run" / "loss_log.csv"})
     return weights

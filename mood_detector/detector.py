@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mood_detector.kinds import Kind, get_kind
+from mood_detector.errors import OptionError, WeightsError
+from mood_detector.kinds import KINDS, Kind, get_kind
 from mood_detector.weights import ModelCard, load_weights, save_weights
 
 T = TypeVar("T")
@@ -99,6 +101,33 @@ class TrainConfig:
     def net_size(self) -> int:
         return int(self.size or self.kind_cfg.size)
 
+    def validate(self) -> None:
+        """Raise :class:`OptionError` (naming the ``train`` option) for a value no detector can train with;
+        detector-specific limits (network strides, ``--opt`` keys) are each detector's
+        :meth:`Detector.check_config`. :func:`check_train_config` runs both."""
+        if self.detector not in REGISTRY:
+            raise OptionError("--detector", f"{self.detector!r} is not a detector; choose from "
+                                            f"{', '.join(sorted(REGISTRY))}")
+        if self.kind not in KINDS:
+            raise OptionError("--kind", f"{self.kind!r} is not a kind; choose from {', '.join(sorted(KINDS))}")
+        if self.size is not None and self.size < 16:
+            raise OptionError("--size", f"{self.size} is too small; use 16 or more")
+        if not (math.isfinite(self.width) and self.width > 0):
+            raise OptionError("--width", f"{self.width} is not a channel multiplier; use a number > 0, e.g. 0.25")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise OptionError("--lr", f"{self.lr} is not a learning rate; use a number > 0, e.g. 1e-3")
+        for option, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 2),
+                                   ("--swa-epochs", self.swa_epochs, 0), ("--workers", self.workers, 0),
+                                   ("--max-batches-per-pair", self.max_batches_per_pair, 0),
+                                   ("--batches-per-step", self.batches_per_step, 0)):
+            if value < low:
+                raise OptionError(option, f"{value} is below the minimum {low}")
+        if not 0 <= self.seed < 2**32:
+            raise OptionError("--seed", f"{self.seed} is out of range; use 0 to {2**32 - 1}")
+        if not (math.isfinite(self.cache_gb) and self.cache_gb >= 0):
+            raise OptionError("--cache-gb", f"{self.cache_gb} is not a size in GB; use a number >= 0")
+        check_device(self.device)
+
 
 class Detector(ABC):
     """A trained detector: scores slices, saves and loads itself as safetensors + card."""
@@ -147,6 +176,12 @@ class Detector(ABC):
     @abstractmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "Detector":
         """Train on normal volumes ``files``, checkpointing into ``run_dir``; return the trained detector."""
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Raise for a ``cfg`` this detector cannot train with (a ``size`` its network cannot take, unknown or
+        bad ``options``, ...), cheaply and before any data is read: :class:`OptionError` naming the option, or
+        a ``ValueError`` from parsing ``options`` (reported as ``--opt``). Called by :func:`check_train_config`."""
 
     # --- shared behaviour ---------------------------------------------------------------------------
     @property
@@ -225,9 +260,15 @@ def detector_class(name: str) -> type[Detector]:
 def load_detector(path: str | Path, device: torch.device | str = "cpu") -> Detector:
     """Load a detector from its ``.safetensors`` file (and card), ready for inference on ``device``."""
     tensors, card = load_weights(path)
-    det = detector_class(card.detector).build(card)
     floats = {k: (v.float() if v.is_floating_point() else v) for k, v in tensors.items()}
-    det.load_state_tensors(floats)
+    try:  # a card and tensors that do not make this detector (another network, edited files)
+        det = detector_class(card.detector).build(card)
+        det.load_state_tensors(floats)
+    except WeightsError:
+        raise
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise WeightsError(f"{path}: not loadable as {card.detector} weights "
+                           f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})") from None
     return det.to(device).eval()
 
 
@@ -238,36 +279,109 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def check_device(device: str, option: str = "--device") -> None:
+    """Raise :class:`OptionError` unless ``device`` is ``auto``, ``cpu``, or a CUDA device that is there."""
+    if device == "auto":
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise OptionError(option, f"{device!r} is not a device; use auto, cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise OptionError(option, f"{device}: no CUDA device is visible here; use cpu or auto")
+        if dev.index is not None and dev.index >= n:
+            raise OptionError(option, f"{device}: there are {n} CUDA device(s), cuda:0 to cuda:{n - 1}")
+
+
+def check_multiple(option: str, value: int, step: int, why: str) -> None:
+    """Raise :class:`OptionError` unless ``value`` is a positive multiple of ``step`` (``why``: whose step)."""
+    if value >= step and value % step == 0:
+        return
+    below = max(step, value // step * step)
+    raise OptionError(option, f"{value} is not a multiple of {step} ({why}); use e.g. "
+                              f"{below if below < value else below + step} or "
+                              f"{below + step if below < value else below + 2 * step}")
+
+
+#: detector options that ``train`` sets from their own flags rather than ``--opt``
+FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights"}
+
+
+def check_train_config(cfg: TrainConfig) -> None:
+    """Check every value of ``cfg`` before training starts: :meth:`TrainConfig.validate`, then the detector's
+    :meth:`Detector.check_config`. Raises :class:`OptionError` naming the ``train`` option (``--size``,
+    ``--opt``, ``--unlabeled``, ...) with what is allowed."""
+    cfg.validate()
+    cls = detector_class(cfg.detector)
+    try:
+        cls.check_config(cfg)
+    except OptionError:
+        raise
+    except UnknownOptionsError as exc:
+        flags = [FLAG_OPTIONS[k] for k in exc.keys if k in FLAG_OPTIONS]
+        if flags:
+            raise OptionError(flags[0], f"the {cfg.detector} detector does not use it") from None
+        raise OptionError("--opt", str(exc)) from None
+    except ValueError as exc:
+        raise OptionError("--opt", str(exc)) from None
+
+
 def parse_options(pairs: Sequence[str]) -> dict[str, str]:
     """Parse ``KEY=VALUE`` strings into a dict (for detector-specific options)."""
     out: dict[str, str] = {}
     for p in pairs:
-        if "=" not in p:
-            raise ValueError(f"option {p!r} is not of the form KEY=VALUE")
-        k, v = p.split("=", 1)
+        k, sep, v = p.partition("=")
+        if not sep or not k.strip():
+            raise OptionError("--opt", f"{p!r} is not of the form KEY=VALUE")
         out[k.strip()] = v.strip()
     return out
 
 
+class UnknownOptionsError(ValueError):
+    """Detector options that the detector does not know (``keys``)."""
+
+    def __init__(self, message: str, keys: Sequence[str]) -> None:
+        super().__init__(message)
+        self.keys = list(keys)
+
+
 def parse_options_as(cls: type[T], options: dict[str, Any], detector: str) -> T:
     """Build the dataclass ``cls`` from ``options`` (``--opt`` strings or a card's JSON values), each field read
-    with :func:`option`; unknown keys (typos would otherwise be silently ignored) and unconvertible values are a
-    ``ValueError`` naming the detector."""
+    with :func:`option`; unknown keys (typos would otherwise be silently ignored; :class:`UnknownOptionsError`)
+    and unconvertible values are a ``ValueError`` naming the detector."""
     known = {f.name: f.default for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"unknown {detector} option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise UnknownOptionsError(f"unknown {detector} option(s) {', '.join(unknown)}; known: "
+                                  f"{', '.join(sorted(known))}", unknown)
     try:
         return cls(**{k: option(options, k, d) for k, d in known.items()})
     except ValueError as exc:
         raise ValueError(f"bad {detector} option value: {exc}") from None
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
 def option(options: dict[str, Any], key: str, default: Any) -> Any:
-    """Read a detector option with the type of ``default`` (bool accepts 1/0/true/false/yes/no)."""
+    """Read a detector option with the type of ``default`` (bool accepts 1/0, true/false, yes/no, on/off);
+    a value of another type is a ``ValueError`` naming the key."""
     if key not in options:
         return default
     raw = options[key]
     if isinstance(default, bool):
-        return str(raw).lower() in ("1", "true", "yes", "on")
-    return type(default)(raw) if default is not None else raw
+        word = str(raw).strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ValueError(f"{key}={raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+    if default is None:
+        return raw
+    try:
+        return type(default)(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={raw!r} is not a{'n' if type(default) is int else ''} "
+                         f"{type(default).__name__}") from None

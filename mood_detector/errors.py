@@ -28,3 +28,19 @@ class WeightsError(MoodError):
 
 class StrictFailure(MoodError):
     """Raised by ``--strict`` runs at the first input that fails."""
+
+
+class OptionError(ValueError):
+    """A command-line option value that its parser accepts but that cannot work: a ``--size`` the network's
+    stride does not divide, an ``--opt`` key the detector does not know, a ``--device`` that is not there, an
+    output that cannot be written, ...; found before any work starts.
+
+    ``option`` is the option as typed on the command line (``--size``), ``reason`` says what is wrong and what
+    is allowed, in one line. The command line reports it as a usage error (exit code 2):
+    ``Error: Invalid value for '--size': ...``. A ``ValueError``, so library callers that catch those still do.
+    """
+
+    def __init__(self, option: str, reason: str) -> None:
+        self.option = option
+        self.reason = " ".join(str(reason).split())  # always one line
+        super().__init__(f"{option}: {self.reason}")

@@ -10,6 +10,7 @@ import click
 
 from mood_detector import __version__
 from mood_detector.cli.lazy import LazyGroup
+from mood_detector.errors import OptionError
 from mood_detector.logging_setup import setup_logging
 
 # command name -> "module:function"; one line per command module
@@ -27,7 +28,18 @@ COMMANDS: dict[str, str] = {
 }
 
 
-@click.group(cls=LazyGroup, lazy_commands=COMMANDS,
+class MoodGroup(LazyGroup):
+    """The command group: an :class:`~mood_detector.errors.OptionError` from any command (an option value that
+    parsed but cannot work, found before the work starts) is a usage error naming the option, exit code 2."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except OptionError as exc:
+            raise click.BadParameter(exc.reason, param_hint=f"'{exc.option}'") from None
+
+
+@click.group(cls=MoodGroup, lazy_commands=COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="mood-detector")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),

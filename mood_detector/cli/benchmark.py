@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mood_detector.errors import OptionError
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
 
 
@@ -46,7 +47,7 @@ def _csv(value: str) -> tuple[str, ...]:
 @click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
               help="Fraction of test cases with a synthetic outlier.")
 @click.option("--types", default=",".join(OUTLIER_TYPES), show_default=True, help="Outlier types to use.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of data, test set and training.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of data, test set and training.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--weights", "weights", multiple=True, metavar="DETECTOR=PATH",
               help="Use these weights instead of training DETECTOR (a .safetensors file, or a folder holding "
@@ -72,6 +73,8 @@ def benchmark(out: Path, detectors: str, kinds: str, types: str, weights: tuple[
         cfg = BenchmarkConfig(out=out, detectors=_csv(detectors), kinds=_csv(kinds), types=_csv(types),
                               weights=parse_weights(weights), options=parse_detector_options(opts), **kw)
         check_config(cfg)
+    except OptionError:
+        raise  # a bad option value: the group reports it as a usage error naming the option
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     result = run_benchmark(cfg, progress=progress)

@@ -33,7 +33,7 @@ from mood_detector.cli.benchmark import _csv
               help="With --train: FPI channel multiplier.")
 @click.option("--epochs", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --train: training epochs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def demo(out: Path, kinds: str, **kw) -> None:
     """Score freshly generated cases with the bundled FPI weights: make a few normal subjects per kind, plant

@@ -28,7 +28,12 @@ def evaluate_cmd(pred_dir: Path, labels: Path, task: str, manifest: Path | None,
     task, the greedy-threshold DICE. Prints a table per outlier type and overall."""
     from mood_detector.evaluation.evaluate import evaluate
 
+    from mood_detector.io.folders import check_output_dir
+
     out_json = out_json or pred_dir / f"evaluation_{task}.json"
+    if out_json.is_dir():
+        raise click.BadParameter(f"{out_json} is a folder; give the JSON file to write", param_hint="'--json'")
+    check_output_dir(out_json.parent, "--json")
     try:
         result = evaluate(pred_dir, labels, task, manifest=manifest, out_json=out_json, progress=progress)
     except MoodError as exc:

@@ -14,7 +14,7 @@ import click
               help="Output folder (created); files are named 00000.nii.gz, 00001.nii.gz, ...")
 @click.option("--size", type=click.IntRange(min=8), default=None,
               help="Edge length of the cubic volumes [default: 256 for brain, 512 for abdom].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed; subject k depends on (seed, k).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed; subject k depends on (seed, k).")
 @click.option("--start", type=click.IntRange(min=0), default=0, show_default=True,
               help="Index of the first subject (for making disjoint train / test sets).")
 @click.option("--templates", default="default", show_default=True,
@@ -24,8 +24,16 @@ import click
 def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int, templates: str) -> None:
     """Generate KIND pseudo-subjects: brain from real T1 brain templates under random deformation, abdom from
     a procedural phantom. Neither is real patient data."""
+    from mood_detector.io.folders import check_output_dir
+
+    check_output_dir(out, "--out")
     if kind == "brain":
-        from mood_detector.data.brain import make_brain_data
+        from mood_detector.data.brain import make_brain_data, resolve_templates
+
+        try:
+            resolve_templates(templates)
+        except (RuntimeError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="'--templates'") from None
 
         try:
             files = make_brain_data(out, n, size or 256, seed, start, templates)

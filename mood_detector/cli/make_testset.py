@@ -8,6 +8,7 @@ import click
 
 from mood_detector.evaluation.outliers import OUTLIER_TYPES, OutlierConfig
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
+from mood_detector.io.folders import check_output_dir
 
 
 @click.command("make-testset")
@@ -24,7 +25,7 @@ from mood_detector.evaluation.testset import TestsetConfig, make_testset
               help="Comma-separated outlier types to use (e.g. one type for a validation set).")
 @click.option("--radius", type=(float, float), default=OutlierConfig.radius_frac, show_default=True,
               help="Sphere radius range as a fraction of the smallest edge length.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed (the test set depends only on it "
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed (the test set depends only on it "
                                                                       "and the inputs).")
 def make_testset_cmd(input_dir: Path, output_dir: Path, kind: str, anomalous_fraction: float, types: str,
                      radius: tuple[float, float], seed: int) -> None:
@@ -37,6 +38,7 @@ def make_testset_cmd(input_dir: Path, output_dir: Path, kind: str, anomalous_fra
                                  param_hint="--types")
     if not 0 < radius[0] <= radius[1] < 0.5:
         raise click.BadParameter("need 0 < MIN <= MAX < 0.5", param_hint="--radius")
+    check_output_dir(output_dir, "--output")
     cfg = TestsetConfig(kind=kind, anomalous_fraction=anomalous_fraction, types=chosen, seed=seed,
                         outliers=OutlierConfig(radius_frac=radius))
     try:

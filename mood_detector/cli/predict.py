@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 
 from mood_detector import distributed
-from mood_detector.errors import MoodError, StrictFailure
+from mood_detector.detector import REGISTRY
+from mood_detector.errors import MoodError, StrictFailure, WeightsError
 from mood_detector.inference.api import predict_folder
 from mood_detector.inference.predictor import PredictConfig
 from mood_detector.io.nifti import ReadLimits
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
                    "[default: $MOOD_WEIGHTS_DIR or the bundled weights/].")
 @click.option("--kind", type=click.Choice(["auto", "brain", "abdom"]), default="auto", show_default=True,
               help="Which weights to use when --weights is a folder; auto picks by volume shape.")
-@click.option("--detector", default="fpi", show_default=True, help="Detector whose weights to look up.")
+@click.option("--detector", type=click.Choice(sorted(REGISTRY)), default=None,
+              help="Detector whose weights to look up in a --weights folder [default: fpi]; with a weights file, "
+                   "the file must hold this detector.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if visible), cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
               help="Slices per network call; 0 = automatic (8 on the CPU, from free memory on CUDA). Halved "
@@ -47,7 +50,7 @@ log = logging.getLogger(__name__)
               help="Run every slice at full field of view (no empty-slice skip, no foreground crop on the CPU).")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
-def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str,
+def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
             progress: bool, threads: int, exact: bool, compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
@@ -76,6 +79,8 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
             sys.exit(0)
         click.echo(f"error (--strict): {exc}", err=True)
         sys.exit(1)
+    except WeightsError as exc:
+        raise click.BadParameter(str(exc), param_hint="'-w' / '--weights'") from None
     except MoodError as exc:
         raise click.UsageError(str(exc)) from None
     if not distributed.is_main():

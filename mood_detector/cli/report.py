@@ -33,7 +33,10 @@ def report(inputs: Path, predictions: Path, labels: Path | None, out: Path, dpi:
     Exit codes: 0 every volume reported; 1 some volumes failed (listed); 2 usage error (missing folder,
     matplotlib not installed).
     """
+    from mood_detector.io.folders import check_output_dir
     from mood_detector.report import RenderConfig, ReportConfig, build_report
+
+    check_output_dir(out, "--out")
 
     cfg = ReportConfig(inputs=inputs, predictions=predictions, out=out, labels=labels,
                        render=RenderConfig(dpi=dpi), thumbnails=thumbnails, progress=progress)

@@ -9,7 +9,7 @@ import click
 
 from mood_detector import distributed
 from mood_detector.detector import REGISTRY, TrainConfig, parse_options
-from mood_detector.errors import MoodError
+from mood_detector.errors import MoodError, OptionError
 from mood_detector.training.api import train_detector
 from mood_detector.training.presets import PRESETS, apply_preset
 
@@ -86,6 +86,8 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
         cfg.options["feature_weights"] = str(feature_weights)
     try:
         path = train_detector(input_dir, output, cfg, run_dir)
+    except OptionError:
+        raise  # a bad option value, found before training: the group reports it as a usage error (exit 2)
     except (ValueError, MoodError) as exc:  # bad options, data or weights files: one line, no traceback
         raise click.ClickException(str(exc)) from None
     if distributed.is_main():

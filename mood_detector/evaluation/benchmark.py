@@ -18,14 +18,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mood_detector.detector import REGISTRY, TrainConfig
+from mood_detector.detector import REGISTRY, TrainConfig, check_device, check_train_config
+from mood_detector.errors import OptionError, WeightsError
 from mood_detector.evaluation.evaluate import TASKS, EvalResult, evaluate, fmt
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
 from mood_detector.inference.api import find_weights, predict_folder
 from mood_detector.inference.predictor import PredictConfig
+from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import write_text_atomic
 from mood_detector.training.api import train_detector
+from mood_detector.weights import ModelCard, card_path
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +186,38 @@ def check_config(cfg: BenchmarkConfig) -> None:
     bad = [k for k in cfg.kinds if k not in ("brain", "abdom")] + [t for t in cfg.types if t not in OUTLIER_TYPES]
     if bad or not cfg.kinds or not cfg.types:
         raise ValueError(f"unknown kind(s) or outlier type(s): {bad}")
+    # every training run and every given weights file, before any data is made (OptionError naming the option)
+    check_device(cfg.device)
+    for det in cfg.detectors:
+        for kind in cfg.kinds:
+            if det in cfg.weights:
+                _check_weights(cfg.weights[det], det, kind)
+                continue
+            try:
+                check_train_config(_train_config(cfg, det, kind))
+            except OptionError as exc:
+                if exc.option == "--size" and cfg.train_size:
+                    raise OptionError("--train-size", exc.reason) from None
+                raise
+
+
+def _check_weights(weights: Path, det: str, kind: str) -> None:
+    """``--weights DET=PATH`` must give ``det`` weights for ``kind`` (a file serves the one kind it was
+    trained for)."""
+    try:
+        path = find_weights(weights, kind, det)["*"]
+        card = ModelCard.from_dict(json.loads(card_path(path).read_text(encoding="utf-8")))
+    except (WeightsError, OSError, ValueError, TypeError) as exc:
+        raise OptionError("--weights", f"{det}={weights}: {exc}") from None
+    if card.detector != det or card.kind != kind:
+        raise OptionError("--weights", f"{det}={weights} holds {card.detector} weights for {card.kind}, not {det} "
+                                       f"for {kind}; give a folder with <kind>/{det}.safetensors for several kinds")
 
 
 def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResult:
     """Run the whole benchmark (see the module docstring); writes ``benchmark.md`` and ``benchmark.json``."""
     check_config(cfg)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_output_dir(cfg.out, "--out")
     stamp = out / "data" / "settings.json"
     settings = json.dumps(_data_settings(cfg), sort_keys=True)
     reuse = cfg.reuse_data and stamp.is_file() and stamp.read_text() == settings
@@ -248,14 +276,25 @@ def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd
     if det in cfg.weights:
         return find_weights(cfg.weights[det], kind, det)["*"]
     path = cfg.out / "weights" / kind / f"{det}.safetensors"
-    kw = {"detector": det, "kind": kind, "size": cfg.train_size or cfg.size, "width": cfg.width, "epochs": cfg.epochs,
-          "batch_size": cfg.batch_size, "lr": cfg.lr, "max_batches_per_pair": cfg.max_batches_per_pair,
-          "seed": cfg.seed, "device": cfg.device}
-    opts = dict(cfg.options.get(det, {}))
-    data = f"{cfg.n_train} generated {kind} subjects ({cfg.train_size or cfg.size}^3, seed {cfg.seed}) for the benchmark"
-    opt_flags = [a for k, v in opts.items() for a in ("--opt", f"{k}={v}")]
-    cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", data)
-    return train_detector(train_dir, path, TrainConfig(**kw, options=opts, training_data=data))
+    tcfg = _train_config(cfg, det, kind)
+    kw = {k: getattr(tcfg, k) for k in TRAIN_FLAGS}
+    opt_flags = [a for k, v in tcfg.options.items() for a in ("--opt", f"{k}={v}")]
+    cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", tcfg.training_data)
+    return train_detector(train_dir, path, tcfg)
+
+
+#: the train options the benchmark sets (in this order on its command lines)
+TRAIN_FLAGS = ("detector", "kind", "size", "width", "epochs", "batch_size", "lr", "max_batches_per_pair", "seed",
+               "device")
+
+
+def _train_config(cfg: BenchmarkConfig, det: str, kind: str) -> TrainConfig:
+    """The training configuration of ``det`` on ``kind``."""
+    size = cfg.train_size or cfg.size
+    data = f"{cfg.n_train} generated {kind} subjects ({size}^3, seed {cfg.seed}) for the benchmark"
+    return TrainConfig(detector=det, kind=kind, size=size, width=cfg.width, epochs=cfg.epochs,
+                       batch_size=cfg.batch_size, lr=cfg.lr, max_batches_per_pair=cfg.max_batches_per_pair,
+                       seed=cfg.seed, device=cfg.device, options=dict(cfg.options.get(det, {})), training_data=data)
 
 
 def _data_settings(cfg: BenchmarkConfig) -> dict[str, Any]:

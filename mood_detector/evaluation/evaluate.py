@@ -33,7 +33,7 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
-from mood_detector.errors import InputError
+from mood_detector.errors import InputError, OptionError
 from mood_detector.evaluation.metrics import (Float16Histogram, GreedySearch, Metrics, compute_metrics,
                                               counts_from_scores)
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
@@ -157,7 +157,11 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
     mpath = Path(manifest) if manifest else find_manifest(label_dir)
     types: dict[str, str | None] = {}
     if mpath is not None:
-        types = {c["name"]: c.get("type") for c in read_manifest(mpath).get("cases", [])}
+        try:
+            types = {c["name"]: c.get("type") for c in read_manifest(mpath).get("cases", [])}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise OptionError("--manifest", f"{mpath} is not a test set manifest (a JSON object whose 'cases' "
+                                            f"have a 'name'): {type(exc).__name__}: {exc}") from None
     suffix_ok = is_nifti if task == "pixel" else (lambda p: p.name.endswith(".txt"))
     files = sorted(p for p in label_dir.iterdir() if p.is_file() and not p.name.startswith(".") and suffix_ok(p))
     if not files:

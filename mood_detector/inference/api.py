@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Mapping
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, load_detector
-from mood_detector.errors import WeightsError
+from mood_detector.detector import Detector, check_device, load_detector
+from mood_detector.errors import OptionError, WeightsError
 from mood_detector.inference.predictor import PredictConfig, Predictor, PredictReport
 from mood_detector.kinds import KINDS
 
@@ -45,13 +45,24 @@ def load_detectors(paths: Mapping[str, Path], device: str = "cpu") -> dict[str, 
 
 
 def predict_folder(input_dir: str | Path, output_dir: str | Path, cfg: PredictConfig,
-                   weights: str | Path | None = None, kind: str = "auto", detector: str = "fpi") -> PredictReport:
+                   weights: str | Path | None = None, kind: str = "auto",
+                   detector: str | None = None) -> PredictReport:
     """Score every volume in ``input_dir`` into ``output_dir`` with the chosen weights. Under ``torchrun`` the
-    files are sharded across the ranks and the report combines all ranks (``inference.sharded``)."""
-    paths = find_weights(weights, kind, detector)
+    files are sharded across the ranks and the report combines all ranks (``inference.sharded``).
+
+    ``detector``: whose weights to look up in a folder (``None``: fpi); a weights file must hold that detector
+    (any with ``None``), and with ``kind`` other than ``auto`` be for that kind (:class:`OptionError`)."""
+    check_device(cfg.device)
+    paths = find_weights(weights, kind, detector or "fpi")
     for k, p in paths.items():
         log.info("weights for %s: %s", "all volumes" if k == "*" else k, p)
     dets = load_detectors(paths)
+    for det, path in ((d, paths[k]) for k, d in dets.items()):
+        if detector is not None and det.card.detector != detector:
+            raise OptionError("--detector", f"{detector}: the weights {path} are {det.card.detector} weights")
+        if kind != "auto" and det.card.kind != kind:
+            raise OptionError("--kind", f"{kind}: the weights {path} are for {det.card.kind} volumes; use --kind "
+                                        f"{det.card.kind} or auto, or other weights")
     if distributed.current().enabled:
         from mood_detector.inference.sharded import predict_folder_sharded
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from mood_detector.errors import MoodError
+from mood_detector.errors import MoodError, OptionError
 from mood_detector.io.nifti import is_nifti
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,16 @@ def prepare_output_dir(out_dir: str | Path, input_dirs: Iterable[str | Path] = (
     except OSError as exc:
         raise MoodError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
     return out_dir
+
+
+def check_output_dir(out_dir: str | Path, option: str) -> Path:
+    """:func:`prepare_output_dir` for the folder a command-line ``option`` names: failure is an
+    :class:`~mood_detector.errors.OptionError` naming the option (a usage error, found before the work starts
+    rather than when its first output is written)."""
+    try:
+        return prepare_output_dir(out_dir, pixel=False)
+    except MoodError as exc:
+        raise OptionError(option, str(exc)) from None
 
 
 def stale_temps(out_dir: str | Path, output_names: Iterable[str]) -> list[Path]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, option, resolve_device
+from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
 from mood_detector.models.ae.network import ConvAutoencoder
 from mood_detector.training.data import VolumeStore, slice_loader
 from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
@@ -35,6 +35,24 @@ from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkp
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class AEOptions:
+    """AE options (``--opt KEY=VALUE``): ``latent`` bottleneck channels, ``error_scale`` maps the absolute
+    reconstruction error to the [0, 1] pixel score."""
+
+    latent: int = 16
+    error_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig) -> "AEOptions":
+        """Parse ``cfg.options``; unknown keys and values out of range are a ``ValueError``."""
+        o = parse_options_as(cls, cfg.options, "ae")
+        if o.latent < 1 or not o.error_scale > 0:
+            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {o.latent}, "
+                             f"{o.error_scale}")
+        return o
 
 
 class AEDetector(Detector):
@@ -64,12 +82,15 @@ class AEDetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Any ``size`` (the network pads to its stride); known options."""
+        AEOptions.from_config(cfg)
+
+    @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
         kind = cfg.kind_cfg
-        latent = option(cfg.options, "latent", 16)
-        error_scale = option(cfg.options, "error_scale", 1.0)
-        if latent < 1 or error_scale <= 0:
-            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {latent}, {error_scale}")
+        o = AEOptions.from_config(cfg)
+        latent, error_scale = o.latent, o.error_scale
         return ModelCard(
             detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
             size=cfg.net_size, mode="mse", classes=1, training_data=cfg.training_data, epochs=cfg.epochs,

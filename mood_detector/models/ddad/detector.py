@@ -298,6 +298,11 @@ class DDADDetector(Detector):
                          extra=extra)
 
     @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Any ``size`` (slices are resized to ``input_size``); known and valid options."""
+        DDADOptions.from_options(cfg.options)
+
+    @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "DDADDetector":
         """Stage 1: k NDM nets on the normal slices and (variants ``a_inter``/``dual``) k UDM nets on normal +
         unlabeled slices, each with its own seed and shuffles; then the [0, 1] scales; stage 2 (``intra``/

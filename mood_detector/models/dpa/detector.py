@@ -168,6 +168,11 @@ class DPADetector(Detector):
 
     # --- interface ----------------------------------------------------------------------------------
     @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Any ``size`` (slices are resized to ``max_res``, a power of two); known and valid options."""
+        DPAOptions.from_config(cfg)
+
+    @classmethod
     def build(cls, card: ModelCard) -> "DPADetector":
         ex = card.extra
         ae = ProgressiveAE(int(card.size), int(ex["nf"]), int(ex["latent_dim"]), int(ex.get("start_res", 8)))

@@ -23,9 +23,10 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as
+from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple, parse_options_as
+from mood_detector.errors import OptionError
 from mood_detector.inference.aggregate import parse_slice_rule
-from mood_detector.models.fpi.network import WideResEncoderDecoder
+from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
 from mood_detector.tasks.augment import ContrastAugment, SourceIntensity
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training import diagnostic
@@ -145,6 +146,16 @@ class FPIDetector(Detector):
         return F.cross_entropy(logits, labels_to_classes(labels))
 
     @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """Slices must tile the network's stride-2 stages (16 for brain, 32 for abdom); known options."""
+        arch = cfg.kind_cfg.name
+        stride = 2 ** sum(1 for _, _, s in ENCODER[arch] if s == 2)
+        check_multiple("--size", cfg.net_size, stride, f"the total stride of the fpi {arch} network")
+        if cfg.mode not in ("continuous", "discrete"):
+            raise OptionError("--mode", f"{cfg.mode!r} is not an fpi mode; choose discrete or continuous")
+        parse_options_as(FPIOptions, cfg.options, "fpi")
+
+    @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
         kind = cfg.kind_cfg
         if cfg.mode not in ("continuous", "discrete"):
@@ -184,7 +195,8 @@ class FPIDetector(Detector):
         world, main = env.world_size, env.is_main
         per_step = cfg.batches_per_step or world
         if per_step % world:
-            raise ValueError(f"batches_per_step={per_step} must be a multiple of the number of processes ({world})")
+            raise OptionError("--batches-per-step", f"{per_step} is not a multiple of the number of processes "
+                                                    f"({world})")
         distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
         opts = parse_options_as(FPIOptions, cfg.options, "fpi")
@@ -194,6 +206,13 @@ class FPIDetector(Detector):
         if held:
             files = files[:-k]
             log.info("holding out %s for the FPI probe set", ", ".join(Path(f).name for f in held))
+        if len(files) < 2:
+            raise OptionError("--input", f"fpi trains on pairs of volumes: needs at least 2 training volumes, "
+                                         f"found {len(files)}")
+        if (len(files) + 1) // 2 < per_step:  # epoch_pairs: ceil(n / 2) pairs
+            raise OptionError("--batches-per-step", f"{per_step} batches per step need at least {per_step} volume "
+                                                    f"pairs ({2 * per_step - 1} training volumes); found "
+                                                    f"{len(files)} volumes")
         card = cls.card_for(cfg, len(files))
         card.extra["batches_per_step"] = per_step
         det = cls.build(card)

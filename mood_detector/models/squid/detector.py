@@ -48,8 +48,10 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
-from mood_detector.models.squid.networks import Discriminator, SquidGenerator
+from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_multiple, parse_options_as,
+                                    resolve_device)
+from mood_detector.errors import OptionError
+from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
 from mood_detector.training.data import VolumeStore, slice_loader
 from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
                                          seed_everything)
@@ -220,6 +222,23 @@ class SQUIDDetector(Detector):
         if "lr" not in values and cfg.lr != TrainConfig.lr:
             values["lr"] = str(cfg.lr)
         return SquidOptions.from_mapping(values)
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """The slice size must split into ``grid`` x ``grid`` patches that the encoder halves 5 times (a multiple
+        of 64 for the default grid 2; 128 in the paper); known and valid options."""
+        opts = cls.resolve_options(cfg)
+        size = int(cfg.size or DEFAULT_SIZE)
+        check_multiple("--size", size, 32 * opts.grid,
+                       f"squid cuts slices into {opts.grid} x {opts.grid} patches of a multiple of 32")
+        # the in-painting block's attention: (bottleneck channels / 4) x feat^2 values over 8 heads (InpaintBlock)
+        feat, heads = size // opts.grid // 16, 8
+        mid = max(1, scaled(FILTERS[-1], cfg.width) // 4)
+        if mid * feat * feat % heads:
+            c = next(c for c in range(mid, mid + heads + 1) if c * feat * feat % heads == 0)
+            raise OptionError("--width", f"{cfg.width:g} gives squid {mid} x {feat}^2 in-painting features, not "
+                                         f"divisible by its {heads} attention heads; use e.g. --width "
+                                         f"{4 * c / FILTERS[-1]:g}, or --size {size * 2}")
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "SQUIDDetector":
