@@ -301,10 +301,8 @@ def check_multiple(option: str, value: int, step: int, why: str) -> None:
     """Raise :class:`OptionError` unless ``value`` is a positive multiple of ``step`` (``why``: whose step)."""
     if value >= step and value % step == 0:
         return
-    below = max(step, value // step * step)
-    raise OptionError(option, f"{value} is not a multiple of {step} ({why}); use e.g. "
-                              f"{below if below < value else below + step} or "
-                              f"{below + step if below < value else below + 2 * step}")
+    below = max(step, value // step * step)  # the multiples around value (the two smallest below step)
+    raise OptionError(option, f"{value} is not a multiple of {step} ({why}); use e.g. {below} or {below + step}")
 
 
 #: detector options that ``train`` sets from their own flags rather than ``--opt``
