@@ -78,3 +78,36 @@ class SourceIntensity:
         g = float(np.exp(rng.uniform(np.log(self.gamma[0]), np.log(self.gamma[1]))))
         s = float(rng.uniform(*self.scale))
         return np.where(b > 0, np.clip(np.clip(b, 0, 1) ** g * s, 1e-3, 1.0), 0.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class SourceShift:
+    """An in-plane translation of the *second* source (B) of an FPI pair only, one per slice: a patch
+    interpolated from B then comes from *another location* of the other subject, so it carries foreign
+    structure and may be brighter or darker than both local sources (the paper's same-location patch can
+    never be brighter than both). Values wrap around the slice border (``np.roll``); B stays a normal-looking,
+    translated slice, so the reverse example (the patch placed into B) is valid too.
+
+    Attributes:
+        p: probability per slice (0 = off: the paper's task).
+        shift: (low, high) magnitude of the offset along each axis as a fraction of the slice size, each axis
+            with a random sign.
+    """
+
+    p: float = 0.0
+    shift: tuple[float, float] = (0.05, 0.25)
+
+    def __call__(self, rng: np.random.Generator, b: np.ndarray) -> np.ndarray:
+        """``b`` (k, H, W) with each slice translated with probability ``p``; a new array when any moved."""
+        if self.p <= 0:
+            return b
+        out = b
+        for i in range(len(b)):
+            if rng.random() >= self.p:
+                continue
+            offs = tuple(int(round(rng.uniform(*self.shift) * n)) * int(rng.choice((-1, 1)))
+                         for n in b.shape[1:])
+            if out is b:
+                out = b.copy()
+            out[i] = np.roll(b[i], offs, axis=(0, 1))
+        return out

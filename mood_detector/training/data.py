@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mood_detector.io.nifti import ReadLimits, read_volume
 from mood_detector.preprocess import normalise_intensity, resample, to_slices
-from mood_detector.tasks.augment import ContrastAugment, SourceIntensity
+from mood_detector.tasks.augment import ContrastAugment, SourceIntensity, SourceShift
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class PairBatches(IterableDataset):
     world_size: int = 1
     augment: ContrastAugment | None = None
     source: SourceIntensity | None = None
+    shift: SourceShift | None = None
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -129,15 +130,18 @@ class PairBatches(IterableDataset):
                     sa, sb = self.augment(rng, sa, sb)
                 if self.source is not None:  # B alone: its patches differ from A in intensity too
                     sb = self.source(rng, sb)
+                if self.shift is not None:  # B alone: its patches come from another location
+                    sb = self.shift(rng, sb)
                 yield torch.from_numpy(sa), torch.from_numpy(sb)
 
 
 def pair_loader(store: VolumeStore, pairs: list[tuple[int, int]], batch_size: int, seed: int, workers: int = 0,
                 max_batches_per_pair: int = 0, rank: int = 0, world_size: int = 1,
                 pin_memory: bool = False, augment: ContrastAugment | None = None,
-                source: SourceIntensity | None = None) -> DataLoader:
+                source: SourceIntensity | None = None, shift: SourceShift | None = None) -> DataLoader:
     """A DataLoader over :class:`PairBatches` (batches are already formed, so ``batch_size=None``)."""
-    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size, augment, source)
+    ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size, augment, source,
+                     shift)
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 

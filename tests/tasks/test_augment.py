@@ -33,3 +33,30 @@ def test_off_returns_inputs_unchanged():
     a = np.random.default_rng(1).random((2, 4, 4)).astype(np.float32)
     (out,) = ContrastAugment(p=0.0)(np.random.default_rng(0), a)
     assert out is a
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), p=st.sampled_from([0.0, 0.5, 1.0]))
+def test_source_shift_translates_whole_slices(seed, p):
+    from mood_detector.tasks.augment import SourceShift
+
+    b = np.random.default_rng(seed).random((4, 20, 24)).astype(np.float32)
+    shift = SourceShift(p=p)
+    out = shift(np.random.default_rng(seed), b)
+    assert out.shape == b.shape and out.dtype == b.dtype
+    moved = 0
+    for src, dst in zip(b, out):
+        # each slice is its source rolled by some offset: same values, and one offset reproduces it exactly
+        assert np.array_equal(np.sort(src, axis=None), np.sort(dst, axis=None))
+        offsets = [(r, c) for r in range(20) for c in range(24) if np.array_equal(np.roll(src, (r, c), (0, 1)), dst)]
+        assert offsets
+        if offsets != [(0, 0)]:
+            moved += 1
+            r, c = offsets[0]
+            lo = [round(0.05 * n) for n in (20, 24)]
+            assert min(r, 20 - r) >= lo[0] and min(c, 24 - c) >= lo[1]  # at least the smallest offset
+    if p == 0.0:
+        assert out is b and moved == 0
+    if p == 1.0:
+        assert moved == 4
+    assert np.array_equal(b, np.random.default_rng(seed).random((4, 20, 24)).astype(np.float32))  # input kept

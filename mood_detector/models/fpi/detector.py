@@ -11,7 +11,7 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,7 +27,7 @@ from mood_detector.detector import Detector, SliceScores, TrainConfig, check_mul
 from mood_detector.errors import OptionError
 from mood_detector.inference.aggregate import parse_slice_rule
 from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
-from mood_detector.tasks.augment import ContrastAugment, SourceIntensity
+from mood_detector.tasks.augment import ContrastAugment, SourceIntensity, SourceShift
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training import diagnostic
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
@@ -53,12 +53,17 @@ class FPIOptions:
         contrast: probability of a random contrast remap per volume pair (:class:`ContrastAugment`; 0 = off).
         source_intensity: probability that the second source of a pair gets its own brightness/gamma change
             (:class:`SourceIntensity`; 0 = off, the paper's task).
+        source_shift: probability per slice that the second source is translated in-plane, so its patch comes
+            from another location (:class:`SourceShift`; 0 = off, the paper's same-location task).
         lr_schedule: ``constant`` (the paper: Adam at ``--lr``) or ``cosine`` (decay to 1% of ``--lr`` over
             ``--epochs``, for short CPU budgets).
         equal_tol: source pixels with ``|A - B| <= equal_tol`` get label 0 (paper Eq. 5 with a tolerance; the
             paper leaves it open); -1 = the kind's default (brain 0, abdomen 1e-3).
         slice_score: how the predictor makes a slice score from the pixel scores: ``mean`` (the reference
             code's rule) or ``top:Q`` (mean of the highest fraction Q; see ``inference.aggregate``).
+        final_bn: after training without SWA, recompute the BatchNorm statistics over one batch from each of up
+            to 64 volume pairs (as the SWA phase does): training batches each come from one pair, so the running
+            statistics otherwise follow the last pairs seen.
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when it is at least 2 and at least 4x as many
             remain, else the probe set is made from the first training volumes (in-sample); 0 = no probe.
@@ -68,13 +73,15 @@ class FPIOptions:
     out_bias: bool = True
     contrast: float = 0.0
     source_intensity: float = 0.0
+    source_shift: float = 0.0
     lr_schedule: str = "constant"
     probe_volumes: int = 2
     equal_tol: float = -1.0
     slice_score: str = "mean"
+    final_bn: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("contrast", "source_intensity"):
+        for name in ("contrast", "source_intensity", "source_shift"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -328,6 +335,16 @@ class FPIDetector(Detector):
                       for step, (chunks, _) in enumerate(steps))
             update_bn(inputs, swa_model)
             net.load_state_dict(swa_model.module.state_dict())
+        elif opts.final_bn:
+            # Training batches each come from one volume pair, so the running statistics follow the last pairs
+            # seen (measured: docs/fpi-cpu.md); recompute them over one batch from each of many pairs.
+            log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
+            one = replace(cfg, max_batches_per_pair=1)
+            steps = itertools.islice((chunks for epoch in itertools.count(total)
+                                      for chunks, _ in cls._steps(store, one, epoch, per_step, streams, device,
+                                                                  opts)), BN_BATCHES)
+            update_bn((cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images.to(dtype)
+                       for step, chunks in enumerate(steps)), net)
         det.net = distributed.revert_sync_bn(net)
         return det.eval()
 
@@ -392,7 +409,8 @@ class FPIDetector(Detector):
                                max_batches_per_pair=cfg.max_batches_per_pair, rank=c, world_size=per_step,
                                pin_memory=device.type == "cuda",
                                augment=ContrastAugment(p=opts.contrast) if opts.contrast > 0 else None,
-                               source=SourceIntensity(p=opts.source_intensity) if opts.source_intensity > 0 else None)
+                               source=SourceIntensity(p=opts.source_intensity) if opts.source_intensity > 0 else None,
+                               shift=SourceShift(p=opts.source_shift) if opts.source_shift > 0 else None)
                    for c in streams]
         return distributed.lockstep(loaders, per_step, lambda ab: 2 * len(ab[0]), device)
 
