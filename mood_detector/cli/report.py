@@ -10,6 +10,17 @@ import click
 from mood_detector.errors import MoodError
 
 
+def _slice_rule(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Validate ``--slice-score`` (a usage error naming the option)."""
+    from mood_detector.inference.aggregate import parse_slice_rule
+
+    try:
+        parse_slice_rule(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.command("report")
 @click.option("-i", "--inputs", "inputs", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder of the input volumes (*.nii / *.nii.gz).")
@@ -24,9 +35,13 @@ from mood_detector.errors import MoodError
               help="Resolution of the per-volume PNGs (12 x 7 inches).")
 @click.option("--thumbnails/--no-thumbnails", default=True, show_default=True,
               help="Write a small thumbnail per volume for index.html.")
+@click.option("--slice-score", default="mean", show_default=True, callback=_slice_rule,
+              help="How the per-slice curve is made from the pixel map: 'mean' (mean voxel score) or 'top:Q' "
+                   "(mean of each slice's highest fraction Q of scores); use the model card's slice_score. Also "
+                   "used for sample scores computed from the pixel map (no <name>.txt).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def report(inputs: Path, predictions: Path, labels: Path | None, out: Path, dpi: int, thumbnails: bool,
-           progress: bool) -> None:
+           slice_score: str, progress: bool) -> None:
     """Draw one PNG per volume (orthogonal slices with the score heat map and the slice-wise score curve) and
     an index.html listing all volumes by sample score, with ROC / PR curves and metrics when LABELS are given.
 
@@ -39,7 +54,8 @@ def report(inputs: Path, predictions: Path, labels: Path | None, out: Path, dpi:
     check_output_dir(out, "--out")
 
     cfg = ReportConfig(inputs=inputs, predictions=predictions, out=out, labels=labels,
-                       render=RenderConfig(dpi=dpi), thumbnails=thumbnails, progress=progress)
+                       render=RenderConfig(dpi=dpi), thumbnails=thumbnails, progress=progress,
+                       slice_score=slice_score)
     try:
         result = build_report(cfg)
     except MoodError as exc:

@@ -43,6 +43,8 @@ class ReportConfig:
         limits: header checks for every NIfTI read.
         thumbnails: also write a small thumbnail PNG per volume for index.html.
         progress: show a progress bar.
+        slice_score: how the per-slice curve (and a sample score computed from the pixel map) is made:
+            ``mean`` or ``top:Q``, as the model card's ``slice_score``.
     """
 
     inputs: Path
@@ -53,6 +55,7 @@ class ReportConfig:
     limits: ReadLimits = field(default_factory=ReadLimits)
     thumbnails: bool = True
     progress: bool = True
+    slice_score: str = "mean"
 
 
 @dataclass
@@ -134,7 +137,7 @@ def build_report(cfg: ReportConfig) -> ReportResult:
         vol_dir.mkdir(parents=True, exist_ok=True)
         for files in tqdm(cases, desc="report", unit="vol", disable=not cfg.progress):
             try:
-                case = load_case(files, cfg.limits)
+                case = load_case(files, cfg.limits, cfg.slice_score)
                 centre = focus_point(case)
                 png = vol_dir / f"{files.name}.png"
                 thumb = vol_dir / f"{files.name}.thumb.png" if cfg.thumbnails else None

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mood_detector.errors import InputError, MoodError
-from mood_detector.inference.aggregate import sample_score
+from mood_detector.inference.aggregate import parse_slice_rule, sample_score
 from mood_detector.io.nifti import ReadLimits, list_volumes, read_volume
 from mood_detector.kinds import kind_for_shape
 from mood_detector.preprocess import to_slices
@@ -50,9 +50,11 @@ class Case:
         sample: the volume's sample score.
         sample_source: ``"txt"`` (read from ``<name>.txt``) or ``"pixel map"`` (computed here).
         slice_axis: the slicing axis of the volume's kind (:func:`mood_detector.kinds.kind_for_shape`).
-        slice_scores: mean voxel score of every slice along ``slice_axis`` (``None`` without a pixel map).
+        slice_scores: score of every slice along ``slice_axis`` by ``slice_rule`` (``None`` without a pixel map).
         label_mask: boolean label mask or ``None``.
         label_sample: volume label (True = anomalous) or ``None``.
+        slice_rule: how ``slice_scores`` were made from the pixel map: ``mean`` or ``top:Q``
+            (:func:`mood_detector.inference.aggregate.parse_slice_rule`), as the model card's ``slice_score``.
     """
 
     name: str
@@ -65,6 +67,7 @@ class Case:
     slice_scores: np.ndarray | None
     label_mask: np.ndarray | None
     label_sample: bool | None
+    slice_rule: str = "mean"
 
 
 def _existing(path: Path) -> Path | None:
@@ -117,17 +120,24 @@ def read_score_text(path: Path) -> float:
     return value
 
 
-def slice_means(pixel: np.ndarray, axis: int) -> np.ndarray:
-    """Mean voxel score of every slice along ``axis`` (float64, length ``pixel.shape[axis]``)."""
-    return to_slices(pixel, axis).reshape(pixel.shape[axis], -1).mean(axis=1, dtype=np.float64)
+def slice_means(pixel: np.ndarray, axis: int, rule: str = "mean") -> np.ndarray:
+    """Score of every slice along ``axis`` (float64, length ``pixel.shape[axis]``): the mean voxel score, or
+    with ``rule="top:Q"`` the mean of each slice's highest fraction Q of voxel scores (the predictor's rule,
+    :func:`mood_detector.inference.aggregate.slice_scores`)."""
+    flat = to_slices(pixel, axis).reshape(pixel.shape[axis], -1)
+    q = parse_slice_rule(rule)
+    if q is None:
+        return flat.mean(axis=1, dtype=np.float64)
+    k = max(1, min(flat.shape[1], int(round(q * flat.shape[1]))))
+    return np.partition(flat, flat.shape[1] - k, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
 
 
-def load_case(files: CaseFiles, limits: ReadLimits | None = None) -> Case:
+def load_case(files: CaseFiles, limits: ReadLimits | None = None, slice_rule: str = "mean") -> Case:
     """Read one volume with its predictions and labels.
 
     Without a sample file the sample score is computed from the pixel map with the package's common rule
-    (:func:`mood_detector.inference.aggregate.sample_score` over the per-slice means along the kind's slicing
-    axis). Note: the predictor applies that rule at the network's resolution, so for inputs that were resampled
+    (:func:`mood_detector.inference.aggregate.sample_score` over the slice scores along the kind's slicing
+    axis, made by ``slice_rule``: the model card's ``slice_score``). Note: the predictor applies that rule at the network's resolution, so for inputs that were resampled
     the recomputed score can differ slightly from the one ``predict sample`` would write.
 
     Raises:
@@ -148,7 +158,7 @@ def load_case(files: CaseFiles, limits: ReadLimits | None = None) -> Case:
         if lo < 0.0 or hi > 1.0:
             log.warning("%s: scores outside [0, 1] (%.4g .. %.4g) clipped for display", files.pixel, lo, hi)
         pixel = np.clip(pred.data, 0.0, 1.0)
-        slices = slice_means(pixel, axis)
+        slices = slice_means(pixel, axis, slice_rule)
     if files.sample is not None:
         score, source = read_score_text(files.sample), "txt"
     else:
@@ -166,7 +176,8 @@ def load_case(files: CaseFiles, limits: ReadLimits | None = None) -> Case:
         label = bool(mask.any())
     zooms = tuple(float(z) for z in vol.props.get("zooms", (1.0, 1.0, 1.0)))
     return Case(name=files.name, image=vol.data, zooms=zooms, pixel=pixel, sample=score, sample_source=source,
-                slice_axis=axis, slice_scores=slices, label_mask=mask, label_sample=label)
+                slice_axis=axis, slice_scores=slices, label_mask=mask, label_sample=label,
+                slice_rule=slice_rule)
 
 
 def _block_mean(data: np.ndarray, f: list[int]) -> np.ndarray:

@@ -141,10 +141,16 @@ def filtered_slice_scores(slice_scores: np.ndarray) -> np.ndarray:
     return savgol_filter(s, w, 3) if w > 3 else s
 
 
+def _rule_words(rule: str) -> str:
+    """Words for a slice-score rule: ``mean`` -> 'mean voxel score', ``top:Q`` -> 'mean of the top Q%'."""
+    return "mean voxel score" if rule == "mean" else f"mean of the top {float(rule.split(':')[1]) * 100:g}% of voxel scores"
+
+
 def case_title(case: Case) -> str:
     """The figure title: name, sample score (and where it came from), label."""
     src = "read from <name>.txt" if case.sample_source == "txt" else \
-        f"computed from the pixel map: per-slice means along axis {case.slice_axis}, common aggregation"
+        f"computed from the pixel map: per-slice {_rule_words(case.slice_rule)} along axis {case.slice_axis}, " \
+        "common aggregation"
     label = "" if case.label_sample is None else f"    label: {'anomalous' if case.label_sample else 'normal'}"
     return f"{case.name}{label}\nsample score {case.sample:.4f} ({src})"
 
@@ -208,7 +214,7 @@ def render_volume(case: Case, centre: tuple[int, int, int], png: Path, thumb: Pa
             for i, (lo, hi) in enumerate(_runs(flags)):
                 ax.axvspan(lo - 0.5, hi + 0.5, color=cfg.label_colour, alpha=0.25, lw=0,
                            label="anomalous slices (label)" if i == 0 else None)
-        ax.plot(x, s, color="tab:red", lw=1.2, label="mean voxel score per slice")
+        ax.plot(x, s, color="tab:red", lw=1.2, label=f"{_rule_words(case.slice_rule)} per slice")
         ax.plot(x, filtered_slice_scores(s), color="black", lw=1.0, ls="--", label="Savitzky-Golay filtered")
         ax.axhline(case.sample, color="tab:blue", lw=0.8, ls=":", label=f"sample score {case.sample:.4f}")
         ax.axvline(centre[axis], color="grey", lw=0.8, alpha=0.6)

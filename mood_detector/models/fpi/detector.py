@@ -266,6 +266,14 @@ class FPIDetector(Detector):
                                               task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
+
+        def save(done: int) -> None:
+            save_checkpoint(run_dir, {
+                "epoch": done, "batches_per_epoch": batches_per_epoch, "batches_per_step": per_step,
+                "net": net.state_dict(), "opt": opt.state_dict(), "swa_opt": swa_opt.state_dict(),
+                "swa": swa_model.state_dict() if swa_model is not None else None,
+                "config": json.dumps(asdict(cfg), sort_keys=True)})
+
         for epoch in range(start, total):
             swa_phase = epoch >= cfg.epochs
             net.train()
@@ -320,11 +328,7 @@ class FPIDetector(Detector):
                 losses.write(phase="swa" if swa_phase else "train", epoch=epoch + 1, batches=n_batches,
                              loss=round(epoch_loss, 6), lr=lr, seconds=round(secs, 2),
                              slices_per_s=round(n_slices / max(secs, 1e-9), 2))
-                save_checkpoint(run_dir, {
-                    "epoch": epoch + 1, "batches_per_epoch": batches_per_epoch, "batches_per_step": per_step,
-                    "net": net.state_dict(), "opt": opt.state_dict(), "swa_opt": swa_opt.state_dict(),
-                    "swa": swa_model.state_dict() if swa_model is not None else None,
-                    "config": json.dumps(asdict(cfg), sort_keys=True)})
+                save(epoch + 1)
             distributed.barrier()  # the others wait until rank 0 has written the checkpoint
         if swa_model is not None:
             # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
@@ -345,6 +349,9 @@ class FPIDetector(Detector):
                                                                   opts)), BN_BATCHES)
             update_bn((cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images.to(dtype)
                        for step, chunks in enumerate(steps)), net)
+            if main:  # the last checkpoint holds the final weights (export from it = these weights)
+                save(total)
+            distributed.barrier()
         det.net = distributed.revert_sync_bn(net)
         return det.eval()
 
