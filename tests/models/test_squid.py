@@ -14,7 +14,7 @@ from mood_detector.inference.predictor import PredictConfig, Predictor
 from mood_detector.models.squid.detector import SQUIDDetector, SquidOptions
 from mood_detector.models.squid.inpaint import InpaintBlock, neighbour_tokens, patchify, position_code, unpatchify
 from mood_detector.models.squid.memory import MemoryQueue, gumbel_shrinkage
-from mood_detector.models.squid.networks import Discriminator, SquidGenerator
+from mood_detector.models.squid.networks import Discriminator, GeneratorOutput, SquidGenerator
 from mood_detector.training.api import train_detector
 from mood_detector.training.loop import LossLog
 from tests.conftest import blob_volume, save_nifti
@@ -204,3 +204,31 @@ def pred_input(vol: np.ndarray) -> np.ndarray:
     from mood_detector.preprocess import normalise_intensity, resample
 
     return resample(normalise_intensity(vol), (64,) * 3)
+
+
+class _ZeroGenerator(torch.nn.Module):
+    """A stand-in generator whose reconstruction is all zeros, so the residual map equals the input."""
+
+    def forward(self, x: torch.Tensor) -> GeneratorOutput:
+        return GeneratorOutput(torch.zeros_like(x), torch.zeros_like(x), x.new_zeros(()))
+
+
+def test_pixel_map_keeps_residual_order_after_the_evaluators_float16_cast():
+    """The MOOD evaluator (and mood_detector.evaluation) reads pixel maps as float16: the [0, 1] map of the
+    residual must keep residuals of 1 ... 32 tau apart there (``1 - exp(-r / tau)`` rounds everything above
+    ~7.6 tau to 1.0, so a strong anomaly ties with every strong normal edge)."""
+    opts = SquidOptions.from_mapping(TINY)
+    det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625), 1, opts))
+    tau = 0.02
+    det.stats = torch.tensor([0.0, 1.0, tau, tau])
+    det.gen = _ZeroGenerator()
+    det.eval()
+    levels = tau * 2.0 ** torch.arange(6)  # 1, 2, 4, ..., 32 tau
+    x = torch.zeros(1, 1, 64, 64)
+    for i, v in enumerate(levels):
+        x[0, 0, 8 * i:8 * i + 8, 8:16] = v
+    with torch.no_grad():
+        pixel = det.score_slices(x).pixel[0, 8 * torch.arange(6) + 4, 12]
+    as_read = pixel.numpy().astype(np.float16).astype(np.float64)
+    assert np.all(np.diff(as_read) > 0), as_read
+    assert pixel[0] == pytest.approx(0.5, abs=1e-6)  # r = tau maps to one half

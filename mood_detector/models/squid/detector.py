@@ -17,9 +17,11 @@ Pixel map (this package's extension; the authors' code has none), option ``pixel
   input-gradient magnitude and ``mean(g)`` its mean over the slice (so the weight redistributes, but does not
   rescale, the residual).
 
-Either map is sent to [0, 1] by ``1 - exp(-r / tau)``, ``tau`` = the median over training slices of each
-slice's 99th percentile of ``r`` (monotone, so rankings and AP are those of ``r``; a typical normal residual
-stays below 1 - 1/e). Both ``tau`` are calibrated after training, so the map can be switched at inference.
+Either map is sent to [0, 1) by ``r / (r + tau)`` (:func:`to_unit`), ``tau`` = the median over training slices of
+each slice's 99th percentile of ``r`` (0.5 at ``r = tau``). The map is strictly increasing, and it stays so after
+the float16 cast of the MOOD evaluator for ``r`` up to ~1000 tau, so rankings and AP are those of ``r``. (The
+earlier ``1 - exp(-r / tau)`` rounded every ``r`` above ~7.6 tau to 1.0 in float16, tying strong anomalies with
+strong normal edges.) Both ``tau`` are calibrated after training, so the map can be switched at inference.
 
 Training follows the issue's facts from the authors' code: generator loss ``10 MSE(recon) + 0.01
 MSE(teacher) + 0.001 distillation + 0.005 BCE(D(recon), 1)``, discriminator loss ``0.005 [BCE(D(x), 1) +
@@ -134,6 +136,13 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+def to_unit(raw: torch.Tensor, tau: float) -> torch.Tensor:
+    """Raw pixel map (>= 0) -> [0, 1) by ``raw / (raw + tau)``: strictly increasing, 0.5 at ``raw = tau``, and still
+    strictly increasing after a float16 cast (the MOOD evaluator's reading) for raw values up to ~1000 tau."""
+    raw = raw.float().clamp_min(0.0)
+    return raw / (raw + max(float(tau), 1e-12))
+
+
 class SquidLossLog(LossLog):
     """The common loss log with SQUID's loss terms as extra columns (``loss`` = total generator loss)."""
 
@@ -197,7 +206,7 @@ class SQUIDDetector(Detector):
         slice_score = 1.0 - torch.sigmoid((logit - mu) / sigma)
         raw = self.raw_maps(x, recon, [self.pixel_map])[self.pixel_map]
         tau = float(self.stats[2 + PIXEL_MAPS.index(self.pixel_map)])
-        pixel = 1.0 - torch.exp(-raw / tau)
+        pixel = to_unit(raw, tau)
         empty = x.flatten(1).amax(dim=1) <= 0
         slice_score = torch.where(empty, torch.zeros_like(slice_score), slice_score)
         pixel = pixel * (~empty).to(pixel.dtype)[:, None, None]
