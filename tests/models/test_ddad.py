@@ -210,6 +210,27 @@ def test_to_network_range_and_size():
     assert torch.allclose(to_network(torch.zeros(1, 1, 8, 8), 16), torch.full((1, 1, 16, 16), -1.0))
 
 
+def test_empty_slices_score_zero_and_are_skipped():
+    """The slice bank (training, calibration, ASR-Net) holds non-empty slices only, so the networks' output on an
+    all-background slice is never constrained: such a slice scores 0 (as in SQUID), and the harness skips it.
+    In a generated brain about 40% of the slices along the brain's slice axis are empty, 3-4 times the
+    foreground's voxels, so any score there is a false positive that weighs on the pixel AP."""
+    from mood_detector.detector import TrainConfig
+
+    opts = DDADOptions.from_options({"k": "2", "input_size": "32", "hidden": "32", "asr_mid": "8"})
+    cfg = TrainConfig(detector="ddad", size=32, width=0.5)
+    torch.manual_seed(0)
+    det = DDADDetector.build(DDADDetector.card_for(cfg, opts, 1, 0)).eval()
+    x = torch.rand(3, 1, 32, 32)
+    x[1] = 0.0
+    for variant in ("intra", "a_intra", "rec"):
+        with torch.no_grad():
+            s = det.with_variant(variant).score_slices(x)
+        assert float(s.pixel[1].abs().max()) == 0.0, variant
+        assert float(s.pixel[0].max()) > 0.0 and float(s.pixel[2].max()) > 0.0, variant
+    assert DDADDetector.skip_empty_slices
+
+
 # --- end to end ------------------------------------------------------------------------------------
 def _volumes(d: Path, seeds, lesion: bool = False) -> Path:
     d.mkdir(parents=True)

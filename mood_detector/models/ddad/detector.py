@@ -18,6 +18,9 @@ Deviations from the paper, which works on 2D X-ray / MRI / fundus images:
   the extra tensor ``scales``). The map is strictly increasing, so no ranking changes.
 * Everything runs in float32 (the networks are small; bf16 would quantise the ensemble discrepancies).
 
+All-background slices (every voxel <= 0) score 0 and are skipped by the harness (``skip_empty_slices``): the
+networks are trained, calibrated and refined on non-empty slices only.
+
 Volume score: the package's common aggregation (``inference.aggregate.sample_score``): the harness takes the
 mean pixel score of each slice (``SliceScores.slice`` is None), smooths the slice scores with a Savitzky-Golay
 filter and averages the top 25%.
@@ -184,6 +187,9 @@ class DDADDetector(Detector):
     ``intra``/``dual``) an ASR-Net. Pixel score: ASR softmax class 1, or the squashed raw score."""
 
     name = "ddad"
+    #: all-background slices never reach the networks in training (the slice bank keeps non-empty slices only),
+    #: so the harness does not run them and they score 0 (see :meth:`score_slices`)
+    skip_empty_slices = True
 
     def __init__(self, card: ModelCard, ndm: list[ReconstructionNet], udm: list[ReconstructionNet],
                  asr: ASRNet | None) -> None:
@@ -276,12 +282,17 @@ class DDADDetector(Detector):
         return squash(raw, self.scales[SCALE_NAMES.index({"a_intra": "intra", "a_inter": "inter"}.get(v, v))])
 
     def score_slices(self, x: torch.Tensor) -> SliceScores:
+        """Pixel scores of slices ``x`` (N, 1, H, W) in [0, 1]; all-background slices score 0: the networks never
+        saw one in training (slice bank, calibration and ASR-Net use non-empty slices only), so their maps there
+        are unconstrained, and such slices hold no anomaly."""
         h, w = x.shape[-2:]
+        empty = x.flatten(1).amax(dim=1) <= 0
         with torch.autocast(device_type=x.device.type, enabled=False):
             p = self.score_maps(to_network(x, self.input_size))
             if (h, w) != tuple(p.shape[-2:]):
                 p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
-        return SliceScores(pixel=p[:, 0].clamp(0, 1))
+        p = p[:, 0].clamp(0, 1)
+        return SliceScores(pixel=torch.where(empty[:, None, None], torch.zeros_like(p), p))
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
