@@ -17,7 +17,8 @@ points at the score function itself rather than at the training budget:
 
 Generated data only; nothing here is a MOOD result::
 
-    OMP_NUM_THREADS=1 python scripts/research/i18_score_checks.py --checks squid-float16,dpa-localisation,ddad-tiny
+    mood-detector make-data brain --n 6 --size 64 --seed 0 --out /tmp/brains64
+    OMP_NUM_THREADS=1 python scripts/research/i18_score_checks.py --volumes /tmp/brains64
 """
 
 from __future__ import annotations
@@ -74,12 +75,14 @@ def check_squid_float16() -> None:
 
 
 # --- DPA: localisation of the pixel map --------------------------------------------------------------
-def _brain_slices(n: int, size: int) -> torch.Tensor:
-    """Central brain slices (n, 1, size, size) from /tmp/i18/brains64.npy if present, else blob slices."""
-    path = Path("/tmp/i18/brains64.npy")
-    if path.is_file():
-        vols = np.load(path)
-        sl = [v[v.shape[0] // 2 + d] for v in vols for d in (-6, 0, 6)]
+def _brain_slices(n: int, size: int, volumes: Path | None) -> torch.Tensor:
+    """Slices (n, 1, size, size) near the centre of the first axis of the NIfTI volumes in ``volumes`` (three per
+    volume), else of blob volumes."""
+    if volumes is not None:
+        import nibabel as nib
+
+        vols = [np.asarray(nib.load(str(f)).get_fdata(), dtype=np.float32) for f in sorted(volumes.glob("*.nii*"))]
+        sl = [v[v.shape[0] // 2 + d * v.shape[0] // 64] for v in vols for d in (-6, 0, 6)]
     else:
         from tests.conftest import blob_volume
 
@@ -88,11 +91,11 @@ def _brain_slices(n: int, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
 
 
-def check_dpa_localisation(size: int = 128) -> None:
+def check_dpa_localisation(volumes: Path | None = None, size: int = 128) -> None:
     from mood_detector.models.dpa.features import make_extractor
     from mood_detector.models.dpa.loss import FeatureStats, PerceptualLoss, compute_stats
 
-    base = _brain_slices(9, size)
+    base = _brain_slices(9, size, volumes)
     train, test = base[:6], base[6:]
     half = size // 16  # square of side size/8 (a MOOD sphere of radius ~6% of the edge)
     x = test.clone()
@@ -148,7 +151,8 @@ def check_ddad_tiny() -> None:
     sl = np.moveaxis(vol, axis, 0)
     empty = sl.reshape(sl.shape[0], -1).max(1) <= 0
     print(f"## ddad-tiny: {int(empty.sum())} of {len(empty)} slices are empty")
-    print("| score | empty slices | background (non-empty slices) | normal foreground | cube | AP | AP, empty slices 0 |")
+    print("| score | empty slices | background (non-empty slices) | normal foreground | cube | AP "
+          "| AP, empty slices 0 |")
     print("|---|---|---|---|---|---|---|")
     for variant in ("intra", "a_intra", "rec"):
         r = Predictor(det.with_variant(variant),
@@ -166,11 +170,14 @@ def check_ddad_tiny() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset of {', '.join(CHECKS)}")
+    ap.add_argument("--volumes", type=Path, default=None,
+                    help="folder of NIfTI volumes for dpa-localisation (at least 3; the review used "
+                         "`mood-detector make-data brain --n 6 --size 64 --seed 0`); default: blob volumes")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    run = {"squid-float16": check_squid_float16, "dpa-localisation": check_dpa_localisation,
+    run = {"squid-float16": check_squid_float16, "dpa-localisation": lambda: check_dpa_localisation(args.volumes),
            "ddad-tiny": check_ddad_tiny}
     for name in args.checks.split(","):
         run[name.strip()]()
