@@ -68,3 +68,16 @@ def test_swa_averages_epoch_minima(tmp_path: Path):
     train_detector(d, tmp_path / "s.safetensors", cfg)
     phases = [r["phase"] for r in LossLog(tmp_path / "s_run").rows()]
     assert phases == ["train", "swa", "swa"]
+
+
+def test_final_bn_recomputes_only_the_running_statistics(tmp_path: Path):
+    d = _data(tmp_path, 4)
+    kw = dict(kind="brain", size=32, width=0.125, batch_size=8, device="cpu", max_batches_per_pair=2, epochs=1)
+    on = load_detector(train_detector(d, tmp_path / "on.safetensors", TrainConfig(**kw))).state_tensors()
+    off = load_detector(train_detector(d, tmp_path / "off.safetensors",
+                                       TrainConfig(options={"final_bn": "0"}, **kw))).state_tensors()
+    stats = [k for k in on if k.endswith(("running_mean", "running_var"))]
+    learned = [k for k in on if k not in stats and not k.endswith("num_batches_tracked")]
+    assert stats and learned
+    assert all(torch.equal(on[k], off[k]) for k in learned)          # the same trained weights ...
+    assert any(not torch.allclose(on[k], off[k]) for k in stats)      # ... with other BatchNorm statistics
