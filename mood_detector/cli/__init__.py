@@ -39,6 +39,19 @@ class MoodGroup(LazyGroup):
             raise click.BadParameter(exc.reason, param_hint=f"'{exc.option}'") from None
 
 
+def slice_rule_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of a ``--slice-score`` option: ``mean`` or ``top:Q``, else a usage error naming it (checked
+    while parsing, before the command loads anything)."""
+    from mood_detector.inference.aggregate import parse_slice_rule
+
+    if value is not None:
+        try:
+            parse_slice_rule(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.group(cls=MoodGroup, lazy_commands=COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="mood-detector")

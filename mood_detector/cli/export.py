@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from mood_detector.cli import slice_rule_option
+
 
 @click.command("export")
 @click.option("-i", "--input", "source", type=click.Path(exists=True, path_type=Path), required=True,
@@ -15,7 +17,7 @@ import click
               help="Weights file to write (.safetensors; the card is written beside it).")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Precision of the stored floating-point tensors (loading always computes in float32).")
-@click.option("--slice-score", default=None,
+@click.option("--slice-score", default=None, callback=slice_rule_option,
               help="Set the card's slice score rule: 'mean' or 'top:Q' (mean of the highest fraction Q of a "
                    "slice's pixel scores) [default: keep the source's].")
 @click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -46,9 +48,6 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, bn_d
             det.recompute_bn(list_volumes(bn_data), bn_batches)
         det.card.extra["stored_dtype"] = dtype
         if slice_score is not None:
-            from mood_detector.inference.aggregate import parse_slice_rule
-
-            parse_slice_rule(slice_score)
             det.card.extra["slice_score"] = slice_score
         path = det.save(output, dtype=getattr(torch, dtype))
     except (ValueError, MoodError) as exc:

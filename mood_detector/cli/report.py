@@ -7,18 +7,8 @@ from pathlib import Path
 
 import click
 
+from mood_detector.cli import slice_rule_option
 from mood_detector.errors import MoodError
-
-
-def _slice_rule(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    """Validate ``--slice-score`` (a usage error naming the option)."""
-    from mood_detector.inference.aggregate import parse_slice_rule
-
-    try:
-        parse_slice_rule(value)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
-    return value
 
 
 @click.command("report")
@@ -35,7 +25,7 @@ def _slice_rule(ctx: click.Context, param: click.Parameter, value: str) -> str:
               help="Resolution of the per-volume PNGs (12 x 7 inches).")
 @click.option("--thumbnails/--no-thumbnails", default=True, show_default=True,
               help="Write a small thumbnail per volume for index.html.")
-@click.option("--slice-score", default="mean", show_default=True, callback=_slice_rule,
+@click.option("--slice-score", default="mean", show_default=True, callback=slice_rule_option,
               help="How the per-slice curve is made from the pixel map: 'mean' (mean voxel score) or 'top:Q' "
                    "(mean of each slice's highest fraction Q of scores); use the model card's slice_score. Also "
                    "used for sample scores computed from the pixel map (no <name>.txt).")

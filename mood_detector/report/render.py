@@ -25,7 +25,7 @@ import numpy as np
 from scipy.signal import savgol_filter
 
 from mood_detector.errors import MoodError
-from mood_detector.inference.aggregate import savgol_window
+from mood_detector.inference.aggregate import parse_slice_rule, savgol_window
 from mood_detector.io.nifti import publish
 from mood_detector.report.cases import Case
 from mood_detector.report.curves import Curves
@@ -143,7 +143,8 @@ def filtered_slice_scores(slice_scores: np.ndarray) -> np.ndarray:
 
 def _rule_words(rule: str) -> str:
     """Words for a slice-score rule: ``mean`` -> 'mean voxel score', ``top:Q`` -> 'mean of the top Q%'."""
-    return "mean voxel score" if rule == "mean" else f"mean of the top {float(rule.split(':')[1]) * 100:g}% of voxel scores"
+    q = parse_slice_rule(rule)
+    return "mean voxel score" if q is None else f"mean of the top {q * 100:g}% of voxel scores"
 
 
 def case_title(case: Case) -> str:

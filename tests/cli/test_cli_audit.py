@@ -103,6 +103,9 @@ CASES = [
      "'--templates': unknown brain template 'nosuch'"),
     ("make-testset -i {data} -o {file}/t", "'--output': {file}/t: cannot create the output folder"),
     ("report -i {data} -p {data} -o {file}/r", "'--out': {file}/r: cannot create the output folder"),
+    ("report -i {data} -p {data} -o {out}/r --slice-score top:2", "'--slice-score': slice score rule 'top:2'"),
+    # --- export: checked before the model is loaded
+    ("export -i {fpi} -o {out}/e.safetensors --slice-score max", "'--slice-score': slice score rule 'max'"),
     # --- benchmark: checked before any data is generated
     ("benchmark --out {out}/b --size 40 --no-progress", "'--size': 40 is not a multiple of 16"),
     ("benchmark --out {out}/b --train-size 40 --no-progress", "'--train-size': 40 is not a multiple of 16"),
