@@ -8,7 +8,6 @@ subjects first (the whole job from scratch, a few minutes on 2 CPU cores) and us
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from mood_detector.io.folders import check_output_dir
 from mood_detector.kinds import KINDS
 from mood_detector.report import ReportConfig, build_report
 from mood_detector.training.api import train_detector
-from mood_detector.weights import ModelCard, card_path
+from mood_detector.weights import read_card
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
                             f"{kind} evaluation": table})
         # matplotlib is the optional [report] extra, so the demo goes on without it
         try:
-            rule = str(_card(weights).extra.get("slice_score", "mean"))
+            rule = str(read_card(weights).extra.get("slice_score", "mean"))
             shown = build_report(ReportConfig(inputs=testset / "toy", predictions=pred, out=out / kind / "report",
                                               labels=testset / "toy_label", progress=False, slice_score=rule))
             cfg.outputs[f"{kind} report"] = shown.index
@@ -148,8 +147,3 @@ def _train_small(cfg: DemoConfig, out: Path) -> Path:
     train_detector(train_dir, weights, _train_config(cfg))
     cfg.outputs.update({"brain training data": train_dir, "brain loss log": weights.parent / "fpi_run" / "loss_log.csv"})
     return weights
-
-
-def _card(weights: Path) -> ModelCard:
-    """The model card beside ``weights`` (its JSON file), for the report's slice-score rule."""
-    return ModelCard.from_dict(json.loads(card_path(weights).read_text(encoding="utf-8")))

@@ -107,6 +107,11 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], card: Model
     return path
 
 
+def read_card(weights: Path) -> ModelCard:
+    """The JSON card beside a ``.safetensors`` file (without loading the tensors)."""
+    return ModelCard.from_dict(json.loads(card_path(weights).read_text(encoding="utf-8")))
+
+
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     """Load tensors (safetensors, never pickle) and the JSON card beside them."""
     path = Path(path)
@@ -121,7 +126,7 @@ def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCard]:
     if not path.is_file() or not cp.is_file():
         raise WeightsError(f"{path}: weights file or its card {cp.name} is missing")
     try:
-        card = ModelCard.from_dict(json.loads(cp.read_text(encoding="utf-8")))
+        card = read_card(path)
         tensors = load_file(str(path), device="cpu")
     except WeightsError:
         raise
