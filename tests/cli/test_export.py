@@ -48,3 +48,18 @@ def test_batchnorm_statistics_recomputed_from_data(tiny_fpi, volume_dir, tmp_pat
     assert stats and any(not torch.equal(a[k], b[k]) for k in stats)   # the statistics changed ...
     weights = [k for k in a if k.endswith("conv1.weight")]
     assert all(torch.equal(a[k], b[k]) for k in weights)               # ... the weights did not
+
+
+def test_batchnorm_recompute_from_empty_volumes_is_a_clear_error(tiny_fpi, tmp_path):
+    import numpy as np
+
+    from tests.conftest import save_nifti
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for i in range(4):  # no non-empty slice anywhere: no batch to recompute from (and no endless search for one)
+        save_nifti(empty / f"{i:05d}.nii.gz", np.zeros((32, 32, 32), np.float32))
+    res = CliRunner().invoke(main, ["export", "-i", str(tiny_fpi), "-o", str(tmp_path / "e.safetensors"),
+                                    "--bn-data", str(empty)])
+    assert res.exit_code == 1 and "no non-empty slices in the 4 volumes" in res.output, res.output
+    assert not (tmp_path / "e.safetensors").exists()

@@ -343,12 +343,8 @@ class FPIDetector(Detector):
             # Training batches each come from one volume pair, so the running statistics follow the last pairs
             # seen (measured: docs/fpi-cpu.md); recompute them over one batch from each of many pairs.
             log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
-            one = replace(cfg, max_batches_per_pair=1)
-            steps = itertools.islice((chunks for epoch in itertools.count(total)
-                                      for chunks, _ in cls._steps(store, one, epoch, per_step, streams, device,
-                                                                  opts)), BN_BATCHES)
-            update_bn((cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images.to(dtype)
-                       for step, chunks in enumerate(steps)), net)
+            update_bn(cls._bn_inputs(store, cfg, total, per_step, streams, task, gen, device, opts, dtype,
+                                     BN_BATCHES), net)
             if main:  # the last checkpoint holds the final weights (export from it = these weights)
                 save(total)
             distributed.barrier()
@@ -378,19 +374,37 @@ class FPIDetector(Detector):
         last few pairs seen; averaging over many pairs removes that drift."""
         card = self.card
         cfg = TrainConfig(detector=self.name, kind=card.kind, size=card.size, width=card.width, mode=card.mode,
-                          batch_size=int(card.extra.get("batch_size", 32)), seed=seed, max_batches_per_pair=1,
+                          batch_size=int(card.extra.get("batch_size", 32)), seed=seed,
                           options={k: str(card.extra[k]) for k in ("contrast",) if k in card.extra})
         store = VolumeStore(files, card.size, card.slice_axis)
-        gen = torch.Generator()
         opts = parse_options_as(FPIOptions, cfg.options, "fpi")
-        task = self.task_config(card)
-        epochs = ((epoch, step, chunks) for epoch in itertools.count()
-                  for step, (chunks, _) in enumerate(self._steps(store, cfg, epoch, 1, [0], self.device, opts)))
-        inputs = [self._step_batch(chunks, [0], task, gen, seed, epoch, step, self.device).images
-                  for epoch, step, chunks in itertools.islice(epochs, batches)]
+        dtype = next(self.net.parameters()).dtype
+        inputs = list(self._bn_inputs(store, cfg, 0, 1, [0], self.task_config(card), torch.Generator(), self.device,
+                                      opts, dtype, batches))
+        if not inputs:
+            raise ValueError(f"no non-empty slices in the {len(files)} volumes: no batches to recompute BatchNorm from")
         update_bn(inputs, self.net)
         card.extra["bn_recomputed"] = f"{len(inputs)} batches (one per volume pair) from {len(files)} volumes"
         return self.eval()
+
+    @classmethod
+    def _bn_inputs(cls, store: VolumeStore, cfg: TrainConfig, first_epoch: int, per_step: int, streams: list[int],
+                   task: FPIConfig, gen: torch.Generator, device: torch.device, opts: FPIOptions,
+                   dtype: torch.dtype, batches: int) -> Iterator[torch.Tensor]:
+        """Up to ``batches`` FPI input batches for a BatchNorm recompute, one batch per volume pair, from the
+        epochs' pair lists from ``first_epoch`` on (each seeded like training: seed, epoch, step, stream); stops
+        early when an epoch has no batches (all volumes empty)."""
+        one = replace(cfg, max_batches_per_pair=1)
+        left = batches
+        for epoch in itertools.count(first_epoch):
+            made = 0
+            for step, (chunks, _) in enumerate(cls._steps(store, one, epoch, per_step, streams, device, opts)):
+                if left == 0:
+                    return
+                yield cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device).images.to(dtype)
+                made, left = made + 1, left - 1
+            if made == 0 or left == 0:
+                return
 
     @staticmethod
     def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
