@@ -244,6 +244,7 @@ REGISTRY: dict[str, str] = {
     "ddad": "mood_detector.models.ddad.detector:DDADDetector",
     "dpa": "mood_detector.models.dpa.detector:DPADetector",
     "ae": "mood_detector.models.ae.detector:AEDetector",
+    "nsa": "mood_detector.models.nsa.detector:NSADetector",
 }
 
 

@@ -62,13 +62,12 @@ class Diagnosis:
                 f"score in/out {self.score_in:.3f}/{self.score_out:.3f}; patch AUROC {self.patch_auroc:.3f}{acc}")
 
 
-def make_probe_set(stacks: Sequence[np.ndarray], task: FPIConfig, n_examples: int = 64, seed: int = 12345) -> FPIBatch:
-    """Fixed FPI examples from slice stacks (S, H, W) of at least two volumes: consecutive volumes are paired,
-    ``n_examples // 2`` non-empty slice indices are drawn per the whole set, each giving two examples."""
+def probe_slices(stacks: Sequence[np.ndarray], rng: np.random.Generator, n_examples: int = 64
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Paired float32 slices (a, b), each (n, H, W), for a probe set: consecutive volumes of ``stacks`` (S, H, W)
+    are paired and ``n_examples // 2`` slice indices, non-empty in both, are drawn over the whole set."""
     if len(stacks) < 2:
-        raise ValueError("the FPI probe set needs at least two volumes")
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+        raise ValueError("the probe set needs at least two volumes")
     pairs = [(stacks[i], stacks[i + 1]) for i in range(0, len(stacks) - 1, 2)]
     per_pair = max(1, (n_examples // 2) // len(pairs))
     a_all, b_all = [], []
@@ -81,8 +80,15 @@ def make_probe_set(stacks: Sequence[np.ndarray], task: FPIConfig, n_examples: in
         a_all.append(np.asarray(a[idx], dtype=np.float32))
         b_all.append(np.asarray(b[idx], dtype=np.float32))
     if not a_all:
-        raise ValueError("the FPI probe volumes have no slice that is non-empty in both of a pair")
-    return fpi_pair(torch.from_numpy(np.concatenate(a_all)), torch.from_numpy(np.concatenate(b_all)), task, gen)
+        raise ValueError("the probe volumes have no slice that is non-empty in both of a pair")
+    return np.concatenate(a_all), np.concatenate(b_all)
+
+
+def make_probe_set(stacks: Sequence[np.ndarray], task: FPIConfig, n_examples: int = 64, seed: int = 12345) -> FPIBatch:
+    """Fixed FPI examples from slice stacks (S, H, W) of at least two volumes (:func:`probe_slices`), each
+    slice pair giving two examples."""
+    a, b = probe_slices(stacks, np.random.default_rng(seed), n_examples)
+    return fpi_pair(torch.from_numpy(a), torch.from_numpy(b), task, torch.Generator().manual_seed(seed))
 
 
 def trivial_losses(labels: torch.Tensor, classes: int) -> tuple[float, float]:
@@ -158,4 +164,4 @@ def write_row(path: Path, epoch: int, d: Diagnosis) -> None:
         w.writerow(row)
 
 
-__all__ = ["CLASS_VALUES", "Diagnosis", "diagnose", "make_probe_set", "trivial_losses", "write_row"]
+__all__ = ["CLASS_VALUES", "Diagnosis", "diagnose", "make_probe_set", "probe_slices", "trivial_losses", "write_row"]

@@ -13,7 +13,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import ClassVar, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -106,6 +106,8 @@ class FPIDetector(Detector):
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
     skip_empty_slices = True
     supports_crop = True
+    #: the ``--opt`` dataclass (a subclass's task adds its own fields)
+    options_cls: ClassVar[type[FPIOptions]] = FPIOptions
 
     def __init__(self, card: ModelCard, net: WideResEncoderDecoder) -> None:
         super().__init__(card)
@@ -160,14 +162,14 @@ class FPIDetector(Detector):
         check_multiple("--size", cfg.net_size, stride, f"the total stride of the fpi {arch} network")
         if cfg.mode not in ("continuous", "discrete"):
             raise OptionError("--mode", f"{cfg.mode!r} is not an fpi mode; choose discrete or continuous")
-        parse_options_as(FPIOptions, cfg.options, "fpi")
+        parse_options_as(cls.options_cls, cfg.options, cls.name)
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
         kind = cfg.kind_cfg
         if cfg.mode not in ("continuous", "discrete"):
             raise ValueError(f"FPI mode must be 'continuous' or 'discrete', got {cfg.mode!r}")
-        o = parse_options_as(FPIOptions, cfg.options, "fpi")
+        o = parse_options_as(cls.options_cls, cfg.options, cls.name)
         return ModelCard(
             detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
             size=cfg.net_size, mode=cfg.mode, classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1,
@@ -206,7 +208,7 @@ class FPIDetector(Detector):
                                                     f"({world})")
         distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
-        opts = parse_options_as(FPIOptions, cfg.options, "fpi")
+        opts = parse_options_as(cls.options_cls, cfg.options, cls.name)
         files = sorted(files, key=lambda f: Path(f).name)
         k = opts.probe_volumes
         held = list(files[-k:]) if k >= 2 and len(files) - k >= 4 * k else []
@@ -262,8 +264,8 @@ class FPIDetector(Detector):
         probe = None
         if main and k:
             probe_store = VolumeStore(held, card.size, card.slice_axis) if held else store
-            probe = diagnostic.make_probe_set([probe_store.slices(i) for i in range(min(len(probe_store), max(2, k)))],
-                                              task, seed=cfg.seed + 12345)
+            probe = cls._probe_set([probe_store.slices(i) for i in range(min(len(probe_store), max(2, k)))],
+                                   task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
 
@@ -377,7 +379,7 @@ class FPIDetector(Detector):
                           batch_size=int(card.extra.get("batch_size", 32)), seed=seed,
                           options={k: str(card.extra[k]) for k in ("contrast",) if k in card.extra})
         store = VolumeStore(files, card.size, card.slice_axis)
-        opts = parse_options_as(FPIOptions, cfg.options, "fpi")
+        opts = parse_options_as(self.options_cls, cfg.options, self.name)
         dtype = next(self.net.parameters()).dtype
         inputs = list(self._bn_inputs(store, cfg, 0, 1, [0], self.task_config(card), torch.Generator(), self.device,
                                       opts, dtype, batches))
@@ -405,6 +407,11 @@ class FPIDetector(Detector):
                 made, left = made + 1, left - 1
             if made == 0 or left == 0:
                 return
+
+    @staticmethod
+    def _probe_set(stacks: list[np.ndarray], task: FPIConfig, seed: int) -> FPIBatch:
+        """The fixed held-out task examples the diagnostic scores each epoch."""
+        return diagnostic.make_probe_set(stacks, task, seed=seed)
 
     @staticmethod
     def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,119 @@
+"""NSA detector: FPI's encoder-decoder, with skip connections, trained on a stronger synthetic-anomaly task.
+
+The task (:mod:`mood_detector.tasks.nsa`) blends patches from another subject *and another location*, of
+irregular shape and varied size, intensity and texture, in the gradient domain or as a feathered paste; the
+label measures how much each pixel changed (NSA's logistic label). Everything else is FPI's: the training loop
+(Adam, checkpoints, ``--resume``, the held-out probe diagnostic, the BatchNorm recompute, distributed
+training), the network (``skips`` on by default here), inference (sigmoid output, crop fast path) and the
+card. Only the examples differ, so a comparison with FPI measures the task alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from mood_detector.detector import TrainConfig
+from mood_detector.models.fpi.detector import FPIDetector, FPIOptions
+from mood_detector.tasks.fpi import FPIBatch
+from mood_detector.tasks.nsa import NSAConfig, nsa_pair
+from mood_detector.training import diagnostic
+from mood_detector.weights import ModelCard
+
+#: the logistic label's (midpoint, slope) per kind: brain tissue contrasts in [0, 1] are about 0.1-0.3, the
+#: abdomen phantom's soft tissues lie within 0.45-0.58, so its midpoint is half the brain's
+LABEL_DEFAULTS = {"brain": (0.04, 100.0), "abdom": (0.02, 200.0)}
+
+
+@dataclass(frozen=True)
+class NSAOptions(FPIOptions):
+    """NSA options (``--opt KEY=VALUE``): FPI's training options (``equal_tol`` is not used) plus the task's
+    parameters (see :class:`mood_detector.tasks.nsa.NSAConfig` for each). ``label_x0``/``label_k`` < 0 take
+    the kind's default (:data:`LABEL_DEFAULTS`)."""
+
+    skips: bool = True
+    slice_score: str = "top:0.01"
+    max_patches: int = 2
+    half_width_min: float = 0.04
+    half_width_max: float = 0.20
+    scale_min: float = 0.75
+    scale_max: float = 1.33
+    p_flip: float = 0.5
+    p_intensity: float = 0.5
+    gain_max: float = 2.0
+    offset_max: float = 0.3
+    p_texture: float = 0.3
+    texture_max: float = 0.4
+    p_poisson: float = 0.5
+    shape_noise: float = 0.35
+    label_x0: float = -1.0
+    label_k: float = -1.0
+    label_sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.task("brain")  # the task's own checks
+
+    def task(self, kind: str) -> NSAConfig:
+        """The task configuration for ``kind`` (``brain`` or ``abdom``)."""
+        x0, k = LABEL_DEFAULTS.get(kind, LABEL_DEFAULTS["brain"])
+        return NSAConfig(max_patches=self.max_patches, half_width=(self.half_width_min, self.half_width_max),
+                         scale=(self.scale_min, self.scale_max), p_flip=self.p_flip, p_intensity=self.p_intensity,
+                         gain_max=self.gain_max, offset_max=self.offset_max, p_texture=self.p_texture,
+                         texture_max=self.texture_max, p_poisson=self.p_poisson, shape_noise=self.shape_noise,
+                         label_x0=x0 if self.label_x0 < 0 else self.label_x0,
+                         label_k=k if self.label_k < 0 else self.label_k, label_sigma=self.label_sigma)
+
+
+def _seeded(seed: int, epoch: int, step: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, step, stream])
+
+
+def _to_batch(images: np.ndarray, labels: np.ndarray, device: torch.device | str) -> FPIBatch:
+    """An NSA batch in FPI's batch type (no boxes or factors: the patches are not boxes of one factor)."""
+    return FPIBatch(images=torch.from_numpy(images)[:, None].to(device), labels=torch.from_numpy(labels).to(device),
+                    boxes=torch.empty(0, 4, dtype=torch.long), factors=torch.empty(0))
+
+
+class NSADetector(FPIDetector):
+    """Pixel score = sigmoid output: the predicted (logistic) amount of change at each pixel."""
+
+    name = "nsa"
+    options_cls = NSAOptions
+
+    @classmethod
+    def check_config(cls, cfg: TrainConfig) -> None:
+        """As FPI's; the output is always one continuous channel, so ``--mode`` is not used."""
+        super().check_config(replace(cfg, mode="continuous"))
+
+    @classmethod
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        return super().card_for(replace(cfg, mode="continuous"), n_files)
+
+    @staticmethod
+    def task_config(card: ModelCard) -> NSAConfig:  # type: ignore[override]
+        fields = NSAOptions.__dataclass_fields__
+        opts = NSAOptions(**{k: v for k, v in card.extra.items() if k in fields})
+        return opts.task(card.kind)
+
+    @staticmethod
+    def _probe_set(stacks: list[np.ndarray], task: NSAConfig, seed: int) -> FPIBatch:  # type: ignore[override]
+        """NSA examples from consecutive pairs of the probe volumes, non-empty slices, fixed by ``seed``."""
+        rng = np.random.default_rng(seed)
+        a_all, b_all = diagnostic.probe_slices(stacks, rng)
+        nb = nsa_pair(a_all, b_all, task, rng)
+        return _to_batch(nb.images, nb.labels, "cpu")
+
+    @staticmethod
+    def _step_batch(chunks: list[tuple[torch.Tensor, torch.Tensor]], streams: list[int], task: NSAConfig,
+                    gen: torch.Generator, seed: int, epoch: int, step: int, device: torch.device) -> FPIBatch:
+        """NSA examples of this rank's pair-batches (made on the CPU), each seeded by (seed, epoch, step,
+        stream) like FPI's."""
+        images, labels = [], []
+        for (a, b), c in zip(chunks, streams):
+            nb = nsa_pair(a.numpy(), b.numpy(), task, _seeded(seed, epoch, step, c))
+            images.append(nb.images)
+            labels.append(nb.labels)
+        return _to_batch(np.concatenate(images), np.concatenate(labels), device)
