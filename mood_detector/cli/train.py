@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad, --opt skips=1 for fpi.")
 @click.option("--preset", type=click.Choice(["none", *PRESETS]), default="none", show_default=True,
-              help="FPI: a set of option values chosen together: 'cpu' (about 2 hours on 2 CPU cores with 32 "
+              help="FPI and NSA: a set of option values chosen together: 'cpu' (about 2 hours on 2 CPU cores with 32 "
                    "volumes: 128^2 slices, width 0.25, skip connections, label tolerance, contrast remaps, 24 "
                    "cosine-decayed epochs of 4 batches per volume pair; docs/fpi-cpu.md) or 'paper' (the FPI "
                    "paper's setting). Options given on the command line override the preset.")
@@ -75,8 +75,11 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
     """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
     options = parse_options(opts)
     if preset != "none":
-        if kw["detector"] != "fpi":
-            raise click.UsageError(f"--preset is for the fpi detector, not {kw['detector']!r}")
+        from mood_detector.detector import detector_class
+        from mood_detector.models.fpi.detector import FPIDetector
+
+        if not issubclass(detector_class(kw["detector"]), FPIDetector):  # presets set FPI's training options
+            raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
         given = {k for k in kw if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
         options = apply_preset(preset, kw, given, options)
     cfg = TrainConfig(**kw, options=options)
