@@ -11,7 +11,7 @@ from mood_detector.cli import slice_rule_option
 
 @click.command("export")
 @click.option("-i", "--input", "source", type=click.Path(exists=True, path_type=Path), required=True,
-              help="A weights file (.safetensors with its .json card) or an FPI training run folder "
+              help="A weights file (.safetensors with its .json card) or an FPI or NSA training run folder "
                    "(checkpoint.pt: the last finished epoch).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Weights file to write (.safetensors; the card is written beside it).")
@@ -21,8 +21,9 @@ from mood_detector.cli import slice_rule_option
               help="Set the card's slice score rule: 'mean' or 'top:Q' (mean of the highest fraction Q of a "
                    "slice's pixel scores) [default: keep the source's].")
 @click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="FPI: recompute the BatchNorm statistics as an average over --bn-batches FPI batches from the "
-                   "volumes in this folder (the training data) instead of keeping the running statistics.")
+              help="FPI and NSA: recompute the BatchNorm statistics as an average over --bn-batches training "
+                   "batches from the volumes in this folder (the training data) instead of keeping the running "
+                   "statistics.")
 @click.option("--bn-batches", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batches for --bn-data (one per volume pair, as many pairs as there are).")
 def export(source: Path, output: Path, dtype: str, slice_score: str | None, bn_data: Path | None,
@@ -43,8 +44,10 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, bn_d
         if bn_data is not None:
             from mood_detector.io.nifti import list_volumes
 
-            if det.name != "fpi":
-                raise ValueError(f"--bn-data is for fpi models, not {det.name}")
+            from mood_detector.models.fpi.detector import FPIDetector
+
+            if not isinstance(det, FPIDetector):
+                raise ValueError(f"--bn-data is for fpi and nsa models, not {det.name}")
             det.recompute_bn(list_volumes(bn_data), bn_batches)
         det.card.extra["stored_dtype"] = dtype
         if slice_score is not None:

@@ -362,6 +362,14 @@ class FPIDetector(Detector):
         if ckpt is None:
             raise ValueError(f"{run_dir}: no {cls.name} training checkpoint (checkpoint.pt) there")
         cfg = TrainConfig(**json.loads(ckpt["config"]))
+        if cfg.detector != cls.name:  # another detector on this training loop (nsa): its own card
+            from mood_detector.detector import detector_class
+
+            other = detector_class(cfg.detector)
+            if not issubclass(other, FPIDetector):
+                raise ValueError(f"{run_dir}: a {cfg.detector} training run; only fpi and nsa runs export from "
+                                 f"their checkpoint")
+            cls = other
         card = cls.card_for(cfg, 0)
         card.epochs = int(ckpt["epoch"])
         card.extra["checkpoint_of"] = f"{cfg.epochs} + {cfg.swa_epochs} SWA epochs planned"
