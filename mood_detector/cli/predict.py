@@ -48,11 +48,14 @@ log = logging.getLogger(__name__)
               help="torch CPU threads on the CPU (0 = all available cores).")
 @click.option("--exact", is_flag=True, default=False, show_default=True,
               help="Run every slice at full field of view (no empty-slice skip, no foreground crop on the CPU).")
+@click.option("--axes", type=click.Choice(["model", "all"]), default=None,
+              help="Slice along the model's slice axis only, or along all three axes and average the maps "
+                   "(three times the network time) [default: the model card's predict_axes, else the axes it was trained on].")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
-            progress: bool, threads: int, exact: bool, compile_: bool) -> None:
+            progress: bool, threads: int, exact: bool, axes: str | None, compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
     An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
@@ -71,7 +74,7 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
-                        compile=compile_, **(dict(skip_empty=False, crop=False) if exact else {}))
+                        compile=compile_, axes=axes, **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)
     except StrictFailure as exc:

@@ -60,6 +60,10 @@ class PredictConfig:
         threads: CPU threads of torch on the CPU (0 = all available cores).
         compile: ``torch.compile`` the detectors' scoring; ignored with a warning when the compiler caches
             cannot be written (e.g. a read-only root) or compiling fails.
+        axes: ``model`` (slice along the model card's slice axis only) or ``all`` (score along all three axes
+            and average the three pixel maps; the sample score is the mean of the three axes' sample scores;
+            three times the network time and one more volume of memory at the network size); ``None`` = the
+            card's ``predict_axes``, else its ``train_axes`` (what the model was trained on), else ``model``.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
@@ -78,6 +82,15 @@ class PredictConfig:
     crop_margin: int = 32
     threads: int = 0
     compile: bool = False
+    axes: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.axes not in (None, *AXES_CHOICES):
+            raise ValueError(f"axes must be one of {', '.join(AXES_CHOICES)}, got {self.axes!r}")
+
+
+#: values of :attr:`PredictConfig.axes` (and of a model card's ``predict_axes``)
+AXES_CHOICES = ("model", "all")
 
 
 @dataclass
@@ -206,6 +219,15 @@ class Predictor:
             i += len(sel)
         return pixel, per_slice
 
+    def axes_for(self, det: Detector) -> list[int]:
+        """The volume axes ``det`` scores along: its slice axis first, then (``axes="all"``) the other two."""
+        extra = det.card.extra
+        axes = self.cfg.axes or str(extra.get("predict_axes") or extra.get("train_axes") or "model")
+        if axes not in AXES_CHOICES:
+            raise ValueError(f"the model card's predict_axes/train_axes {axes!r} is not one of {', '.join(AXES_CHOICES)}")
+        first = det.slice_axis
+        return [first] + ([a for a in range(3) if a != first] if axes == "all" else [])
+
     def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False) -> VolumeScores:
         """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape.
 
@@ -217,12 +239,26 @@ class Predictor:
             # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
             # when it is written, none to move the slice axis back
             out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
-        pixel, per_slice = self.score_slices(det, to_slices(net, det.slice_axis),
-                                             out=to_slices(out, det.slice_axis) if out is not None else None,
-                                             need_pixel=need_pixel)
-        del net, pixel
+        axes = self.axes_for(det)
+        tmp = np.zeros_like(out) if out is not None and len(axes) > 1 else None
+        samples = []
+        for k, axis in enumerate(axes):  # the model's axis first: its slice scores are the ones returned
+            target = out if k == 0 or tmp is None else tmp
+            if k > 0 and tmp is not None:
+                tmp.fill(0.0)  # score_slices leaves what it does not run (empty slices, outside the crop) as is
+            _, scores = self.score_slices(det, to_slices(net, axis),
+                                          out=to_slices(target, axis) if target is not None else None,
+                                          need_pixel=need_pixel)
+            if k > 0 and tmp is not None:
+                out += tmp
+            samples.append(sample_score(scores))
+            if k == 0:
+                per_slice = scores
+        del net, tmp
         with self.timings("postprocess"):
-            score = sample_score(per_slice)
+            score = float(np.mean(samples))
+            if out is not None and len(axes) > 1:
+                out /= len(axes)
             if out is not None:
                 vol = resample(out, tuple(data.shape))
                 if vol is not out:

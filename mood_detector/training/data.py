@@ -105,6 +105,7 @@ class PairBatches(IterableDataset):
     augment: ContrastAugment | None = None
     source: SourceIntensity | None = None
     shift: SourceShift | None = None
+    all_axes: bool = False
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
@@ -117,6 +118,11 @@ class PairBatches(IterableDataset):
                 continue
             rng = np.random.default_rng([self.seed, p])
             a, b = self.store.slices(ia), self.store.slices(ib)
+            transpose = False
+            if self.all_axes:  # one axis per pair, either in-plane orientation (the volumes are cubes)
+                axis = int(rng.integers(3))
+                a, b = np.moveaxis(a, axis, 0), np.moveaxis(b, axis, 0)
+                transpose = bool(rng.integers(2))
             n = min(len(a), len(b))
             keep = np.flatnonzero((a[:n].reshape(n, -1).max(1) > 0) | (b[:n].reshape(n, -1).max(1) > 0))
             rng.shuffle(keep)
@@ -126,6 +132,8 @@ class PairBatches(IterableDataset):
             for idx in batches:
                 idx = np.sort(idx)
                 sa, sb = a[idx].astype(np.float32), b[idx].astype(np.float32)
+                if transpose:
+                    sa, sb = np.ascontiguousarray(sa.transpose(0, 2, 1)), np.ascontiguousarray(sb.transpose(0, 2, 1))
                 if self.augment is not None:  # one remap for both stacks: the FPI task is unchanged
                     sa, sb = self.augment(rng, sa, sb)
                 if self.source is not None:  # B alone: its patches differ from A in intensity too
@@ -138,10 +146,12 @@ class PairBatches(IterableDataset):
 def pair_loader(store: VolumeStore, pairs: list[tuple[int, int]], batch_size: int, seed: int, workers: int = 0,
                 max_batches_per_pair: int = 0, rank: int = 0, world_size: int = 1,
                 pin_memory: bool = False, augment: ContrastAugment | None = None,
-                source: SourceIntensity | None = None, shift: SourceShift | None = None) -> DataLoader:
-    """A DataLoader over :class:`PairBatches` (batches are already formed, so ``batch_size=None``)."""
+                source: SourceIntensity | None = None, shift: SourceShift | None = None,
+                all_axes: bool = False) -> DataLoader:
+    """A DataLoader over :class:`PairBatches` (batches are already formed, so ``batch_size=None``); ``all_axes``:
+    each volume pair is sliced along a random one of the three axes, in a random in-plane orientation."""
     ds = PairBatches(store, pairs, batch_size, seed, max_batches_per_pair, rank, world_size, augment, source,
-                     shift)
+                     shift, all_axes)
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=False, prefetch_factor=4 if workers else None)
 

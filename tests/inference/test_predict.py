@@ -59,3 +59,66 @@ def test_cpu_inference_is_deterministic(tiny_fpi: Path):
     data = blob_volume(seed=5)
     a, b = pred.score_volume(data), pred.score_volume(data)
     assert np.array_equal(a.pixel, b.pixel) and a.sample == b.sample
+
+
+def _column_detector(size: int = 16, extra: dict | None = None):
+    """A stand-in detector whose pixel score is the input times the column position (0..1): which volume axis
+    a slice's columns run along shows in the map."""
+    import torch
+
+    from mood_detector.detector import Detector, SliceScores
+    from mood_detector.weights import ModelCard
+
+    class Column(Detector):
+        name = "column"
+
+        @classmethod
+        def build(cls, card):
+            return cls(card)
+
+        def modules(self):
+            return {}
+
+        def score_slices(self, x):
+            cols = torch.linspace(0, 1, x.shape[-1])
+            return SliceScores(pixel=x[:, 0] * cols)
+
+        @classmethod
+        def fit(cls, files, cfg, run_dir):
+            raise NotImplementedError
+
+    card = ModelCard(detector="column", arch="brain", width=1.0, kind="brain", slice_axis=2, size=size,
+                     mode="continuous", classes=1, extra=dict(extra or {}))
+    return Column(card)
+
+
+@pytest.mark.parametrize("source", ["config", "card"])
+def test_all_axes_average_the_three_slicings(source):
+    """``axes='all'`` (from the config, or from the card's train_axes) averages the maps of slicing along the
+    model's axis and the two others; the sample score is the mean of the three axes' sample scores."""
+    from mood_detector.inference.aggregate import sample_score
+
+    n = 16
+    vol = np.random.default_rng(0).random((n, n, n)).astype(np.float32) + 0.1
+    vol /= vol.max()
+    model = _column_detector(n)
+    one = Predictor(model, PredictConfig(device="cpu", axes="model")).score_volume(vol.copy())
+    det = _column_detector(n, {"train_axes": "all"} if source == "card" else None)
+    cfg = PredictConfig(device="cpu", axes="all" if source == "config" else None)
+    fused = Predictor(det, cfg).score_volume(vol.copy())
+    c = np.linspace(0, 1, n, dtype=np.float32)
+    # columns of the slices: axis 1 for slice axis 2, axis 2 for slice axes 0 and 1
+    by_axis = [vol * c[None, :, None], vol * c[None, None, :], vol * c[None, None, :]]
+    np.testing.assert_allclose(one.pixel, by_axis[0], atol=1e-5)
+    np.testing.assert_allclose(fused.pixel, sum(by_axis) / 3, atol=1e-5)
+    samples = [sample_score(np.moveaxis(m, a, 0).mean(axis=(1, 2))) for m, a in zip(by_axis, (2, 0, 1))]
+    assert fused.sample == pytest.approx(float(np.mean(samples)), abs=1e-5)
+    np.testing.assert_allclose(fused.slice_scores, one.slice_scores, atol=1e-6)
+
+
+def test_axes_value_checked():
+    with pytest.raises(ValueError, match="axes"):
+        PredictConfig(axes="sideways")
+    with pytest.raises(ValueError, match="train_axes"):
+        Predictor(_column_detector(16, {"train_axes": "x"}), PredictConfig(device="cpu")).score_volume(
+            np.ones((16, 16, 16), np.float32))

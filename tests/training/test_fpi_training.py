@@ -81,3 +81,32 @@ def test_final_bn_recomputes_only_the_running_statistics(tmp_path: Path):
     assert stats and learned
     assert all(torch.equal(on[k], off[k]) for k in learned)          # the same trained weights ...
     assert any(not torch.allclose(on[k], off[k]) for k in stats)      # ... with other BatchNorm statistics
+
+
+def test_all_axes_slices_each_pair_along_a_random_axis(tmp_path: Path):
+    """``all_axes``: a pair's batches are slices along one of the three axes, in either in-plane orientation;
+    all three axes occur; paired slices stay paired (same axis, same index, same orientation)."""
+    import numpy as np
+
+    from mood_detector.training.data import PairBatches, VolumeStore
+    from tests.conftest import save_nifti
+
+    n = 16
+    grid = np.stack(np.meshgrid(*[np.arange(n)] * 3, indexing="ij")).astype(np.float32)
+    code = (1 + grid[0] + n * grid[1] + n * n * grid[2]) / n**3  # every voxel's value names its position
+    for i in range(2):
+        save_nifti(tmp_path / f"{i}.nii.gz", code)
+    store = VolumeStore(sorted(tmp_path.glob("*.nii.gz")), n, slice_axis=2)
+    vol = store.slices(0).astype(np.float32)
+    seen = set()
+    for seed in range(12):
+        ds = PairBatches(store, [(0, 1)], batch_size=4, seed=seed, max_batches_per_pair=1, all_axes=True)
+        a, b = next(iter(ds))
+        assert torch.equal(a, b)
+        s = a[0].numpy()
+        for axis in range(3):
+            planes = np.moveaxis(vol, axis, 0)
+            for k in range(n):
+                if np.array_equal(s, planes[k]) or np.array_equal(s, planes[k].T):
+                    seen.add((axis, np.array_equal(s, planes[k])))
+    assert {axis for axis, _ in seen} == {0, 1, 2} and {o for _, o in seen} == {True, False}

@@ -64,6 +64,10 @@ class FPIOptions:
         final_bn: after training without SWA, recompute the BatchNorm statistics over one batch from each of up
             to 64 volume pairs (as the SWA phase does): training batches each come from one pair, so the running
             statistics otherwise follow the last pairs seen.
+        train_axes: ``model`` (slices along the kind's slice axis, the paper) or ``all`` (each volume pair is
+            sliced along a random one of the three axes, in either in-plane orientation), for a model that
+            ``predict`` then runs along all three axes and averages (the card's ``train_axes`` sets the
+            predictor's default; ``predict --axes`` overrides it).
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when it is at least 2 and at least 4x as many
             remain, else the probe set is made from the first training volumes (in-sample); 0 = no probe.
@@ -79,6 +83,7 @@ class FPIOptions:
     equal_tol: float = -1.0
     slice_score: str = "mean"
     final_bn: bool = True
+    train_axes: str = "model"
 
     def __post_init__(self) -> None:
         for name in ("contrast", "source_intensity", "source_shift"):
@@ -87,6 +92,8 @@ class FPIOptions:
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         parse_slice_rule(self.slice_score)
+        if self.train_axes not in ("model", "all"):
+            raise ValueError(f"train_axes must be 'model' or 'all', got {self.train_axes!r}")
         if self.probe_volumes < 0:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
 
@@ -446,7 +453,8 @@ class FPIDetector(Detector):
                                pin_memory=device.type == "cuda",
                                augment=ContrastAugment(p=opts.contrast) if opts.contrast > 0 else None,
                                source=SourceIntensity(p=opts.source_intensity) if opts.source_intensity > 0 else None,
-                               shift=SourceShift(p=opts.source_shift) if opts.source_shift > 0 else None)
+                               shift=SourceShift(p=opts.source_shift) if opts.source_shift > 0 else None,
+                               all_axes=opts.train_axes == "all")
                    for c in streams]
         return distributed.lockstep(loaders, per_step, lambda ab: 2 * len(ab[0]), device)
 
