@@ -13,7 +13,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mood_detector.detector import TrainConfig, check_device, check_train_config
+from mood_detector.detector import DEFAULT_DETECTOR, TrainConfig, check_device, check_train_config
 from mood_detector.errors import MoodError, OptionError
 from mood_detector.evaluation.evaluate import evaluate_tasks
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
@@ -43,6 +43,8 @@ class DemoConfig:
         kinds: kinds to run; kinds without bundled weights are skipped with a message (unless ``train``).
         n_cases: test cases per kind (``anomalous_fraction`` of them with one synthetic outlier).
         size: edge of the generated cubes (None = :data:`DEMO_SIZE` per kind).
+        detector: whose bundled weights to use (``<kind>/<detector>.safetensors``), or which to train with ``train``
+            (``fpi`` or ``nsa``).
         train: train a small brain model first instead of using the bundled weights.
         n_train, train_size, width, epochs: that small model's training (only with ``train``).
     """
@@ -52,6 +54,7 @@ class DemoConfig:
     n_cases: int = 4
     anomalous_fraction: float = 0.75
     size: int | None = None
+    detector: str = DEFAULT_DETECTOR
     train: bool = False
     n_train: int = 6
     train_size: int = 64
@@ -96,13 +99,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
         shutil.rmtree(out)
     root = Path(cfg.weights_dir) if cfg.weights_dir else default_weights_dir()
     for kind in cfg.kinds:
-        weights = root / kind / "fpi.safetensors"
+        weights = root / kind / f"{cfg.detector}.safetensors"
         if cfg.train:
             if kind != "brain":
                 continue
             weights = _train_small(cfg, out)
         elif not weights.is_file():
-            log.warning("no bundled FPI weights for %s (%s): skipped", kind, weights)
+            log.warning("no bundled %s weights for %s (%s): skipped", cfg.detector, kind, weights)
             continue
         size = cfg.size or (cfg.train_size if cfg.train else DEMO_SIZE[kind])
         normals, testset, pred = out / kind / "normals", out / kind / "testset", out / kind / "pred"
@@ -123,14 +126,14 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
         except MoodError as exc:
             log.warning("report skipped: %s", exc)
     if not cfg.outputs:
-        raise MoodError(f"no bundled FPI weights under {root} for {', '.join(cfg.kinds)}: run with --train, or "
-                        "train your own (see README)")
+        raise MoodError(f"no bundled {cfg.detector} weights under {root} for {', '.join(cfg.kinds)}: run with "
+                        "--train, or train your own (see README)")
     return cfg.outputs
 
 
 def _train_config(cfg: DemoConfig) -> TrainConfig:
-    """The small brain FPI model's training configuration."""
-    return TrainConfig(detector="fpi", kind="brain", size=cfg.train_size, width=cfg.width, mode="discrete",
+    """The small brain model's training configuration."""
+    return TrainConfig(detector=cfg.detector, kind="brain", size=cfg.train_size, width=cfg.width, mode="discrete",
                        epochs=cfg.epochs, batch_size=16, seed=cfg.seed, device=cfg.device,
                        options={"skips": "1", "lr_schedule": "cosine"},
                        training_data=f"{cfg.n_train} generated brain pseudo-subjects (MNI152 template, "
@@ -138,12 +141,13 @@ def _train_config(cfg: DemoConfig) -> TrainConfig:
 
 
 def _train_small(cfg: DemoConfig, out: Path) -> Path:
-    """A small brain FPI model trained on generated subjects (the from-scratch variant of the demo)."""
+    """A small brain model trained on generated subjects (the from-scratch variant of the demo)."""
     from mood_detector.data.brain import make_brain_data
 
     train_dir = out / "brain" / "train"
     make_brain_data(train_dir, cfg.n_train, cfg.train_size, cfg.seed, start=0)
-    weights = out / "brain" / "weights" / "fpi.safetensors"
+    weights = out / "brain" / "weights" / f"{cfg.detector}.safetensors"
     train_detector(train_dir, weights, _train_config(cfg))
-    cfg.outputs.update({"brain training data": train_dir, "brain loss log": weights.parent / "fpi_run" / "loss_log.csv"})
+    cfg.outputs.update({"brain training data": train_dir,
+                        "brain loss log": weights.parent / f"{cfg.detector}_run" / "loss_log.csv"})
     return weights

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from mood_detector import distributed
-from mood_detector.detector import REGISTRY
+from mood_detector.detector import DEFAULT_DETECTOR, REGISTRY
 from mood_detector.errors import MoodError, StrictFailure, WeightsError
 from mood_detector.inference.api import predict_folder
 from mood_detector.inference.predictor import PredictConfig
@@ -30,8 +30,8 @@ log = logging.getLogger(__name__)
 @click.option("--kind", type=click.Choice(["auto", "brain", "abdom"]), default="auto", show_default=True,
               help="Which weights to use when --weights is a folder; auto picks by volume shape.")
 @click.option("--detector", type=click.Choice(sorted(REGISTRY)), default=None,
-              help="Detector whose weights to look up in a --weights folder [default: fpi]; with a weights file, "
-                   "the file must hold this detector.")
+              help=f"Detector whose weights to look up in a --weights folder [default: {DEFAULT_DETECTOR}]; with a "
+                   "weights file, the file must hold this detector.")
 @click.option("--device", default="auto", show_default=True, help="auto (GPU if visible), cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(min=0), default=0, show_default=True,
               help="Slices per network call; 0 = automatic (8 on the CPU, from free memory on CUDA). Halved "

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Mapping
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, check_device, load_detector
+from mood_detector.detector import DEFAULT_DETECTOR, Detector, check_device, load_detector
 from mood_detector.errors import OptionError, WeightsError
 from mood_detector.inference.predictor import PredictConfig, Predictor, PredictReport
 from mood_detector.kinds import KINDS
@@ -23,7 +23,7 @@ def default_weights_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2] / "weights"
 
 
-def find_weights(weights: str | Path | None, kind: str, detector: str = "fpi") -> dict[str, Path]:
+def find_weights(weights: str | Path | None, kind: str, detector: str = DEFAULT_DETECTOR) -> dict[str, Path]:
     """Weights to use, per kind. A ``.safetensors`` file is used for every volume (key ``*``); a folder is
     searched for ``<kind>/<detector>.safetensors`` for ``kind`` (or every kind for ``auto``)."""
     if weights is not None and Path(weights).is_file():
@@ -50,10 +50,11 @@ def predict_folder(input_dir: str | Path, output_dir: str | Path, cfg: PredictCo
     """Score every volume in ``input_dir`` into ``output_dir`` with the chosen weights. Under ``torchrun`` the
     files are sharded across the ranks and the report combines all ranks (``inference.sharded``).
 
-    ``detector``: whose weights to look up in a folder (``None``: fpi); a weights file must hold that detector
-    (any with ``None``), and with ``kind`` other than ``auto`` be for that kind (:class:`OptionError`)."""
+    ``detector``: whose weights to look up in a folder (``None``: :data:`DEFAULT_DETECTOR`); a weights file must
+    hold that detector (any with ``None``), and with ``kind`` other than ``auto`` be for that kind
+    (:class:`OptionError`)."""
     check_device(cfg.device)
-    paths = find_weights(weights, kind, detector or "fpi")
+    paths = find_weights(weights, kind, detector or DEFAULT_DETECTOR)
     for k, p in paths.items():
         log.info("weights for %s: %s", "all volumes" if k == "*" else k, p)
     dets = load_detectors(paths)
