@@ -10,7 +10,7 @@
 #   MOOD_INPUT_DIR   /mnt/data            folder of *.nii / *.nii.gz to score
 #   MOOD_OUTPUT_DIR  /mnt/pred            results: <name> (pixel) or <name>.txt (sample)
 #   MOOD_WEIGHTS_DIR /opt/mood/weights    bundled weights
-#   MOOD_DETECTOR    fpi                  which detector's weights to use
+#   MOOD_DETECTOR    nsa                  which detector's weights to use (fpi: the FPI models)
 #   MOOD_DEVICE      auto                 auto = GPU if visible, else CPU with a warning; cpu; cuda; cuda:N
 #   MOOD_PYTHON      python3              interpreter with mood-detector installed
 #   MOOD_LOG_LEVEL   INFO
@@ -60,7 +60,7 @@ esac
 in_dir=${MOOD_INPUT_DIR:-/mnt/data}
 out_dir=${MOOD_OUTPUT_DIR:-/mnt/pred}
 weights=${MOOD_WEIGHTS_DIR:-/opt/mood/weights}
-detector=${MOOD_DETECTOR:-fpi}
+detector=${MOOD_DETECTOR:-nsa}
 py=${MOOD_PYTHON:-python3}
 
 [ -d "$in_dir" ] || die "input folder $in_dir does not exist (mount it: -v <in>:/mnt/data, or set MOOD_INPUT_DIR)"

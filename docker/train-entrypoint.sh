@@ -8,9 +8,9 @@
 #   MOOD_WEIGHTS_OUT/<kind>/<detector>.safetensors + <detector>.json (the model card)
 #   MOOD_WEIGHTS_OUT/<kind>/<detector>_run/      (checkpoints and loss_log.csv; --resume continues from here)
 # Any `mood-detector train` option is passed through (e.g. --epochs 20 --swa-epochs 10 --detector fpi);
-# --detector also names the output file.
-# Environment: MOOD_TRAIN_DIR (/mnt/train), MOOD_WEIGHTS_OUT (/mnt/weights), MOOD_PYTHON (python3),
-#   MOOD_LOG_LEVEL (INFO), MOOD_CACHE_DIR (/tmp/mood-cache: HOME, TMPDIR and the torch/matplotlib caches).
+# --detector (default: MOOD_DETECTOR, else nsa, the inference image's default) also names the output file.
+# Environment: MOOD_TRAIN_DIR (/mnt/train), MOOD_WEIGHTS_OUT (/mnt/weights), MOOD_DETECTOR (nsa),
+#   MOOD_PYTHON (python3), MOOD_LOG_LEVEL (INFO), MOOD_CACHE_DIR (/tmp/mood-cache: HOME, TMPDIR and the torch/matplotlib caches).
 set -eu
 
 die() {
@@ -46,7 +46,7 @@ train_dir=${MOOD_TRAIN_DIR:-/mnt/train}
 out_dir=${MOOD_WEIGHTS_OUT:-/mnt/weights}
 py=${MOOD_PYTHON:-python3}
 
-detector=fpi
+detector=${MOOD_DETECTOR:-nsa}
 prev=
 for arg in "$@"; do
   [ "$prev" = --detector ] && detector=$arg
@@ -75,4 +75,4 @@ export HOME="$scratch/home" TMPDIR="$scratch/tmp" XDG_CACHE_HOME="$scratch/cache
 export CUDA_CACHE_DISABLE=1 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PYTHONSAFEPATH=1
 
 exec "$py" -m mood_detector --log-level "${MOOD_LOG_LEVEL:-INFO}" train \
-  --input "$train_dir" --output "$out_dir/$kind/$detector.safetensors" --kind "$kind" "$@"
+  --input "$train_dir" --output "$out_dir/$kind/$detector.safetensors" --kind "$kind" --detector "$detector" "$@"

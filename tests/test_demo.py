@@ -14,7 +14,7 @@ def test_demo_scores_fresh_cases_with_given_weights(tmp_path, tiny_fpi):
     shutil.copy(tiny_fpi, wdir / "fpi.safetensors")
     shutil.copy(tiny_fpi.with_suffix(".json"), wdir / "fpi.json")
     out = run_demo(DemoConfig(out=tmp_path / "demo", kinds=("brain", "abdom"), n_cases=2, size=32,
-                              weights_dir=tmp_path / "weights", device="cpu"))
+                              weights_dir=tmp_path / "weights", device="cpu", detector="fpi"))
     assert "abdom evaluation" not in out                      # no abdominal weights there: skipped
     table = out["brain evaluation"].read_text()
     assert "pixel" in table and "sample" in table

@@ -89,7 +89,9 @@ def script_env(image: ImageEnv, ro_dirs: tuple[Path, Path], weights: Path, **ext
     docker/ folder as the workspace, the given weights; HOME and TMPDIR are the read-only ``ro_dirs``."""
     home, tmp = ro_dirs
     env = base_env(home, tmp, image.venv)
-    env.update(MOOD_WORKSPACE=str(DOCKER), MOOD_PYTHON=str(image.python), MOOD_WEIGHTS_DIR=str(weights))
+    # the contract tests run the tiny FPI test model; the default detector (nsa) has its own test
+    env.update(MOOD_WORKSPACE=str(DOCKER), MOOD_PYTHON=str(image.python), MOOD_WEIGHTS_DIR=str(weights),
+               MOOD_DETECTOR="fpi")
     env.update(extra)
     return env
 

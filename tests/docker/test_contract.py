@@ -124,6 +124,19 @@ def test_no_bundled_weights_at_all(image_env: ImageEnv, ro_dirs, contract_inputs
     assert os.listdir(out) == []
 
 
+def test_default_detector_is_nsa(image_env: ImageEnv, ro_dirs, contract_weights: Path, contract_inputs: Path,
+                                 sandbox: Sandbox, tmp_path: Path) -> None:
+    """Without MOOD_DETECTOR the entry point looks for the nsa weights (the FPI ones alone do not do)."""
+    out = tmp_path / "pred"
+    out.mkdir()
+    env = script_env(image_env, ro_dirs, contract_weights, MOOD_INPUT_DIR=str(contract_inputs),
+                     MOOD_OUTPUT_DIR=str(out), MOOD_DETECTOR="")
+    res = sandbox.run([*entrypoint_cmd(), "pixel"], writable=[out], env=env, cwd=DOCKER, timeout=60)
+    assert res.returncode == 2
+    assert_one_line_error(res.stderr, "no nsa weights for any kind", str(contract_weights))
+    assert os.listdir(out) == []
+
+
 def test_missing_input_and_unwritable_output(image_env: ImageEnv, ro_dirs, contract_weights: Path,
                                              contract_inputs: Path, sandbox: Sandbox, tmp_path: Path) -> None:
     out = tmp_path / "pred"

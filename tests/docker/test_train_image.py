@@ -40,12 +40,12 @@ def test_train_writes_weights_and_card(image_env: ImageEnv, ro_dirs, sandbox: Sa
         assert listing(data) == before
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
     assert sorted(os.listdir(weights)) == ["brain"]  # only the results in the weights mount
-    out = weights / "brain" / "fpi.safetensors"
-    assert sorted(os.listdir(weights / "brain")) == ["fpi.json", "fpi.safetensors", "fpi_run"]
+    out = weights / "brain" / "nsa.safetensors"  # the default detector: nsa
+    assert sorted(os.listdir(weights / "brain")) == ["nsa.json", "nsa.safetensors", "nsa_run"]
     card = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     # the passed-through options reached `mood-detector train`
     assert (card["detector"], card["kind"], card["size"], card["width"], card["epochs"], card["seed"]) == \
-        ("fpi", "brain", 32, 0.125, 1, 3)
+        ("nsa", "brain", 32, 0.125, 1, 3)
     assert card["training_data"] == f"2 volumes from {data}"
     det = load_detector(out)
     assert det.size == 32 and det.card.kind == "brain"
