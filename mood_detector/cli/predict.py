@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
               help="Run every slice at full field of view (no empty-slice skip, no foreground crop on the CPU).")
 @click.option("--axes", type=click.Choice(["model", "all"]), default=None,
               help="Slice along the model's slice axis only, or along all three axes and average the maps "
-                   "(three times the network time) [default: the model card's predict_axes, else the axes it was trained on].")
+                   "(three times the network time) [default: the axes the model was trained on (its card's train_axes), else model].")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,

@@ -63,7 +63,7 @@ class PredictConfig:
         axes: ``model`` (slice along the model card's slice axis only) or ``all`` (score along all three axes
             and average the three pixel maps; the sample score is the mean of the three axes' sample scores;
             three times the network time and one more volume of memory at the network size); ``None`` = the
-            card's ``predict_axes``, else its ``train_axes`` (what the model was trained on), else ``model``.
+            card's ``train_axes`` (what the model was trained on), else ``model``.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
@@ -89,7 +89,7 @@ class PredictConfig:
             raise ValueError(f"axes must be one of {', '.join(AXES_CHOICES)}, got {self.axes!r}")
 
 
-#: values of :attr:`PredictConfig.axes` (and of a model card's ``predict_axes``)
+#: values of :attr:`PredictConfig.axes` (and of a model card's ``train_axes``)
 AXES_CHOICES = ("model", "all")
 
 
@@ -221,12 +221,18 @@ class Predictor:
 
     def axes_for(self, det: Detector) -> list[int]:
         """The volume axes ``det`` scores along: its slice axis first, then (``axes="all"``) the other two."""
-        extra = det.card.extra
-        axes = self.cfg.axes or str(extra.get("predict_axes") or extra.get("train_axes") or "model")
+        axes = self.cfg.axes or str(det.card.extra.get("train_axes", "model"))
         if axes not in AXES_CHOICES:
-            raise ValueError(f"the model card's predict_axes/train_axes {axes!r} is not one of {', '.join(AXES_CHOICES)}")
+            raise ValueError(f"the model card's train_axes {axes!r} is not one of {', '.join(AXES_CHOICES)}")
         first = det.slice_axis
         return [first] + ([a for a in range(3) if a != first] if axes == "all" else [])
+
+    def _score_axis(self, det: Detector, net: np.ndarray, axis: int, out: np.ndarray | None,
+                    need_pixel: bool) -> np.ndarray:
+        """Slice scores of ``net`` sliced along ``axis``; the pixel scores go into ``out`` (zero-filled) if given."""
+        view = to_slices(out, axis) if out is not None else None
+        _, scores = self.score_slices(det, to_slices(net, axis), out=view, need_pixel=need_pixel)
+        return scores
 
     def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False) -> VolumeScores:
         """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape.
@@ -240,25 +246,23 @@ class Predictor:
             # when it is written, none to move the slice axis back
             out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
         axes = self.axes_for(det)
-        tmp = np.zeros_like(out) if out is not None and len(axes) > 1 else None
-        samples = []
-        for k, axis in enumerate(axes):  # the model's axis first: its slice scores are the ones returned
-            target = out if k == 0 or tmp is None else tmp
-            if k > 0 and tmp is not None:
-                tmp.fill(0.0)  # score_slices leaves what it does not run (empty slices, outside the crop) as is
-            _, scores = self.score_slices(det, to_slices(net, axis),
-                                          out=to_slices(target, axis) if target is not None else None,
-                                          need_pixel=need_pixel)
-            if k > 0 and tmp is not None:
-                out += tmp
-            samples.append(sample_score(scores))
-            if k == 0:
-                per_slice = scores
-        del net, tmp
+        # the model's axis first, into the map itself: its slice scores are the ones returned
+        per_slice = self._score_axis(det, net, axes[0], out, need_pixel)
+        samples = [sample_score(per_slice)]
+        if len(axes) > 1:
+            tmp = np.zeros_like(out) if out is not None else None
+            for axis in axes[1:]:
+                if tmp is not None:
+                    tmp.fill(0.0)  # score_slices leaves what it does not run (empty slices, outside the crop)
+                samples.append(sample_score(self._score_axis(det, net, axis, tmp, need_pixel)))
+                if tmp is not None:
+                    out += tmp
+            if out is not None:
+                out /= len(axes)
+            del tmp
+        del net
         with self.timings("postprocess"):
             score = float(np.mean(samples))
-            if out is not None and len(axes) > 1:
-                out /= len(axes)
             if out is not None:
                 vol = resample(out, tuple(data.shape))
                 if vol is not out:
