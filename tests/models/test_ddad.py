@@ -164,6 +164,31 @@ def test_asr_layers_and_input_channels():
         dual.with_variant("intra")
 
 
+
+def test_asr_rec_adds_the_residual_as_first_channel():
+    """``asr_rec``: the ASR-Net gets |x - mu_NDM| (the root of A_rec) before the discrepancy maps, one more input
+    channel; a variant whose ASR-Net has another channel count is refused."""
+    card = ModelCard(detector="ddad", arch="ae", width=0.25, kind="brain", slice_axis=2, size=32, mode="dual",
+                     extra={"k": 2, "input_size": 32, "hidden": 32, "asr_mid": 8, "asr_rec": True})
+    dual = DDADDetector.build(card).eval()
+    intra = DDADDetector.build(ModelCard(**{**card.__dict__, "mode": "intra"})).eval()
+    assert dual.asr.in_channels == 3 and intra.asr.in_channels == 2 and dual.with_rec
+    z = torch.rand(2, 1, 32, 32) * 2 - 1
+    with torch.no_grad():
+        d = dual.maps(z)
+        mu = torch.stack([m(z).mean for m in dual.ndm]).mean(0)
+        inp = DDADDetector.asr_input(d, 3, rec=True)
+        assert torch.allclose(inp[:, 0:1], (z - mu).abs(), atol=1e-6)
+        assert torch.equal(inp[:, 1:2], d.inter) and torch.equal(inp[:, 2:3], d.intra)
+        assert torch.equal(DDADDetector.asr_input(d, 2, rec=True)[:, 1:2], d.intra)
+        p = dual.score_maps(z)
+    assert p.shape == (2, 1, 32, 32) and bool(((p >= 0) & (p <= 1)).all())
+    with pytest.raises(ValueError, match="3-channel|2-channel"):
+        dual.with_variant("intra")
+    assert DDADOptions.from_options({"asr_rec": "true"}).asr_rec
+    with pytest.raises(ValueError, match="asr_rec"):
+        DDADOptions.from_options({"asr_rec": "maybe"})
+
 def test_synthesis_patch_and_probability():
     g = torch.Generator().manual_seed(3)
     x = torch.full((6, 1, 32, 32), -1.0)
@@ -251,7 +276,7 @@ def test_short_training_cli_predict_and_resume(tmp_path: Path):
     unl = _volumes(tmp_path / "unl", [200, 201], lesion=True)
     out = tmp_path / "w" / "ddad.safetensors"
     args = ["train", "-i", str(train), "-o", str(out), "--detector", "ddad", "--size", "32", "--width", "0.5",
-            "--device", "cpu", "--unlabeled", str(unl)] + [a for t in TINY for a in ("--opt", t)]
+            "--device", "cpu", "--unlabeled", str(unl)] + [a for t in TINY + ["asr_rec=on"] for a in ("--opt", t)]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     rows = LossLog(tmp_path / "w" / "ddad_run").rows()
@@ -262,6 +287,7 @@ def test_short_training_cli_predict_and_resume(tmp_path: Path):
         assert losses[-1] < losses[0], (stage, losses)
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["detector"] == "ddad" and card["mode"] == "dual" and card["arch"] == "ae"
+    assert card["extra"]["asr_rec"] is True and load_detector(out).asr.in_channels == 3
     assert card["extra"]["unlabeled"] == str(unl) and card["extra"]["n_unlabeled_volumes"] == 2
     assert set(card["extra"]["scales"]) == {"rec", "intra", "inter"}
     keys = load_file(str(out))

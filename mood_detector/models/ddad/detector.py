@@ -17,6 +17,11 @@ Deviations from the paper, which works on 2D X-ray / MRI / fundus images:
   the ``calib_quantile`` (0.99) quantile of the score over foreground pixels of normal training slices (saved as
   the extra tensor ``scales``). The map is strictly increasing, so no ranking changes.
 * Everything runs in float32 (the networks are small; bf16 would quantise the ensemble discrepancies).
+* ``asr_rec=true`` (not the paper; off by default) gives the ASR-Net the reconstruction residual
+  ``|x - mu_NDM|`` (the root of A_rec, in the units of A_intra) as a first extra channel. The discrepancy maps
+  compare reconstructions with each other only, so an outlier that every ensemble member repairs alike leaves
+  them flat; the residual is the one input-aware map (measured: on a tiny model a planted cube had A_rec pixel
+  AP 0.91 and R_intra 0.0035, chance).
 
 All-background slices (every voxel <= 0) score 0 and are skipped by the harness (``skip_empty_slices``): the
 networks are trained, calibrated and refined on non-empty slices only.
@@ -77,6 +82,7 @@ class DDADOptions:
         ae_epochs, ae_batch, ae_lr: schedule of each reconstruction network (Adam, betas (0.5, 0.999)).
         asr_epochs, asr_batch, asr_lr, asr_wd: ASR-Net schedule (Adam, betas (0.5, 0.999), weight decay).
         asr_steps: cap on ASR steps per epoch (0 = one pass over the normal slices).
+        asr_rec: also feed the residual ``|x - mu_NDM|`` to the ASR-Net (a deviation, see the module text).
         unlabeled: folder of unlabeled volumes for the UDM (``--unlabeled``).
         max_slices: cap on the slices of each bank (0 = all non-empty slices), drawn at random.
         ckpt_every: checkpoint every N epochs of a stage (and at its end).
@@ -99,6 +105,7 @@ class DDADOptions:
     asr_lr: float = 1e-4
     asr_wd: float = 1e-4
     asr_steps: int = 0
+    asr_rec: bool = False
     unlabeled: str = ""
     max_slices: int = 0
     ckpt_every: int = 10
@@ -219,7 +226,8 @@ class DDADDetector(Detector):
 
         ndm = [net() for _ in range(k)]
         udm = [net() for _ in range(k)] if needs_udm else []
-        asr = ASRNet(asr_in, int(ex.get("asr_mid", 128))) if asr_in else None
+        asr = ASRNet(asr_channels(card.mode, bool(ex.get("asr_rec", False))), int(ex.get("asr_mid", 128))) \
+            if asr_in else None
         return cls(card, ndm, udm, asr)
 
     def modules(self) -> dict[str, nn.Module]:
@@ -244,8 +252,9 @@ class DDADDetector(Detector):
             raise ValueError(f"unknown ddad variant {variant!r}")
         if needs_udm and not self.udm:
             raise ValueError(f"variant {variant!r} needs the UDM, which this {self.variant!r} model lacks")
-        if asr_in and (self.asr is None or self.asr.in_channels != asr_in):
-            raise ValueError(f"variant {variant!r} needs a {asr_in}-channel ASR-Net, which this "
+        want = asr_channels(variant, self.with_rec)
+        if asr_in and (self.asr is None or self.asr.in_channels != want):
+            raise ValueError(f"variant {variant!r} needs a {want}-channel ASR-Net, which this "
                              f"{self.variant!r} model lacks")
         card = ModelCard(**{**asdict(self.card), "mode": variant})
         card.extra["score"] = _score_text(variant)
@@ -263,21 +272,29 @@ class DDADDetector(Detector):
         udm = torch.stack([m(z).mean for m in self.udm]) if need_udm and self.udm else None
         return discrepancy(z, ndm, udm, logvar)
 
+    @property
+    def with_rec(self) -> bool:
+        """Whether the ASR-Net also sees the residual ``|x - mu_NDM|`` (option ``asr_rec``)."""
+        return bool(self.card.extra.get("asr_rec", False))
+
     @staticmethod
-    def asr_input(d: Discrepancy, channels: int) -> torch.Tensor:
-        """ASR-Net input: ``[inter, intra]`` (2 channels, R_dual) or ``[intra]`` (1 channel, R_intra)."""
-        if channels == 2:
+    def asr_input(d: Discrepancy, channels: int, rec: bool = False) -> torch.Tensor:
+        """ASR-Net input: ``[inter, intra]`` (2 channels, R_dual) or ``[intra]`` (1 channel, R_intra); with
+        ``rec`` the residual ``sqrt(A_rec) = |x - mu_NDM|`` comes first (``channels`` counts it)."""
+        maps = [d.rec.clamp_min(0).sqrt()] if rec else []
+        if channels - len(maps) == 2:
             if d.inter is None:
                 raise ValueError("R_dual needs the inter-discrepancy (no UDM)")
-            return torch.cat([d.inter, d.intra], dim=1)
-        return d.intra
+            maps.append(d.inter)
+        maps.append(d.intra)
+        return torch.cat(maps, dim=1)
 
     def score_maps(self, z: torch.Tensor) -> torch.Tensor:
         """Pixel scores (N, 1, s, s) in [0, 1] of network inputs ``z``."""
         v = self.variant
         d = self.maps(z, need_udm=VARIANTS[v][0])
         if self.asr is not None and VARIANTS[v][1]:
-            return ASRNet.score(self.asr(self.asr_input(d, self.asr.in_channels)))[:, None]
+            return ASRNet.score(self.asr(self.asr_input(d, self.asr.in_channels, self.with_rec)))[:, None]
         raw = {"rec": d.rec, "a_intra": d.intra, "a_inter": d.inter}[v]
         return squash(raw, self.scales[SCALE_NAMES.index({"a_intra": "intra", "a_inter": "inter"}.get(v, v))])
 
@@ -372,8 +389,8 @@ class DDADDetector(Detector):
         another variant in the same run folder reuses them; UDM members depend on the unlabeled folder too."""
         skip = {"ae_epochs", "asr_epochs", "ckpt_every"}
         if stage != "asr":
-            skip |= {"variant", "asr_batch", "asr_lr", "asr_wd", "asr_steps", "asr_mid", "calib_quantile",
-                     "calib_slices"}
+            skip |= {"variant", "asr_batch", "asr_lr", "asr_wd", "asr_steps", "asr_mid", "asr_rec",
+                     "calib_quantile", "calib_slices"}
         if stage.startswith("ndm"):
             skip.add("unlabeled")
         sig = {k: v for k, v in asdict(o).items() if k not in skip}
@@ -502,7 +519,7 @@ class DDADDetector(Detector):
                 s = bank.images[torch.from_numpy(src)].float().to(device)
                 xs, target = synthesise(x, s, gen)
                 with torch.no_grad():
-                    inp = cls.asr_input(det.maps(xs), asr.in_channels)
+                    inp = cls.asr_input(det.maps(xs), asr.in_channels, det.with_rec)
                 loss = focal_loss(asr(inp), target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -517,6 +534,13 @@ class DDADDetector(Detector):
                 save_checkpoint(stage_dir, {"epoch": epoch + 1, "net": asr.state_dict(), "opt": opt.state_dict(),
                                             "config": sig})
         asr.eval()
+
+
+def asr_channels(variant: str, rec: bool) -> int:
+    """Input channels of a variant's ASR-Net (0: the variant has none): its discrepancy maps, plus the residual
+    with ``asr_rec``."""
+    base = VARIANTS[variant][1]
+    return base + int(rec) if base else 0
 
 
 def _score_text(variant: str) -> str:
