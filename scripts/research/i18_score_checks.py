@@ -93,7 +93,7 @@ def _brain_slices(n: int, size: int, volumes: Path | None) -> torch.Tensor:
 
 def check_dpa_localisation(volumes: Path | None = None, size: int = 128) -> None:
     from mood_detector.models.dpa.features import make_extractor
-    from mood_detector.models.dpa.loss import FeatureStats, PerceptualLoss, compute_stats
+    from mood_detector.models.dpa.loss import PerceptualLoss, compute_stats
 
     base = _brain_slices(9, size, volumes)
     train, test = base[:6], base[6:]
@@ -118,8 +118,7 @@ def check_dpa_localisation(volumes: Path | None = None, size: int = 128) -> None
         loss = PerceptualLoss(ext)
         loss.stats[(size, layer)] = compute_stats(ext, layer, [train])
         _, pix = loss.score(x, y, layer)
-        raw = PerceptualLoss(ext)
-        raw.stats[(size, layer)] = FeatureStats(loss.stats[(size, layer)].mean.numel())  # identity statistics
+        raw = PerceptualLoss(ext, "none")  # the authors' code: raw features
         _, pix_raw = raw.score(x, y, layer)
         mass = float((pix * lab[:, 0]).sum() / pix.sum())
         print(f"| {layer} | {ext.stride(layer)} | {exact_ap(pix.flatten().numpy(), lab.flatten().numpy()):.4f} | "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -169,8 +170,11 @@ def test_options_are_validated():
         DPAOptions.from_config(TrainConfig(detector="dpa", options={"max_res": "48"}))
     with pytest.raises(ValueError, match="unknown features"):
         DPAOptions.from_config(TrainConfig(detector="dpa", options={"features": "imagenet"}))
+    with pytest.raises(ValueError, match="unknown feature_norm 'raw'"):
+        DPAOptions.from_config(TrainConfig(detector="dpa", options={"feature_norm": "raw"}))
     o = DPAOptions.from_config(TrainConfig(detector="dpa", kind="brain", width=0.25))
-    assert (o.max_res, o.nf, o.features) == (128, 32, "fpi-vgg19")
+    assert (o.max_res, o.nf, o.features, o.feature_norm) == (128, 32, "fpi-vgg19", "channel")
+    assert DPAOptions.from_config(TrainConfig(detector="dpa", options={"feature_norm": "none"})).feature_norm == "none"
     assert DPAOptions.from_config(TrainConfig(detector="dpa", size=48)).max_res == 32
     sched = growth_schedule(8, 32, 2, 5)
     assert [(p.res, p.epochs, p.fade) for p in sched] == [(8, 2, False), (16, 2, True), (32, 5, True)]
@@ -200,6 +204,7 @@ def test_short_training_loss_falls_and_scores_through_predictor(tmp_path: Path):
     assert "features.features.7.weight" in tensors and "ae.encoder.head.1.weight" in tensors
     det = load_detector(out)
     assert isinstance(det, DPADetector) and det.size == 16 and det.card.extra["features"] == "fpi-vgg19"
+    assert det.card.extra["feature_norm"] == "channel" and det.loss.normalised
     assert det.card.extra["score_scale"] > 0 and det.card.extra["pixel_scale"] > 0
     pred = Predictor(det, PredictConfig(device="cpu", progress=False))
     res = pred.score_volume(blob_volume((27, 35, 30), seed=5) * 300.0)  # any shape, any intensity range
@@ -257,3 +262,61 @@ def test_selection_on_one_type_validation_set(tmp_path: Path):
     assert res.best is pick_best(res.candidates)
     assert load_detector(res.best.weights).card.extra["feature_layer"] == res.best.feature_layer
     assert (tmp_path / "sel" / "selection.json").is_file() and "(best)" in res.table()
+
+
+def test_feature_norm_none_uses_raw_features():
+    """``feature_norm=none``: loss, slice score and pixel map are those of the raw features, no statistics."""
+    torch.manual_seed(0)
+    ext = make_extractor("random-vgg19", "r12")
+    x, y = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    with torch.no_grad():
+        fx, fy = ext(x, "r12"), ext(y, "r12")
+    # hand-computed relative L1 of the raw features, per sample
+    expected = (fx - fy).abs().mean(dim=(1, 2, 3)) / fx.abs().mean(dim=(1, 2, 3))
+    raw = PerceptualLoss(ext, "none")
+    assert not raw.normalised and raw.stats == {}  # no statistics needed
+    torch.testing.assert_close(raw.per_sample(x, y, "r12").detach(), expected)
+    torch.testing.assert_close(raw.progressive(x, y, "r12", None).detach(), expected.mean())
+    image, pixel = raw.score(x, y, "r12")
+    torch.testing.assert_close(image, expected)
+    torch.testing.assert_close(pixel, (fx - fy).abs().mean(dim=1))  # r12 has stride 1: no resampling
+    # the default normalises: with non-trivial statistics the loss differs, without any it refuses
+    norm = PerceptualLoss(ext)
+    assert norm.feature_norm == "channel"
+    with pytest.raises(KeyError, match="no feature statistics"):
+        norm.per_sample(x, y, "r12")
+    norm.stats[(16, "r12")] = FeatureStats(64)
+    norm.stats[(16, "r12")].update(fx)
+    norm.stats[(16, "r12")].finish()
+    assert not torch.allclose(norm.per_sample(x, y, "r12").detach(), expected)
+    with pytest.raises(ValueError, match="unknown feature_norm"):
+        PerceptualLoss(ext, "batch")
+
+
+def test_feature_norm_none_is_saved_loaded_and_scored(tmp_path: Path):
+    d = tmp_path / "train"
+    d.mkdir()
+    for i in range(2):
+        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=60 + i))
+    opts = {"nf": "4", "latent_dim": "8", "max_res": "16", "stage_epochs": "1", "features": "random-vgg19",
+            "feature_layer": "r12", "feature_norm": "none", "stats_batches": "2", "min_mean": "0.02"}
+    cfg = TrainConfig(detector="dpa", kind="brain", size=32, epochs=1, batch_size=8, device="cpu",
+                      max_batches_per_pair=1, options=opts)
+    out = train_detector(d, tmp_path / "w" / "dpa.safetensors", cfg)
+    assert not any(k.startswith("extra.") for k in load_file(str(out)))  # no statistics saved
+    det = load_detector(out)
+    assert isinstance(det, DPADetector) and det.card.extra["feature_norm"] == "none"
+    assert det.loss.feature_norm == "none" and det.loss.stats == {}
+    # the loaded model scores with raw features: raw score = hand-computed relative L1 of f(x), f(ae(x))
+    x = torch.from_numpy(blob_volume((16, 16, 16), seed=1)[:, :, 6:10]).permute(2, 0, 1)[:, None].contiguous()
+    with torch.no_grad():
+        fx, fy = det.extractor(x, "r12"), det.extractor(det.ae(x, 16, 1.0), "r12")
+        raw, _ = det.raw_scores(x)
+    torch.testing.assert_close(raw, (fx - fy).abs().mean(dim=(1, 2, 3)) / fx.abs().mean(dim=(1, 2, 3)))
+    # a card without the key (written before the option existed) loads as channel: it needs the statistics
+    card = out.with_suffix(".json")
+    data = json.loads(card.read_text())
+    del data["extra"]["feature_norm"]
+    card.write_text(json.dumps(data))
+    with pytest.raises(WeightsError, match="feature statistics"):
+        load_detector(out)

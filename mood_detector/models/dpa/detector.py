@@ -18,9 +18,10 @@ Training (paper Sec. 3.2, authors' code): growth from 8^2 to ``max_res``; resolu
 resolution fading in both the networks and the loss level (``alpha`` 0 -> 1 linearly per step), a fresh Adam for
 every stage (each fade and each stable phase). ``stage_epochs=0`` trains at ``max_res`` only (no growing). The
 feature layer at resolution ``r = max_res / 2^k`` is ``feature_layer`` moved ``k`` VGG blocks shallower, so the
-loss's "level" grows with the resolution. Feature statistics (per-channel mean /
-std) are computed on the training slices at each resolution; those of the final layer are saved with the
-weights (``extra.feat_mean`` / ``extra.feat_std``).
+loss's "level" grows with the resolution. With ``feature_norm="channel"`` (default, the paper's text) feature
+statistics (per-channel mean / std) are computed on the training slices at each resolution; those of the final
+layer are saved with the weights (``extra.feat_mean`` / ``extra.feat_std``). ``feature_norm="none"`` (the
+authors' code) uses the raw features: no statistics are computed or saved.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_opt
 from mood_detector.errors import WeightsError
 from mood_detector.models.dpa.features import (EXTRACTORS, FeatureExtractor, VGG19Features, build_extractor,
                                                fpi_card_of, make_extractor)
-from mood_detector.models.dpa.loss import FeatureStats, PerceptualLoss, compute_stats
+from mood_detector.models.dpa.loss import FEATURE_NORMS, FeatureStats, PerceptualLoss, compute_stats
 from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution, resolutions
 from mood_detector.models.fpi.network import scaled
 from mood_detector.tasks.fpi import FPIConfig
@@ -67,6 +68,8 @@ class DPAOptions:
         nf: channels at every level (default: 128 x ``--width``, the authors' MOOD widths at width 1).
         feature_layer: layer of the feature extractor used at the final resolution (tuned in Sec. 3.3);
             VGG19 names ``r12``, ``r22``, ``r32``, ``r42`` ... (ReLU outputs), FPI encoder ``b1`` ... ``b5``.
+        feature_norm: ``channel`` (default, the paper's text): features normalised per channel by the training
+            slices' mean / std in the loss and the maps; ``none``: raw features (the authors' code).
         features: ``fpi-vgg19`` (default), ``random-vgg19``, ``vgg19`` (needs feature_weights) or
             ``fpi-encoder`` (feature_weights = a trained FPI .safetensors).
         feature_weights: path of the extractor weights: a torchvision VGG19 state dict (``vgg19``), a trained
@@ -86,6 +89,7 @@ class DPAOptions:
     latent_dim: int = 128
     nf: int = 0
     feature_layer: str = "r32"
+    feature_norm: str = "channel"
     features: str = DEFAULT_FEATURES
     feature_weights: str = ""
     feature_epochs: int = 5
@@ -111,6 +115,8 @@ class DPAOptions:
             o.features = "fpi-encoder" if fpi_card_of(o.feature_weights) else "vgg19"
         if o.features not in EXTRACTORS:
             raise ValueError(f"unknown features {o.features!r}; choose one of {', '.join(EXTRACTORS)}")
+        if o.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"unknown feature_norm {o.feature_norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
         if not 0.0 <= o.fade <= 1.0:
             raise ValueError(f"fade must be in [0, 1], got {o.fade}")
         resolutions(o.start_res, o.max_res)  # validates both
@@ -157,14 +163,16 @@ class DPADetector(Detector):
         super().__init__(card)
         self.ae = ae
         self.extractor = extractor
-        self.loss = PerceptualLoss(extractor)
         ex = card.extra
+        # cards written before the option existed normalised per channel
+        self.loss = PerceptualLoss(extractor, str(ex.get("feature_norm", "channel")))
         self.layer: str = ex["feature_layer"]
         self.score_scale = float(ex.get("score_scale", 1.0))
         self.pixel_scale = float(ex.get("pixel_scale", 1.0))
         self.min_mean = float(ex.get("min_mean", 0.0))
-        # identity statistics until they are loaded (load_extra_tensors) or computed (fit)
-        self.loss.stats[(self.size, self.layer)] = FeatureStats(int(ex["feature_channels"]))
+        if self.loss.normalised:
+            # identity statistics until they are loaded (load_extra_tensors) or computed (fit)
+            self.loss.stats[(self.size, self.layer)] = FeatureStats(int(ex["feature_channels"]))
 
     # --- interface ----------------------------------------------------------------------------------
     @classmethod
@@ -186,9 +194,13 @@ class DPADetector(Detector):
         return self.loss.stats[(self.size, self.layer)]
 
     def extra_tensors(self) -> dict[str, torch.Tensor]:
+        if not self.loss.normalised:
+            return {}
         return {"feat_mean": self.final_stats.mean, "feat_std": self.final_stats.std}
 
     def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        if not self.loss.normalised:
+            return
         for key in ("feat_mean", "feat_std"):
             if key not in tensors:
                 raise WeightsError(f"DPA weights lack the feature statistics tensor extra.{key}")
@@ -271,9 +283,10 @@ class DPADetector(Detector):
         trainer = _Trainer(det, o, cfg, store, device, amp)
         trainer.run(losses, run_dir, ckpt)
 
-        # 3. statistics of the final layer (kept) and score calibration
-        det.final_stats.mean.copy_(trainer.stats(o.max_res).mean)
-        det.final_stats.std.copy_(trainer.stats(o.max_res).std)
+        # 3. statistics of the final layer (kept; feature_norm=channel only) and score calibration
+        if det.loss.normalised:
+            det.final_stats.mean.copy_(trainer.stats(o.max_res).mean)
+            det.final_stats.std.copy_(trainer.stats(o.max_res).std)
         det.eval()
         s_scale, p_scale = calibrate(det, store, o, cfg)
         det.score_scale, det.pixel_scale = s_scale, p_scale
@@ -350,7 +363,7 @@ class _Trainer:
                  device: torch.device, amp: bool) -> None:
         self.det, self.o, self.cfg, self.store, self.device, self.amp = det, o, cfg, store, device, amp
         self.phases = growth_schedule(o.start_res, o.max_res, o.stage_epochs, cfg.epochs)
-        self.loss = PerceptualLoss(det.extractor)
+        self.loss = PerceptualLoss(det.extractor, o.feature_norm)
 
     def layer(self, res: int) -> str:
         return self.det.extractor.shallower(self.o.feature_layer, int(math.log2(self.o.max_res // res)))
@@ -391,9 +404,10 @@ class _Trainer:
             # resuming replays the same schedule
             fade_steps = int(round(o.fade * min(o.stage_epochs, ph.epochs) * bpe)) if ph.fade else 0
             layer, prev_layer = self.layer(ph.res), (self.layer(ph.res // 2) if ph.fade else None)
-            self.stats(ph.res)
-            if prev_layer is not None:
-                self.stats(ph.res // 2)
+            if self.loss.normalised:
+                self.stats(ph.res)
+                if prev_layer is not None:
+                    self.stats(ph.res // 2)
             ae.train()
             timer, total_loss, n_batches, n_slices = Timer(), 0.0, 0, 0
             order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(self.store))]

@@ -1,8 +1,9 @@
 """The relative-perceptual-L1 loss of the DPA paper (Sec. 3.1) and its progressive-growing form (Sec. 3.2).
 
 ``L(x, y) = mean|f^(x) - f^(y)| / mean|f^(x)|`` per image, with ``f^ = (f - mu) / sigma`` the features of one
-layer normalised per channel by statistics of the training data; the denominator is detached (as in the
-authors' code), so it scales the gradient but is not differentiated. The same quantity is the image score; the
+layer normalised per channel by statistics of the training data (``feature_norm="channel"``, the paper's text)
+or ``f^ = f`` the raw features (``feature_norm="none"``, the authors' code); the denominator is detached (as in
+the authors' code), so it scales the gradient but is not differentiated. The same quantity is the image score; the
 pixel map is the channel mean of ``|f^(x) - f^(y)|`` upsampled bilinearly to the image size.
 
 While resolution ``r`` fades in with weight ``alpha`` the loss is
@@ -21,6 +22,8 @@ from torch.nn import functional as F
 from mood_detector.models.dpa.features import FeatureExtractor
 
 EPS = 1e-8
+#: per-channel feature normalisation: ``channel`` = (f - mu) / sigma (paper Sec. 3.1), ``none`` = raw f (authors' code)
+FEATURE_NORMS = ("channel", "none")
 
 
 def relative_l1(fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
@@ -85,15 +88,26 @@ def compute_stats(extractor: FeatureExtractor, layer: str, batches: Iterable[tor
 
 
 class PerceptualLoss(nn.Module):
-    """Relative-perceptual-L1 with a frozen extractor and per-(resolution, layer) feature statistics."""
+    """Relative-perceptual-L1 with a frozen extractor and, with ``feature_norm="channel"``, per-(resolution,
+    layer) feature statistics (``feature_norm="none"`` uses the raw features and needs no statistics)."""
 
-    def __init__(self, extractor: FeatureExtractor) -> None:
+    def __init__(self, extractor: FeatureExtractor, feature_norm: str = "channel") -> None:
         super().__init__()
+        if feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"unknown feature_norm {feature_norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
         self.extractor = extractor
+        self.feature_norm = feature_norm
         self.stats: dict[tuple[int, str], FeatureStats] = {}
 
+    @property
+    def normalised(self) -> bool:
+        """Whether features are normalised per channel (and statistics are needed)."""
+        return self.feature_norm == "channel"
+
     def features(self, x: torch.Tensor, layer: str) -> torch.Tensor:
-        """Normalised features ``f^(x)`` of ``layer`` (statistics of the resolution of ``x``)."""
+        """Features ``f^(x)`` of ``layer``: raw, or normalised by the statistics of the resolution of ``x``."""
+        if not self.normalised:
+            return self.extractor(x, layer)
         key = (int(x.shape[-1]), layer)
         if key not in self.stats:
             raise KeyError(f"no feature statistics for resolution {key[0]} layer {layer}")
