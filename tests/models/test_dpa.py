@@ -184,11 +184,16 @@ def test_options_are_validated():
     assert best.weights == "b"
 
 
+
+def _blob_volumes(folder: Path, n: int, seed: int) -> Path:
+    """``n`` small blob volumes (seeds ``seed``, ``seed + 1``, ...) as NIfTI files in ``folder``."""
+    folder.mkdir()
+    for i in range(n):
+        save_nifti(folder / f"{i:05d}.nii.gz", blob_volume(seed=seed + i))
+    return folder
+
 def test_short_training_loss_falls_and_scores_through_predictor(tmp_path: Path):
-    d = tmp_path / "train"
-    d.mkdir()
-    for i in range(3):
-        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=20 + i))
+    d = _blob_volumes(tmp_path / "train", 3, seed=20)
     # 3 batches per epoch; the fade covers round(0.5 * 1 * 3) = 2 steps of r16's first epoch
     opts = {"nf": "8", "latent_dim": "16", "max_res": "16", "stage_epochs": "1", "fade": "0.5",
             "feature_layer": "r22", "feature_epochs": "1", "stats_batches": "3", "min_mean": "0.02"}
@@ -223,10 +228,7 @@ def test_short_training_loss_falls_and_scores_through_predictor(tmp_path: Path):
 
 def test_resume_replays_the_schedule(tmp_path: Path):
     """One final-resolution epoch, then resume to three: identical to the uninterrupted three-epoch run."""
-    d = tmp_path / "train"
-    d.mkdir()
-    for i in range(2):
-        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=30 + i))
+    d = _blob_volumes(tmp_path / "train", 2, seed=30)
     opts = {"nf": "4", "latent_dim": "8", "max_res": "16", "stage_epochs": "1", "features": "random-vgg19",
             "feature_layer": "r12", "stats_batches": "2", "min_mean": "0.02"}
     kw = dict(detector="dpa", kind="brain", size=32, batch_size=8, device="cpu", max_batches_per_pair=1,
@@ -294,10 +296,7 @@ def test_feature_norm_none_uses_raw_features():
 
 
 def test_feature_norm_none_is_saved_loaded_and_scored(tmp_path: Path):
-    d = tmp_path / "train"
-    d.mkdir()
-    for i in range(2):
-        save_nifti(d / f"{i:05d}.nii.gz", blob_volume(seed=60 + i))
+    d = _blob_volumes(tmp_path / "train", 2, seed=60)
     opts = {"nf": "4", "latent_dim": "8", "max_res": "16", "stage_epochs": "1", "features": "random-vgg19",
             "feature_layer": "r12", "feature_norm": "none", "stats_batches": "2", "min_mean": "0.02"}
     cfg = TrainConfig(detector="dpa", kind="brain", size=32, epochs=1, batch_size=8, device="cpu",
