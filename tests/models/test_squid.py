@@ -1,4 +1,5 @@
-"""SQUID: shapes, Gumbel shrinkage, the FIFO memory queue, the masked shortcut, training and prediction."""
+"""SQUID: shapes, Gumbel shrinkage, the FIFO memory queue, the masked shortcut, training and prediction, the final
+BatchNorm recompute and the residual slice score."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import torch
 
 from mood_detector.detector import REGISTRY, TrainConfig, detector_class, load_detector
 from mood_detector.inference.predictor import PredictConfig, Predictor
-from mood_detector.models.squid.detector import SQUIDDetector, SquidOptions
+from mood_detector.models.squid.detector import SQUIDDetector, SquidOptions, mixed_slices
 from mood_detector.models.squid.inpaint import InpaintBlock, neighbour_tokens, patchify, position_code, unpatchify
 from mood_detector.models.squid.memory import MemoryQueue, gumbel_shrinkage
 from mood_detector.models.squid.networks import Discriminator, GeneratorOutput, SquidGenerator
 from mood_detector.training.api import train_detector
+from mood_detector.training.data import VolumeStore
 from mood_detector.training.loop import LossLog
+from mood_detector.weights import read_card
 from tests.conftest import blob_volume, save_nifti
 
 TINY = {"queue_slots": "8", "mem_slots": "8", "calib_slices": "8"}
@@ -144,6 +147,16 @@ def test_options_are_validated_and_lr_defaults_to_the_papers():
         SquidOptions.from_mapping({"topkk": "5"})
     with pytest.raises(ValueError, match="pixel_map"):
         SquidOptions.from_mapping({"pixel_map": "edges"})
+    with pytest.raises(ValueError, match="slice_score"):
+        SquidOptions.from_mapping({"slice_score": "mean"})
+    for q in ("0", "1.5"):
+        with pytest.raises(ValueError, match="slice_quantile"):
+            SquidOptions.from_mapping({"slice_quantile": q})
+    with pytest.raises(ValueError, match="final_bn"):
+        SquidOptions.from_mapping({"final_bn": "maybe"})
+    opts = SquidOptions.from_mapping({"slice_score": "residual", "slice_quantile": "0.9", "final_bn": "0"})
+    assert (opts.slice_score, opts.slice_quantile, opts.final_bn) == ("residual", 0.9, False)
+    assert SquidOptions().final_bn and SquidOptions().slice_score in ("disc", "residual")
     assert SQUIDDetector.resolve_options(TrainConfig()).lr == 1e-4  # the shared --lr default is FPI's
     assert SQUIDDetector.resolve_options(TrainConfig(lr=3e-4)).lr == 3e-4
     assert SQUIDDetector.resolve_options(TrainConfig(options={"lr": "2e-5"})).lr == 2e-5
@@ -170,7 +183,9 @@ def test_train_resume_and_predict_end_to_end(tmp_path: Path):
         assert all(np.isfinite(float(r[k])) for k in ("loss", "recon", "teacher", "dist", "adv", "d_loss"))
     card = json.loads(out.with_suffix(".json").read_text())
     assert card["detector"] == "squid" and card["size"] == 64 and card["extra"]["topk"] == 5
-    assert card["extra"]["logit_std"] > 0 and card["extra"]["tau_residual"] > 0
+    assert card["extra"]["logit_std"] > 0 and card["extra"]["tau_residual"] > 0 and card["extra"]["tau_slice"] > 0
+    assert card["extra"]["final_bn"] is True and "bn_recomputed" in card["extra"]
+    assert card["extra"]["slice_score"] == SquidOptions().slice_score
     det = load_detector(out)
     assert int(det.gen.inpaint.queue.filled) > 0  # the queue travelled with the weights
     assert float(det.stats[0]) == pytest.approx(card["extra"]["logit_mean"])
@@ -188,6 +203,12 @@ def test_train_resume_and_predict_end_to_end(tmp_path: Path):
     assert 0.0 <= res.sample <= 1.0 and len(res.slice_scores) == 64
     empty = ~np.moveaxis(pred_input(vol), 2, 0).reshape(64, -1).any(axis=1)
     assert empty.any() and np.all(res.slice_scores[empty] == 0.0) and np.all(res.slice_scores[~empty] > 0.0)
+    # the other slice score, switched at inference: both are calibrated
+    det.slice_score = "residual" if det.slice_score == "disc" else "disc"
+    other = pred.score_volume(vol)
+    assert np.all(other.slice_scores[empty] == 0.0) and np.all(other.slice_scores[~empty] > 0.0)
+    assert not np.allclose(other.slice_scores, res.slice_scores) and np.allclose(other.pixel, res.pixel)
+    det.slice_score = det.opts.slice_score
     # the gradient-weighted map also works inside the predictor's inference mode
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(pred_input(vol), 2, 0)[28:32]))[:, None]
     with torch.inference_mode():
@@ -232,3 +253,112 @@ def test_pixel_map_keeps_residual_order_after_the_evaluators_float16_cast():
     as_read = pixel.numpy().astype(np.float16).astype(np.float64)
     assert np.all(np.diff(as_read) > 0), as_read
     assert pixel[0] == pytest.approx(0.5, abs=1e-6)  # r = tau maps to one half
+
+
+def _tiny_detector(**options: str) -> SQUIDDetector:
+    opts = SquidOptions.from_mapping({**TINY, **options})
+    det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625), 2, opts))
+    return det.eval()
+
+
+def test_final_bn_recomputes_statistics_over_mixed_batches_and_refills_the_queue(tmp_path: Path):
+    """After "training" on one (dim) volume the running statistics follow it; the recompute replaces them by the
+    equal-weight average over batches that mix both volumes (what ``update_bn`` computes), in the generator and
+    in the discriminator (on the reconstructions), and refills the queue with inference-mode features."""
+    d = tmp_path / "vols"
+    d.mkdir()
+    save_nifti(d / "a.nii.gz", blob_volume(seed=1))            # bright: max 1
+    save_nifti(d / "b.nii.gz", 0.25 * blob_volume(seed=2))     # dim: max 0.25 (already in [0, 1], kept)
+    store = VolumeStore(sorted(d.iterdir()), 64, 2)
+    torch.manual_seed(0)
+    det = _tiny_detector()
+    gen, disc = det.gen, det.disc
+    dim = torch.from_numpy(store.slices(1).astype(np.float32))[:, None]
+    dim = dim[dim.flatten(1).amax(1) > 0][::4][:8]
+    gen.train()
+    disc.train()
+    with torch.no_grad():
+        for _ in range(30):  # momentum 0.1: the statistics are those of the dim volume
+            disc(gen(dim).recon)
+    gen.inpaint._pending = None
+    conv, bn = gen.inc.conv1[0], gen.inc.conv1[1]
+    dconv, dbn = disc.features[:3], disc.features[3]
+    drift = bn.running_mean.clone()
+
+    det.recompute_bn(store, batch_size=4, seed=3, batches=6)
+
+    pool = mixed_slices(store, 24, 3)  # the slices the recompute used, in its order
+    peaks = pool.flatten(1).amax(1)
+    assert len(pool) == 24 and bool((peaks > 0.3).any()) and bool((peaks <= 0.25).any())  # both volumes
+    assert not (gen.training or disc.training)
+    with torch.no_grad():
+        feats = [conv(patchify(c, 2)) for c in pool.split(4)]
+        d_feats = [dconv(gen(c).recon) for c in pool.split(4)]
+    for layer, fs in ((bn, feats), (dbn, d_feats)):
+        mean = torch.stack([f.mean(dim=(0, 2, 3)) for f in fs]).mean(0)
+        var = torch.stack([f.var(dim=(0, 2, 3), unbiased=True) for f in fs]).mean(0)
+        assert torch.allclose(layer.running_mean, mean, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(layer.running_var, var, rtol=1e-4, atol=1e-6)
+    assert float((drift - bn.running_mean).abs().max()) > 1e-2  # the dim volume's statistics are gone
+    # queue: the inference-mode bottleneck features of the first queue_slots mixed slices, in order
+    block = gen.inpaint
+    with torch.no_grad():
+        f = block.reduce(gen.encode(pool[:8])[0]).reshape(8, block.positions, block.dim)
+    assert int(block.queue.filled) == 8
+    for p in range(block.positions):
+        assert torch.allclose(block.queue.items(p), f[:, p], atol=1e-5)
+    assert "mixed" in det.card.extra["bn_recomputed"]
+
+
+class _NormalGenerator(torch.nn.Module):
+    """A hand-made stand-in for a well-trained generator: it always reconstructs the same normal slice."""
+
+    def __init__(self, normal: torch.Tensor) -> None:
+        super().__init__()
+        self.normal = normal
+
+    def forward(self, x: torch.Tensor) -> GeneratorOutput:
+        recon = self.normal.expand_as(x).clone()
+        return GeneratorOutput(recon, recon, x.new_zeros(()))
+
+
+def test_residual_slice_score_ranks_a_planted_bright_square_above_the_clean_slice():
+    det = _tiny_detector(slice_score="residual")
+    assert det.slice_score == "residual"
+    normal = torch.from_numpy(blob_volume((64, 64, 64), seed=5)[:, :, 32]).clone()
+    fg = normal > 0
+    det.gen = _NormalGenerator(normal[None, None])
+    det.stats = torch.tensor([0.0, 1.0, 0.02, 0.02, 0.02])
+    gen = torch.Generator().manual_seed(0)
+    clean = (normal + 0.02 * torch.rand(64, 64, generator=gen) * fg).clamp(0, 1)  # scan noise
+    planted = clean.clone()
+    planted[28:36, 28:36] = (planted[28:36, 28:36] + 0.5).clamp(max=1)  # a bright square inside the head
+    assert bool(fg[28:36, 28:36].all())
+    x = torch.stack([clean, planted])[:, None]
+    with torch.no_grad():
+        s = det.score_slices(x).slice
+        assert float(s[0]) < 0.5 < float(s[1])  # below tau_slice for the noise, far above it with the square
+        det.slice_score = "disc"  # the paper's score only sees the reconstruction, here identical for both
+        d = det.score_slices(x).slice
+    assert float(d[0]) == pytest.approx(float(d[1]))
+
+
+def test_save_and_load_keep_the_options_and_statistics(tmp_path: Path):
+    det = _tiny_detector(slice_score="residual", slice_quantile="0.9", final_bn="0", pixel_map="gradres")
+    det.stats = torch.tensor([0.1, 2.0, 0.03, 0.04, 0.05])
+    path = det.save(tmp_path / "squid.safetensors")
+    back = load_detector(path)
+    assert (back.opts.slice_score, back.opts.slice_quantile, back.opts.final_bn) == ("residual", 0.9, False)
+    assert (back.slice_score, back.pixel_map) == ("residual", "gradres")
+    assert torch.equal(back.stats, det.stats)
+    # weights from before the option (no slice_score in the card, four statistics) keep the paper's score
+    det.stats = det.stats[:4]
+    old = det.save(tmp_path / "old.safetensors")
+    card_path = old.with_suffix(".json")
+    card = json.loads(card_path.read_text())
+    for key in ("slice_score", "slice_quantile", "final_bn"):
+        card["extra"].pop(key)
+    card_path.write_text(json.dumps(card))
+    assert "slice_score" not in read_card(old).extra
+    back = load_detector(old)
+    assert back.slice_score == "disc" and back.stats.shape == (5,) and torch.equal(back.stats[:4], det.stats)

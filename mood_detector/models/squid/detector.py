@@ -7,6 +7,15 @@ its mean and standard deviation over training slices and the slice score is ``1 
 Eq. 3.5 as written in the authors' code: a low "real" logit means anomalous). The volume score is the harness'
 common aggregation of the per-slice scores (:func:`mood_detector.inference.aggregate.sample_score`).
 
+Slice score, option ``slice_score``:
+
+* ``disc`` (the paper's): as above;
+* ``residual`` (a deviation for CPU budgets, where the discriminator wins at once, ``d_loss`` ~1e-5, and its
+  logit carries no signal): ``s / (s + tau_slice)`` with ``s`` the ``slice_quantile`` (0.99) quantile of the
+  residual ``|x - recon|`` over the slice's foreground (``x > 0``) and ``tau_slice`` the median of ``s`` over
+  training slices (so a typical normal slice scores 0.5), calibrated like the pixel map. Both are calibrated
+  after training, so the score can be switched at inference (the card's ``slice_score``).
+
 Slices that are entirely zero (background beyond the object) score 0: the training sampler skips them, so
 the networks never saw them and their scores would be meaningless.
 
@@ -29,7 +38,10 @@ BCE(D(recon), 0)]``, the discriminator updated every step and the generator ever
 Adam lr 1e-4, betas (0.5, 0.999); the generator with weight decay 1e-5 and cosine annealing of its learning
 rate per epoch towards 0.2 lr (thesis Sec. 4.1.5: 1e-4 -> 2e-5; :func:`cosine_lr`); the discriminator at a
 constant learning rate without weight decay (as in the authors' code). The memory queue is filled after every
-generator step with the detached bottleneck features of that step's batch. Augmentation (thesis Sec. 4.1.5 /
+generator step with the detached bottleneck features of that step's batch. With ``final_bn`` (default), the
+BatchNorm statistics are then recomputed over batches that mix training volumes and the queue is refilled
+(:meth:`SQUIDDetector.recompute_bn`; deviation: training batches each hold slices of one volume, so the
+statistics would otherwise follow the last volumes seen). Augmentation (thesis Sec. 4.1.5 /
 authors' data loader): random scaling in [0.95, 1.05] and translation up to 5% per slice.
 
 ``size`` other than 128 (a multiple of 64) is accepted for quick tests; the paper's model is 128.
@@ -48,6 +60,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
 from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_multiple, parse_options_as,
@@ -64,7 +77,10 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = 128       # the paper's input size
 PAPER_LR = 1e-4          # SQUID's learning rate (the shared --lr default, 1e-3, is FPI's)
 PIXEL_MAPS = ("residual", "gradres")
-STAT_NAMES = ("logit_mean", "logit_std", "tau_residual", "tau_gradres")
+SLICE_SCORES = ("disc", "residual")
+STAT_NAMES = ("logit_mean", "logit_std", "tau_residual", "tau_gradres", "tau_slice")
+STAT_DEFAULTS = (0.0, 1.0, 1.0, 1.0, 1.0)
+BN_BATCHES = 64  # mixed batches of training slices for the final BatchNorm recompute (as FPI's BN_BATCHES)
 
 
 @dataclass
@@ -84,6 +100,12 @@ class SquidOptions:
         w_recon, w_teacher, w_dist, w_gen, w_disc: loss weights.
         augment: random scale/translation of training slices.
         pixel_map: ``residual`` or ``gradres`` (see module docstring).
+        slice_score: ``disc`` (the paper's discriminator score) or ``residual`` (the ``slice_quantile``
+            quantile of the residual over the slice's foreground; a deviation for CPU budgets, see the module
+            docstring).
+        slice_quantile: the quantile of the ``residual`` slice score.
+        final_bn: after training, recompute the BatchNorm statistics over mixed batches of training slices
+            and refill the memory queue (:meth:`SQUIDDetector.recompute_bn`).
         calib_slices: training slices used for the score statistics.
     """
 
@@ -103,6 +125,9 @@ class SquidOptions:
     w_disc: float = 0.005
     augment: bool = True
     pixel_map: str = "residual"
+    slice_score: str = "disc"
+    slice_quantile: float = 0.99
+    final_bn: bool = True
     calib_slices: int = 2048
 
     @classmethod
@@ -111,6 +136,10 @@ class SquidOptions:
         opts = parse_options_as(cls, values, "squid")
         if opts.pixel_map not in PIXEL_MAPS:
             raise ValueError(f"squid pixel_map must be one of {PIXEL_MAPS}, got {opts.pixel_map!r}")
+        if opts.slice_score not in SLICE_SCORES:
+            raise ValueError(f"squid slice_score must be one of {SLICE_SCORES}, got {opts.slice_score!r}")
+        if not 0.0 < opts.slice_quantile <= 1.0:
+            raise ValueError(f"squid slice_quantile must be in (0, 1], got {opts.slice_quantile}")
         if not 0.0 <= opts.mask_prob <= 1.0:
             raise ValueError(f"squid mask_prob must be in [0, 1], got {opts.mask_prob}")
         if opts.topk < 1 or opts.queue_slots < 1 or opts.mem_slots < 1 or opts.n_critic < 1 or opts.grid < 1:
@@ -143,6 +172,55 @@ def to_unit(raw: torch.Tensor, tau: float) -> torch.Tensor:
     return raw / (raw + max(float(tau), 1e-12))
 
 
+def foreground_quantile(res: torch.Tensor, x: torch.Tensor, q: float, chunk: int = 256) -> torch.Tensor:
+    """Per slice, the ``q`` quantile of ``res`` (N, H, W) over the slice's foreground ``x > 0`` (x: (N, 1, H, W));
+    0 for a slice without foreground. (Chunked: ``torch.nanquantile`` refuses inputs above 2^24 values.)"""
+    vals = torch.where(x[:, 0] > 0, res.float(), torch.full_like(res, float("nan"), dtype=torch.float32)).flatten(1)
+    out = torch.cat([torch.nanquantile(v, q, dim=1) for v in vals.split(chunk)]) if len(vals) else vals.new_zeros(0)
+    return torch.nan_to_num(out, nan=0.0)
+
+
+def mixed_slices(store: VolumeStore, n: int, seed: int) -> torch.Tensor:
+    """Up to ``n`` non-empty training slices (k, 1, s, s), drawn evenly from every volume of ``store`` (at most
+    ``ceil(n / volumes)`` each, without repeats) and put in one random order, so that consecutive runs of them
+    mix volumes (unlike the training batches, which each hold slices of one volume)."""
+    rng = np.random.default_rng([seed, 617])
+    per = max(1, math.ceil(n / len(store)))
+    picks = []
+    for i in range(len(store)):
+        a = store.slices(i)
+        keep = np.flatnonzero(a.reshape(len(a), -1).max(1) > 0)
+        if keep.size:
+            sel = np.sort(rng.choice(keep, min(per, keep.size), replace=False))
+            picks.append(torch.from_numpy(a[sel].astype(np.float32)))
+    if not picks:
+        raise ValueError("no non-empty training slices")
+    x = torch.cat(picks)[:, None]
+    return x[torch.from_numpy(rng.permutation(len(x)))][:n]
+
+
+class _BatchNormOnly(nn.Module):
+    """``fn`` on ``net`` with only ``net``'s BatchNorm layers in training mode, for ``update_bn``: it calls
+    ``train()`` on the module it is given, and the generator in training mode would also use the masked
+    shortcuts and stage features for the memory queue."""
+
+    def __init__(self, net: nn.Module, fn: Any) -> None:
+        super().__init__()
+        self.net, self.fn = net, fn
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "_BatchNormOnly":
+        self.training = mode
+        self.net.eval()
+        for m in self.net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.train(mode)
+        return self
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.fn(x)
+
+
 class SquidLossLog(LossLog):
     """The common loss log with SQUID's loss terms as extra columns (``loss`` = total generator loss)."""
 
@@ -150,21 +228,23 @@ class SquidLossLog(LossLog):
 
 
 class SQUIDDetector(Detector):
-    """SQUID behind the common interface: slice score from the discriminator, pixel map from the residual."""
+    """SQUID behind the common interface: slice score from the discriminator (or the residual), pixel map from
+    the residual."""
 
     name = "squid"
 
     def __init__(self, card: ModelCard, gen: SquidGenerator, disc: Discriminator, opts: SquidOptions) -> None:
         super().__init__(card)
         self.gen, self.disc, self.opts = gen, disc, opts
-        self.pixel_map = opts.pixel_map
-        self.stats = torch.tensor([float(card.extra.get(k, d)) for k, d in zip(STAT_NAMES, (0.0, 1.0, 1.0, 1.0))])
+        self.pixel_map, self.slice_score = opts.pixel_map, opts.slice_score
+        self.stats = torch.tensor([float(card.extra.get(k, d)) for k, d in zip(STAT_NAMES, STAT_DEFAULTS)])
 
     # --- construction and state -------------------------------------------------------------------------
     @classmethod
     def build(cls, card: ModelCard) -> "SQUIDDetector":
-        opts = SquidOptions.from_mapping({f.name: card.extra[f.name] for f in fields(SquidOptions)
-                                          if f.name in card.extra})
+        values = {f.name: card.extra[f.name] for f in fields(SquidOptions) if f.name in card.extra}
+        values.setdefault("slice_score", "disc")  # cards from before the option: the discriminator was the score
+        opts = SquidOptions.from_mapping(values)
         gen = SquidGenerator(card.width, card.size, opts.grid, opts.queue_slots, opts.mem_slots, opts.topk,
                              opts.mask_prob)
         return cls(card, gen, Discriminator(card.size), opts)
@@ -177,7 +257,15 @@ class SQUIDDetector(Detector):
 
     def load_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         if "stats" in tensors:
-            self.stats = tensors["stats"].float().cpu().clone()
+            stats = tensors["stats"].float().cpu().clone()
+            # weights from before tau_slice hold fewer statistics: the rest from the card (or the defaults)
+            self.stats = torch.cat([stats, self.stats[stats.numel():]])
+
+    @property
+    def slice_rule(self) -> str:
+        """SQUID scores its slices itself; its card's ``slice_score`` (``disc``/``residual``) is not the harness'
+        pixel-map rule, so the harness' default is returned."""
+        return "mean"
 
     # --- scoring -------------------------------------------------------------------------------------------
     def _disc_grad(self, recon: torch.Tensor) -> torch.Tensor:
@@ -201,10 +289,14 @@ class SQUIDDetector(Detector):
         if x.shape[-2:] != (self.size, self.size):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         recon = self.gen(x).recon
-        logit = self.disc(recon).float()
-        mu, sigma = float(self.stats[0]), float(self.stats[1])
-        slice_score = 1.0 - torch.sigmoid((logit - mu) / sigma)
         raw = self.raw_maps(x, recon, [self.pixel_map])[self.pixel_map]
+        if self.slice_score == "disc":
+            logit = self.disc(recon).float()
+            mu, sigma = float(self.stats[0]), float(self.stats[1])
+            slice_score = 1.0 - torch.sigmoid((logit - mu) / sigma)
+        else:
+            res = raw if self.pixel_map == "residual" else (x - recon).abs()[:, 0].float()
+            slice_score = to_unit(foreground_quantile(res, x, self.opts.slice_quantile), float(self.stats[4]))
         tau = float(self.stats[2 + PIXEL_MAPS.index(self.pixel_map)])
         pixel = to_unit(raw, tau)
         empty = x.flatten(1).amax(dim=1) <= 0
@@ -334,14 +426,80 @@ class SQUIDDetector(Detector):
                 "epoch": epoch + 1, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
                 "opt_d": opt_d.state_dict(),
                 "config": json.dumps(asdict(cfg), sort_keys=True)})
+        if opts.final_bn:  # after the last checkpoint: a resumed run continues from the training statistics
+            det.recompute_bn(store, cfg.batch_size, cfg.seed)
         det.calibrate(store, cfg)
         return det.eval()
+
+    # --- final BatchNorm statistics ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def recompute_bn(self, store: VolumeStore, batch_size: int, seed: int = 0,
+                     batches: int = BN_BATCHES) -> "SQUIDDetector":
+        """Recompute every BatchNorm statistic over up to ``batches`` batches of ``batch_size`` training slices
+        that mix volumes (:func:`mixed_slices`), and refill the memory queue to match.
+
+        Training batches each hold slices of one volume (``SliceBatches``), so the running statistics
+        (momentum 0.1) follow the last 1-3 volumes seen, and the queue holds the training-mode features of the
+        last few batches, normalised by their one-volume batch statistics while it is queried at inference
+        with features normalised by the running statistics. In order:
+
+        1. the generator's BatchNorm statistics are recomputed (``update_bn``, an equal-weight average over the
+           batches) with only its BatchNorm layers in training mode: no masked shortcuts, nothing staged for the
+           queue, the teacher run too so that its statistics stay usable for more training;
+        2. the queue is **refilled** (not left as it is) with the inference-mode bottleneck features of
+           ``queue_slots`` mixed slices (repeated if there are fewer). The queue is a lookup of normal
+           features, not learned state: refilled, its items are normalised exactly as the queries are, and they
+           come from all volumes rather than the last few batches. The encoder and the bottleneck do not depend
+           on the queue, so these features are final after step 1;
+        3. the generator's statistics are recomputed once more, because the layers after the queue read-out see
+           new read-outs;
+        4. the discriminator's statistics are recomputed on the reconstructions of the same batches: at
+           scoring time it only sees reconstructions, and in training it normalised its all-fake batches by
+           their own statistics, which this reproduces. The logit statistics are calibrated afterwards.
+        """
+        pool = mixed_slices(store, batches * batch_size, seed)
+        chunks = list(pool.split(batch_size))
+        if len(chunks) > 1 and len(chunks[-1]) < batch_size:
+            chunks = chunks[:-1]  # update_bn weights every batch equally: no small, noisy last batch
+        chunks = [c.to(self.device) for c in chunks]
+        gen, disc = self.gen, self.disc
+        bn_gen = _BatchNormOnly(gen, lambda x: gen(x, teacher=True))
+        update_bn(chunks, bn_gen)
+        gen.eval()
+        self.refill_queue(pool)
+        update_bn(chunks, bn_gen)
+        gen.eval()
+        recons = [gen(c).recon for c in chunks]
+        update_bn(recons, disc)
+        disc.eval()
+        self.card.extra["bn_recomputed"] = (f"{len(chunks)} batches of {len(chunks[0])} slices mixed from "
+                                            f"{len(store)} volumes; queue refilled")
+        log.info("squid: BatchNorm statistics recomputed over %d mixed batches; memory queue refilled",
+                 len(chunks))
+        return self
+
+    @torch.no_grad()
+    def refill_queue(self, slices: torch.Tensor, batch_size: int = 64) -> None:
+        """Replace the memory queue's items by the inference-mode bottleneck features of ``slices`` (k, 1, s, s),
+        in order, cycling through them when there are fewer than the queue's slots."""
+        gen = self.gen
+        block, queue = gen.inpaint, gen.inpaint.queue
+        was = gen.training
+        gen.eval()
+        idx = torch.arange(queue.slots) % len(slices)
+        queue.ptr.zero_()
+        queue.filled.zero_()
+        for part in idx.split(batch_size):
+            feats, _ = gen.encode(slices[part].to(self.device))
+            queue.push(block.reduce(feats).reshape(len(part), block.positions, block.dim))
+        gen.train(was)
 
     # --- score statistics -----------------------------------------------------------------------------------
     @torch.no_grad()
     def calibrate(self, store: VolumeStore, cfg: TrainConfig) -> dict[str, float]:
         """Mean/std of the discriminator logit on reconstructions of (up to ``calib_slices``) non-empty
-        training slices, and each pixel map's ``tau``; stored as extra tensors and in the card."""
+        training slices, each pixel map's ``tau`` and the ``residual`` slice score's ``tau_slice`` (the median
+        of its raw value); stored as extra tensors and in the card."""
         self.eval()
         n_vol = len(store)
         per_vol = max(1, math.ceil(self.opts.calib_slices / n_vol / cfg.batch_size))
@@ -349,6 +507,7 @@ class SQUIDDetector(Detector):
                               max_batches_per_volume=per_vol)
         logits: list[torch.Tensor] = []
         q99: dict[str, list[torch.Tensor]] = {m: [] for m in PIXEL_MAPS}
+        slice_raw: list[torch.Tensor] = []
         count = 0
         for x in tqdm(loader, desc="squid calibration", unit="batch", leave=False):
             x = x.to(self.device)
@@ -356,6 +515,8 @@ class SQUIDDetector(Detector):
             logits.append(self.disc(recon).float().cpu())
             for name, raw in self.raw_maps(x, recon, PIXEL_MAPS).items():
                 q99[name].append(torch.quantile(raw.flatten(1), 0.99, dim=1).cpu())
+                if name == "residual":
+                    slice_raw.append(foreground_quantile(raw, x, self.opts.slice_quantile).cpu())
             count += x.shape[0]
             if count >= self.opts.calib_slices:
                 break
@@ -364,7 +525,8 @@ class SQUIDDetector(Detector):
         lg = torch.cat(logits).double()
         stats = {"logit_mean": float(lg.mean()), "logit_std": max(float(lg.std(unbiased=False)), 1e-6),
                  "tau_residual": max(float(torch.cat(q99["residual"]).median()), 1e-6),
-                 "tau_gradres": max(float(torch.cat(q99["gradres"]).median()), 1e-6)}
+                 "tau_gradres": max(float(torch.cat(q99["gradres"]).median()), 1e-6),
+                 "tau_slice": max(float(torch.cat(slice_raw).median()), 1e-6)}
         self.stats = torch.tensor([stats[k] for k in STAT_NAMES], dtype=torch.float32)
         self.card.extra.update(stats)
         self.card.extra["calib_slices_used"] = int(lg.numel())
