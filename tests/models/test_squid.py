@@ -284,8 +284,11 @@ def test_final_bn_recomputes_statistics_over_mixed_batches_and_refills_the_queue
     conv, bn = gen.inc.conv1[0], gen.inc.conv1[1]
     dconv, dbn = disc.features[:3], disc.features[3]
     drift = bn.running_mean.clone()
+    rng_state = torch.get_rng_state()
 
     det.recompute_bn(store, batch_size=4, seed=3, batches=6)
+
+    assert torch.equal(torch.get_rng_state(), rng_state)  # the shortcut masks drew from a forked generator
 
     pool = mixed_slices(store, 24, 3)  # the slices the recompute used, in its order
     peaks = pool.flatten(1).amax(1)
