@@ -154,9 +154,9 @@ def test_options_are_validated_and_lr_defaults_to_the_papers():
             SquidOptions.from_mapping({"slice_quantile": q})
     with pytest.raises(ValueError, match="final_bn"):
         SquidOptions.from_mapping({"final_bn": "maybe"})
-    opts = SquidOptions.from_mapping({"slice_score": "residual", "slice_quantile": "0.9", "final_bn": "0"})
-    assert (opts.slice_score, opts.slice_quantile, opts.final_bn) == ("residual", 0.9, False)
-    assert SquidOptions().final_bn and SquidOptions().slice_score in ("disc", "residual")
+    opts = SquidOptions.from_mapping({"slice_score": "disc", "slice_quantile": "0.9", "final_bn": "0"})
+    assert (opts.slice_score, opts.slice_quantile, opts.final_bn) == ("disc", 0.9, False)
+    assert SquidOptions().final_bn and SquidOptions().slice_score == "residual"
     assert SQUIDDetector.resolve_options(TrainConfig()).lr == 1e-4  # the shared --lr default is FPI's
     assert SQUIDDetector.resolve_options(TrainConfig(lr=3e-4)).lr == 3e-4
     assert SQUIDDetector.resolve_options(TrainConfig(options={"lr": "2e-5"})).lr == 2e-5
@@ -241,7 +241,7 @@ def test_pixel_map_keeps_residual_order_after_the_evaluators_float16_cast():
     opts = SquidOptions.from_mapping(TINY)
     det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625), 1, opts))
     tau = 0.02
-    det.stats = torch.tensor([0.0, 1.0, tau, tau])
+    det.stats = torch.tensor([0.0, 1.0, tau, tau, tau])
     det.gen = _ZeroGenerator()
     det.eval()
     levels = tau * 2.0 ** torch.arange(6)  # 1, 2, 4, ..., 32 tau
@@ -284,8 +284,11 @@ def test_final_bn_recomputes_statistics_over_mixed_batches_and_refills_the_queue
     conv, bn = gen.inc.conv1[0], gen.inc.conv1[1]
     dconv, dbn = disc.features[:3], disc.features[3]
     drift = bn.running_mean.clone()
+    rng_state = torch.get_rng_state()
 
     det.recompute_bn(store, batch_size=4, seed=3, batches=6)
+
+    assert torch.equal(torch.get_rng_state(), rng_state)  # the shortcut masks drew from a forked generator
 
     pool = mixed_slices(store, 24, 3)  # the slices the recompute used, in its order
     peaks = pool.flatten(1).amax(1)
@@ -344,12 +347,12 @@ def test_residual_slice_score_ranks_a_planted_bright_square_above_the_clean_slic
 
 
 def test_save_and_load_keep_the_options_and_statistics(tmp_path: Path):
-    det = _tiny_detector(slice_score="residual", slice_quantile="0.9", final_bn="0", pixel_map="gradres")
+    det = _tiny_detector(slice_score="disc", slice_quantile="0.9", final_bn="0", pixel_map="gradres")
     det.stats = torch.tensor([0.1, 2.0, 0.03, 0.04, 0.05])
     path = det.save(tmp_path / "squid.safetensors")
     back = load_detector(path)
-    assert (back.opts.slice_score, back.opts.slice_quantile, back.opts.final_bn) == ("residual", 0.9, False)
-    assert (back.slice_score, back.pixel_map) == ("residual", "gradres")
+    assert (back.opts.slice_score, back.opts.slice_quantile, back.opts.final_bn) == ("disc", 0.9, False)
+    assert (back.slice_score, back.pixel_map) == ("disc", "gradres")
     assert torch.equal(back.stats, det.stats)
     # weights from before the option (no slice_score in the card, four statistics) keep the paper's score
     det.stats = det.stats[:4]
