@@ -147,16 +147,16 @@ def test_options_are_validated_and_lr_defaults_to_the_papers():
         SquidOptions.from_mapping({"topkk": "5"})
     with pytest.raises(ValueError, match="pixel_map"):
         SquidOptions.from_mapping({"pixel_map": "edges"})
-    with pytest.raises(ValueError, match="slice_score"):
-        SquidOptions.from_mapping({"slice_score": "mean"})
+    with pytest.raises(ValueError, match="slice_signal"):
+        SquidOptions.from_mapping({"slice_signal": "mean"})
     for q in ("0", "1.5"):
         with pytest.raises(ValueError, match="slice_quantile"):
             SquidOptions.from_mapping({"slice_quantile": q})
     with pytest.raises(ValueError, match="final_bn"):
         SquidOptions.from_mapping({"final_bn": "maybe"})
-    opts = SquidOptions.from_mapping({"slice_score": "disc", "slice_quantile": "0.9", "final_bn": "0"})
-    assert (opts.slice_score, opts.slice_quantile, opts.final_bn) == ("disc", 0.9, False)
-    assert SquidOptions().final_bn and SquidOptions().slice_score == "residual"
+    opts = SquidOptions.from_mapping({"slice_signal": "disc", "slice_quantile": "0.9", "final_bn": "0"})
+    assert (opts.slice_signal, opts.slice_quantile, opts.final_bn) == ("disc", 0.9, False)
+    assert SquidOptions().final_bn and SquidOptions().slice_signal == "residual"
     assert SQUIDDetector.resolve_options(TrainConfig()).lr == 1e-4  # the shared --lr default is FPI's
     assert SQUIDDetector.resolve_options(TrainConfig(lr=3e-4)).lr == 3e-4
     assert SQUIDDetector.resolve_options(TrainConfig(options={"lr": "2e-5"})).lr == 2e-5
@@ -185,7 +185,7 @@ def test_train_resume_and_predict_end_to_end(tmp_path: Path):
     assert card["detector"] == "squid" and card["size"] == 64 and card["extra"]["topk"] == 5
     assert card["extra"]["logit_std"] > 0 and card["extra"]["tau_residual"] > 0 and card["extra"]["tau_slice"] > 0
     assert card["extra"]["final_bn"] is True and "bn_recomputed" in card["extra"]
-    assert card["extra"]["slice_score"] == SquidOptions().slice_score
+    assert card["extra"]["slice_signal"] == SquidOptions().slice_signal
     det = load_detector(out)
     assert int(det.gen.inpaint.queue.filled) > 0  # the queue travelled with the weights
     assert float(det.stats[0]) == pytest.approx(card["extra"]["logit_mean"])
@@ -204,11 +204,11 @@ def test_train_resume_and_predict_end_to_end(tmp_path: Path):
     empty = ~np.moveaxis(pred_input(vol), 2, 0).reshape(64, -1).any(axis=1)
     assert empty.any() and np.all(res.slice_scores[empty] == 0.0) and np.all(res.slice_scores[~empty] > 0.0)
     # the other slice score, switched at inference: both are calibrated
-    det.slice_score = "residual" if det.slice_score == "disc" else "disc"
+    det.slice_signal = "residual" if det.slice_signal == "disc" else "disc"
     other = pred.score_volume(vol)
     assert np.all(other.slice_scores[empty] == 0.0) and np.all(other.slice_scores[~empty] > 0.0)
     assert not np.allclose(other.slice_scores, res.slice_scores) and np.allclose(other.pixel, res.pixel)
-    det.slice_score = det.opts.slice_score
+    det.slice_signal = det.opts.slice_signal
     # the gradient-weighted map also works inside the predictor's inference mode
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(pred_input(vol), 2, 0)[28:32]))[:, None]
     with torch.inference_mode():
@@ -326,8 +326,8 @@ class _NormalGenerator(torch.nn.Module):
 
 
 def test_residual_slice_score_ranks_a_planted_bright_square_above_the_clean_slice():
-    det = _tiny_detector(slice_score="residual")
-    assert det.slice_score == "residual"
+    det = _tiny_detector(slice_signal="residual")
+    assert det.slice_signal == "residual"
     normal = torch.from_numpy(blob_volume((64, 64, 64), seed=5)[:, :, 32]).clone()
     fg = normal > 0
     det.gen = _NormalGenerator(normal[None, None])
@@ -341,27 +341,27 @@ def test_residual_slice_score_ranks_a_planted_bright_square_above_the_clean_slic
     with torch.no_grad():
         s = det.score_slices(x).slice
         assert float(s[0]) < 0.5 < float(s[1])  # below tau_slice for the noise, far above it with the square
-        det.slice_score = "disc"  # the paper's score only sees the reconstruction, here identical for both
+        det.slice_signal = "disc"  # the paper's score only sees the reconstruction, here identical for both
         d = det.score_slices(x).slice
     assert float(d[0]) == pytest.approx(float(d[1]))
 
 
 def test_save_and_load_keep_the_options_and_statistics(tmp_path: Path):
-    det = _tiny_detector(slice_score="disc", slice_quantile="0.9", final_bn="0", pixel_map="gradres")
+    det = _tiny_detector(slice_signal="disc", slice_quantile="0.9", final_bn="0", pixel_map="gradres")
     det.stats = torch.tensor([0.1, 2.0, 0.03, 0.04, 0.05])
     path = det.save(tmp_path / "squid.safetensors")
     back = load_detector(path)
-    assert (back.opts.slice_score, back.opts.slice_quantile, back.opts.final_bn) == ("disc", 0.9, False)
-    assert (back.slice_score, back.pixel_map) == ("disc", "gradres")
+    assert (back.opts.slice_signal, back.opts.slice_quantile, back.opts.final_bn) == ("disc", 0.9, False)
+    assert (back.slice_signal, back.pixel_map) == ("disc", "gradres")
     assert torch.equal(back.stats, det.stats)
-    # weights from before the option (no slice_score in the card, four statistics) keep the paper's score
+    # weights from before the option (no slice_signal in the card, four statistics) keep the paper's score
     det.stats = det.stats[:4]
     old = det.save(tmp_path / "old.safetensors")
     card_path = old.with_suffix(".json")
     card = json.loads(card_path.read_text())
-    for key in ("slice_score", "slice_quantile", "final_bn"):
+    for key in ("slice_signal", "slice_quantile", "final_bn"):
         card["extra"].pop(key)
     card_path.write_text(json.dumps(card))
-    assert "slice_score" not in read_card(old).extra
+    assert "slice_signal" not in read_card(old).extra
     back = load_detector(old)
-    assert back.slice_score == "disc" and back.stats.shape == (5,) and torch.equal(back.stats[:4], det.stats)
+    assert back.slice_signal == "disc" and back.stats.shape == (5,) and torch.equal(back.stats[:4], det.stats)

@@ -6,7 +6,7 @@ Slice-wise on 3D volumes (deviation: the thesis works on 2D chest X-rays): every
 reconstructed by the student generator. The volume score is the harness' common aggregation of the per-slice
 scores (:func:`mood_detector.inference.aggregate.sample_score`).
 
-Slice score, option ``slice_score``:
+Slice score, option ``slice_signal``:
 
 * ``residual`` (default; a deviation for CPU budgets, where the discriminator wins at once, ``d_loss`` ~1e-5,
   and its logit carries no signal): ``s / (s + tau_slice)`` with ``s`` the ``slice_quantile`` (0.99) quantile
@@ -17,7 +17,7 @@ Slice score, option ``slice_score``:
   standard deviation over training slices, and the slice score ``1 - sigmoid(z)`` (thesis Eq. 3.5 as written
   in the authors' code: a low "real" logit means anomalous).
 
-Both are calibrated after training, so the score can be switched at inference (the card's ``slice_score``).
+Both are calibrated after training, so the score can be switched at inference (the card's ``slice_signal``).
 
 Slices that are entirely zero (background beyond the object) score 0: the training sampler skips them, so
 the networks never saw them and their scores would be meaningless.
@@ -103,7 +103,7 @@ class SquidOptions:
         w_recon, w_teacher, w_dist, w_gen, w_disc: loss weights.
         augment: random scale/translation of training slices.
         pixel_map: ``residual`` or ``gradres`` (see module docstring).
-        slice_score: ``residual`` (the ``slice_quantile`` quantile of the residual over the slice's foreground;
+        slice_signal: ``residual`` (the ``slice_quantile`` quantile of the residual over the slice's foreground;
             a deviation for CPU budgets, see the module docstring) or ``disc`` (the paper's discriminator
             score).
         slice_quantile: the quantile of the ``residual`` slice score.
@@ -128,7 +128,7 @@ class SquidOptions:
     w_disc: float = 0.005
     augment: bool = True
     pixel_map: str = "residual"
-    slice_score: str = "residual"
+    slice_signal: str = "residual"
     slice_quantile: float = 0.99
     final_bn: bool = True
     calib_slices: int = 2048
@@ -139,8 +139,8 @@ class SquidOptions:
         opts = parse_options_as(cls, values, "squid")
         if opts.pixel_map not in PIXEL_MAPS:
             raise ValueError(f"squid pixel_map must be one of {PIXEL_MAPS}, got {opts.pixel_map!r}")
-        if opts.slice_score not in SLICE_SCORES:
-            raise ValueError(f"squid slice_score must be one of {SLICE_SCORES}, got {opts.slice_score!r}")
+        if opts.slice_signal not in SLICE_SCORES:
+            raise ValueError(f"squid slice_signal must be one of {SLICE_SCORES}, got {opts.slice_signal!r}")
         if not 0.0 < opts.slice_quantile <= 1.0:
             raise ValueError(f"squid slice_quantile must be in (0, 1], got {opts.slice_quantile}")
         if not 0.0 <= opts.mask_prob <= 1.0:
@@ -217,14 +217,14 @@ class SQUIDDetector(Detector):
     def __init__(self, card: ModelCard, gen: SquidGenerator, disc: Discriminator, opts: SquidOptions) -> None:
         super().__init__(card)
         self.gen, self.disc, self.opts = gen, disc, opts
-        self.pixel_map, self.slice_score = opts.pixel_map, opts.slice_score
+        self.pixel_map, self.slice_signal = opts.pixel_map, opts.slice_signal
         self.stats = torch.tensor([float(card.extra.get(k, d)) for k, d in zip(STAT_NAMES, STAT_DEFAULTS)])
 
     # --- construction and state -------------------------------------------------------------------------
     @classmethod
     def build(cls, card: ModelCard) -> "SQUIDDetector":
         values = {f.name: card.extra[f.name] for f in fields(SquidOptions) if f.name in card.extra}
-        values.setdefault("slice_score", "disc")  # cards from before the option: the discriminator was the score
+        values.setdefault("slice_signal", "disc")  # cards from before the option: the discriminator was the score
         opts = SquidOptions.from_mapping(values)
         gen = SquidGenerator(card.width, card.size, opts.grid, opts.queue_slots, opts.mem_slots, opts.topk,
                              opts.mask_prob)
@@ -241,12 +241,6 @@ class SQUIDDetector(Detector):
             stats = tensors["stats"].float().cpu().clone()
             # weights from before tau_slice hold fewer statistics: the rest from the card (or the defaults)
             self.stats = torch.cat([stats, self.stats[stats.numel():]])
-
-    @property
-    def slice_rule(self) -> str:
-        """SQUID scores its slices itself; its card's ``slice_score`` (``disc``/``residual``) is not the harness'
-        pixel-map rule, so the harness' default is returned."""
-        return "mean"
 
     # --- scoring -------------------------------------------------------------------------------------------
     def _disc_grad(self, recon: torch.Tensor) -> torch.Tensor:
@@ -271,7 +265,7 @@ class SQUIDDetector(Detector):
             x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
         recon = self.gen(x).recon
         raw = self.raw_maps(x, recon, [self.pixel_map])[self.pixel_map]
-        if self.slice_score == "disc":
+        if self.slice_signal == "disc":
             logit = self.disc(recon).float()
             mu, sigma = float(self.stats[0]), float(self.stats[1])
             slice_score = 1.0 - torch.sigmoid((logit - mu) / sigma)
