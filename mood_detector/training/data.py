@@ -77,6 +77,11 @@ class VolumeStore:
         return arr
 
 
+def nonempty(slices: np.ndarray) -> np.ndarray:
+    """Per slice of ``slices`` (n, ...), whether any voxel is above 0 (all-background slices are False)."""
+    return slices.reshape(len(slices), -1).max(1) > 0
+
+
 def epoch_pairs(n: int, rng: np.random.Generator) -> list[tuple[int, int]]:
     """Random disjoint pairs covering all ``n`` volumes once (an odd one out pairs with a random other)."""
     if n < 2:
@@ -124,7 +129,7 @@ class PairBatches(IterableDataset):
                 a, b = np.moveaxis(a, axis, 0), np.moveaxis(b, axis, 0)
                 transpose = bool(rng.integers(2))
             n = min(len(a), len(b))
-            keep = np.flatnonzero((a[:n].reshape(n, -1).max(1) > 0) | (b[:n].reshape(n, -1).max(1) > 0))
+            keep = np.flatnonzero(nonempty(a[:n]) | nonempty(b[:n]))
             rng.shuffle(keep)
             batches = [keep[j:j + k] for j in range(0, len(keep), k)]
             if self.max_batches_per_pair:
@@ -178,7 +183,7 @@ class SliceBatches(IterableDataset):
                 continue
             rng = np.random.default_rng([self.seed, p])
             a = self.store.slices(iv)
-            keep = np.flatnonzero(a.reshape(len(a), -1).max(1) > 0)
+            keep = np.flatnonzero(nonempty(a))
             rng.shuffle(keep)
             batches = [keep[j:j + self.batch_size] for j in range(0, len(keep), self.batch_size)]
             if self.max_batches_per_volume:

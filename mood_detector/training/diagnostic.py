@@ -28,6 +28,7 @@ from torch.nn import functional as F
 
 from mood_detector.evaluation.metrics import counts_from_scores, roc_auc
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
+from mood_detector.training.data import nonempty
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def probe_slices(stacks: Sequence[np.ndarray], rng: np.random.Generator, n_examp
     a_all, b_all = [], []
     for a, b in pairs:
         n = min(len(a), len(b))
-        keep = np.flatnonzero((a[:n].reshape(n, -1).max(1) > 0) & (b[:n].reshape(n, -1).max(1) > 0))
+        keep = np.flatnonzero(nonempty(a[:n]) & nonempty(b[:n]))
         if keep.size == 0:
             continue
         idx = np.sort(rng.choice(keep, size=min(per_pair, keep.size), replace=False))

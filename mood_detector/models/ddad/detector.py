@@ -50,7 +50,7 @@ from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
 from mood_detector.models.ddad.scores import Discrepancy, discrepancy, squash
-from mood_detector.training.data import VolumeStore
+from mood_detector.training.data import VolumeStore, nonempty
 from mood_detector.training.loop import LossLog, Timer, load_checkpoint, save_checkpoint, seed_everything
 from mood_detector.weights import ModelCard, git_commit
 
@@ -155,7 +155,7 @@ class SliceBank:
         images, pos, vol = [], [], []
         for i in tqdm(range(len(store)), desc=desc, unit="vol", leave=False):
             sl = store.slices(i)
-            keep = np.flatnonzero(sl.reshape(len(sl), -1).max(1) > 0)
+            keep = np.flatnonzero(nonempty(sl))
             for j in range(0, keep.size, 256):
                 idx = keep[j:j + 256]
                 x = torch.from_numpy(sl[idx].astype(np.float32))[:, None]

@@ -47,7 +47,7 @@ from mood_detector.models.dpa.loss import FEATURE_NORMS, FeatureStats, Perceptua
 from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution, resolutions
 from mood_detector.models.fpi.network import scaled
 from mood_detector.tasks.fpi import FPIConfig
-from mood_detector.training.data import VolumeStore, slice_loader
+from mood_detector.training.data import VolumeStore, nonempty, slice_loader
 from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
                                          seed_everything)
 from mood_detector.weights import ModelCard, git_commit
@@ -328,7 +328,7 @@ def count_batches(store: VolumeStore, batch_size: int, max_batches_per_volume: i
     total = 0
     for i in range(len(store)):
         a = store.slices(i)
-        n = int((a.reshape(len(a), -1).max(1) > 0).sum())
+        n = int(nonempty(a).sum())
         b = math.ceil(n / batch_size)
         total += min(b, max_batches_per_volume) if max_batches_per_volume else b
     return total

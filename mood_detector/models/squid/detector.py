@@ -70,7 +70,7 @@ from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_mu
                                     resolve_device)
 from mood_detector.errors import OptionError
 from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
-from mood_detector.training.data import VolumeStore, slice_loader
+from mood_detector.training.data import VolumeStore, nonempty, slice_loader
 from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
                                          seed_everything)
 from mood_detector.weights import ModelCard, git_commit
@@ -192,7 +192,7 @@ def mixed_slices(store: VolumeStore, n: int, seed: int) -> torch.Tensor:
     picks = []
     for i in range(len(store)):
         a = store.slices(i)
-        keep = np.flatnonzero(a.reshape(len(a), -1).max(1) > 0)
+        keep = np.flatnonzero(nonempty(a))
         if keep.size:
             sel = np.sort(rng.choice(keep, min(per, keep.size), replace=False))
             picks.append(torch.from_numpy(a[sel].astype(np.float32)))
