@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import nibabel as nib
+
 from mood_detector import distributed
 from mood_detector.detector import TrainConfig, check_train_config, detector_class
 from mood_detector.errors import OptionError
 from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import list_volumes
+from mood_detector.kinds import get_kind
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +20,28 @@ log = logging.getLogger(__name__)
 def default_run_dir(output: Path) -> Path:
     """``weights/brain.safetensors`` -> ``weights/brain_run``."""
     return output.with_suffix("").parent / (output.with_suffix("").name + "_run")
+
+
+def warn_if_smaller_than_scored(files: list[Path], kind: str) -> int:
+    """Log one warning when training volumes are smaller than the size ``kind``'s inputs are scored at
+    (MOOD's: brain 256³, abdomen 512³); returns how many are. Only headers are read.
+
+    The network sees every volume resampled to its own size, but a volume *made* at 128³ is not the same image
+    as one made at 256³ and resampled: measured on generated data, a model trained on 128³ volumes scores the
+    normal tissue of 256³ (brain) or 512³ (abdomen) inputs markedly higher (docs/nsa.md)."""
+    size = get_kind(kind).size
+    small = 0
+    for f in files:
+        try:
+            shape = nib.load(f).shape
+        except Exception:  # noqa: BLE001 - an unreadable file is reported by the loader itself, with its reason
+            continue
+        small += len(shape) >= 3 and max(shape[:3]) < size
+    if small:
+        log.warning("%d of %d training volumes are smaller than %d^3, the size %s inputs are scored at: the model "
+                    "learns images made at a lower resolution than the resampled ones it will score; train on "
+                    "volumes at the size you will score if you can (see docs/nsa.md)", small, len(files), size, kind)
+    return small
 
 
 def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
@@ -31,6 +56,8 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
     if not cfg.training_data:
         cfg.training_data = f"{len(files)} volumes from {input_dir}"
     run = Path(run_dir) if run_dir else default_run_dir(output)
+    if distributed.is_main():
+        warn_if_smaller_than_scored(files, cfg.kind)
     cls = detector_class(cfg.detector)
     if distributed.current().enabled and not getattr(cls, "supports_distributed", False):
         raise ValueError(f"detector {cfg.detector!r} does not support torchrun (multi-process) training yet; "
