@@ -24,11 +24,12 @@ def test_pair_shapes_ranges_and_background(n, h, w, seed):
     assert out.images.dtype == np.float32 and out.labels.dtype == np.float32
     assert out.images.min() >= 0 and out.images.max() <= 1 and out.labels.min() >= 0 and out.labels.max() <= 1
     dst = np.concatenate([a, b])
-    # background (<= 0) is never changed; labels are 0 farther than the label smoothing's reach (truncate 4
-    # sigma, 1 pixel) from every changed pixel
+    # background (<= 0) is never changed; labels are 0 beyond the label smoothing's reach from every changed
+    # pixel: the separable Gaussian (truncate 4 sigma, sigma 1 pixel) reaches 4 pixels along each axis, a square,
+    # so the distance is the chessboard one (a Euclidean 5 missed the square's corners: 4 * sqrt(2) > 5)
     assert np.array_equal(out.images[dst <= 0], dst[dst <= 0])
     for x, y, d in zip(out.images, out.labels, dst):
-        far = ndimage.distance_transform_edt(x == d) > 5
+        far = ndimage.distance_transform_cdt(x == d, metric="chessboard") > 4
         assert not y[far].any()
 
 
