@@ -13,9 +13,10 @@ import logging
 import math
 import os
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import nibabel as nib
 import numpy as np
@@ -187,6 +188,26 @@ def _usable_affine(path: Path, hdr: nib.Nifti1Header) -> np.ndarray:
     return np.eye(4)
 
 
+@contextmanager
+def _checked_header(path: Path, limits: ReadLimits) -> Iterator[tuple[BinaryIO, Any, tuple[int, ...], np.dtype]]:
+    """Open ``path`` and validate its header against ``limits`` before any voxel byte is read; yields
+    ``(stream, parsed header, shape, dtype)`` with the stream at the header's end."""
+    check_regular_file(path)
+    with open_stream(path) as (stream, gz):
+        parsed = parse_header(stream, path, gz, limits.max_header_bytes)
+        shape, dtype = _check_header(path, parsed.header, limits)
+        yield stream, parsed, shape, dtype
+
+
+def read_shape(path: str | Path, limits: ReadLimits | None = None) -> tuple[int, ...]:
+    """The shape ``path``'s header declares, validated as :func:`read_volume` validates it; no voxel is read.
+
+    Raises:
+        InputError: as :func:`read_volume` does for a bad file or header."""
+    with _checked_header(Path(path), limits or ReadLimits()) as (_, _, shape, _):
+        return shape
+
+
 def read_volume(path: str | Path, limits: ReadLimits | None = None) -> Volume:
     """Read a 3D NIfTI volume as float32, validating the header first.
 
@@ -196,11 +217,8 @@ def read_volume(path: str | Path, limits: ReadLimits | None = None) -> Volume:
     """
     path = Path(path)
     limits = limits or ReadLimits()
-    check_regular_file(path)
-    with open_stream(path) as (stream, gz):
-        parsed = parse_header(stream, path, gz, limits.max_header_bytes)
+    with _checked_header(path, limits) as (stream, parsed, shape, dtype):  # refuses before any voxel is read
         hdr = parsed.header
-        shape, dtype = _check_header(path, hdr, limits)  # refuses before any voxel byte is read
         raw = read_data(stream, parsed, shape, dtype, path)
     data = _scaled_float32(path, hdr, raw)
     del raw

@@ -5,13 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nibabel as nib
-
 from mood_detector import distributed
 from mood_detector.detector import TrainConfig, check_train_config, detector_class
-from mood_detector.errors import OptionError
+from mood_detector.errors import InputError, OptionError
 from mood_detector.io.folders import check_output_dir
-from mood_detector.io.nifti import list_volumes
+from mood_detector.io.nifti import list_volumes, read_shape
 from mood_detector.kinds import get_kind
 
 log = logging.getLogger(__name__)
@@ -24,7 +22,8 @@ def default_run_dir(output: Path) -> Path:
 
 def warn_if_smaller_than_scored(files: list[Path], kind: str) -> int:
     """Log one warning when training volumes are smaller than the size ``kind``'s inputs are scored at
-    (MOOD's: brain 256³, abdomen 512³); returns how many are. Only headers are read.
+    (MOOD's: brain 256³, abdomen 512³); returns how many are. Only headers are read, through the package's
+    checked reader (:func:`~mood_detector.io.nifti.read_shape`: capped extensions, regular files only).
 
     The network sees every volume resampled to its own size, but a volume *made* at 128³ is not the same image
     as one made at 256³ and resampled: measured on generated data, a model trained on 128³ volumes scores the
@@ -33,8 +32,8 @@ def warn_if_smaller_than_scored(files: list[Path], kind: str) -> int:
     small = 0
     for f in files:
         try:
-            shape = nib.load(f).shape
-        except Exception:  # noqa: BLE001 - an unreadable file is reported by the loader itself, with its reason
+            shape = read_shape(f)
+        except InputError:  # reported by the loader itself, with its reason
             continue
         small += len(shape) >= 3 and max(shape[:3]) < size
     if small:

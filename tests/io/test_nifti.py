@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mood_detector.errors import InputError
-from mood_detector.io.nifti import ReadLimits, read_volume, write_text_atomic, write_volume
+from mood_detector.io.nifti import ReadLimits, read_shape, read_volume, write_text_atomic, write_volume
 from tests.conftest import blob_volume, save_nifti
 
 
@@ -65,3 +65,17 @@ def test_error_names_file_in_one_line(tmp_path: Path) -> None:
 def test_text_atomic(tmp_path: Path) -> None:
     write_text_atomic(tmp_path / "x.txt", "0.5\n")
     assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+
+def test_read_shape_reads_the_header_only_and_checks_it_like_read_volume(tmp_path):
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((300, 200, 100))
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    path = tmp_path / "header_only.nii"
+    path.write_bytes(hdr.binaryblock + b"\0" * 4)  # no voxel data: read_volume would call it truncated
+    assert read_shape(path) == (300, 200, 100)
+    with pytest.raises(InputError, match="truncated"):
+        read_volume(path)
+    with pytest.raises(InputError, match="header_only.nii"):  # the same limits as read_volume
+        read_shape(path, ReadLimits(max_dim=256))

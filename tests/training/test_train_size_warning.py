@@ -1,5 +1,6 @@
 import logging
 
+import nibabel as nib
 import numpy as np
 
 from tests.conftest import save_nifti
@@ -22,12 +23,14 @@ def test_warns_once_counting_volumes_smaller_than_the_kinds_scoring_size(tmp_pat
     assert len(warnings) == 1 and "2 of 3" in warnings[0].getMessage() and "256^3" in warnings[0].getMessage()
 
 
-def test_silent_for_volumes_at_the_scoring_size(tmp_path, caplog, monkeypatch):
-    # a 256^3 header without 64 MB of data: only the header is read
-    import nibabel as nib
-
-    files = _vols(tmp_path, [(8, 8, 8)])
-    monkeypatch.setattr(nib, "load", lambda f: type("I", (), {"shape": (256, 256, 256)})())
+def test_silent_for_volumes_at_the_scoring_size(tmp_path, caplog):
+    # a 256^3 header without its 64 MB of data: only the header is read
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape((256, 256, 256))
+    hdr.set_data_dtype(np.float32)
+    hdr["vox_offset"] = 352
+    files = [tmp_path / "00000.nii"]
+    files[0].write_bytes(hdr.binaryblock + b"\0" * 4)
     with caplog.at_level(logging.WARNING, logger="mood_detector.training.api"):
         assert warn_if_smaller_than_scored(files, "brain") == 0
         assert warn_if_smaller_than_scored(files, "abdom") == 1  # the abdomen is scored at 512^3
