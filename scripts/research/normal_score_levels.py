@@ -18,20 +18,19 @@ import argparse
 import logging
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import torch
 
 from mood_detector.detector import load_detector
 from mood_detector.inference.predictor import PredictConfig, Predictor
+from mood_detector.io.nifti import read_volume
 from mood_detector.preprocess import normalise_intensity
 
 QUANTILES = (0.5, 0.9, 0.99, 0.999)
 
 
-def score_levels(predictor: Predictor, path: Path, fg: float) -> np.ndarray:
-    """The :data:`QUANTILES` of ``path``'s pixel scores over its foreground (normalised intensity > ``fg``)."""
-    data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
+def score_levels(predictor: Predictor, data: np.ndarray, fg: float) -> np.ndarray:
+    """The :data:`QUANTILES` of ``data``'s pixel scores over its foreground (normalised intensity > ``fg``)."""
     mask = normalise_intensity(data.copy()) > fg
     scores = predictor.score_volume(data, need_pixel=True, inplace=True).pixel
     return np.quantile(scores[mask], QUANTILES)
@@ -50,8 +49,9 @@ def main() -> None:
     print("| volume | shape | " + " | ".join(f"q{q:g}" for q in QUANTILES) + " |")
     print("|---|---|" + "---|" * len(QUANTILES))
     for path in args.volumes:
-        shape = nib.load(path).shape
-        levels = score_levels(predictor, path, args.fg)
+        data = read_volume(path).data  # the reader predict uses
+        shape = data.shape
+        levels = score_levels(predictor, data, args.fg)
         print(f"| {path} | {'x'.join(map(str, shape))} | " + " | ".join(f"{v:.3f}" for v in levels) + " |",
               flush=True)
 
