@@ -12,7 +12,7 @@ from mood_detector import distributed
 from mood_detector.detector import DEFAULT_DETECTOR, REGISTRY
 from mood_detector.errors import MoodError, StrictFailure, WeightsError
 from mood_detector.inference.api import predict_folder
-from mood_detector.inference.predictor import PredictConfig
+from mood_detector.inference.predictor import PredictConfig, parse_mirror
 from mood_detector.io.nifti import ReadLimits
 
 log = logging.getLogger(__name__)
@@ -51,11 +51,15 @@ log = logging.getLogger(__name__)
 @click.option("--axes", type=click.Choice(["model", "all"]), default=None,
               help="Slice along the model's slice axis only, or along all three axes and average the maps "
                    "(three times the network time) [default: the axes the model was trained on (its card's train_axes), else model].")
+@click.option("--mirror", default=None, metavar="none|AXES",
+              help="Test-time mirroring: also score the volume mirrored along each listed axis (e.g. 0, or 0,1) and "
+                   "average the maps and sample scores; each axis adds one more pass of network time "
+                   "[default: the model card's tta_mirror, else none].")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
-            progress: bool, threads: int, exact: bool, axes: str | None, compile_: bool) -> None:
+            progress: bool, threads: int, exact: bool, axes: str | None, mirror: str | None, compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
     An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
@@ -72,9 +76,14 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
          missing or invalid weights
     """
     tasks = ("pixel", "sample") if task == "both" else (task,)
+    if mirror is not None:
+        try:
+            parse_mirror(mirror)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--mirror") from None
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
-                        compile=compile_, axes=axes, **(dict(skip_empty=False, crop=False) if exact else {}))
+                        compile=compile_, axes=axes, mirror=mirror, **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)
     except StrictFailure as exc:

@@ -64,6 +64,10 @@ class PredictConfig:
             and average the three pixel maps; the sample score is the mean of the three axes' sample scores;
             three times the network time and one more volume of memory at the network size); ``None`` = the
             card's ``train_axes`` (what the model was trained on), else ``model``.
+        mirror: test-time mirroring, as nnU-Net's predictor does: ``none``, or a comma list of volume axes
+            (e.g. ``0``, the left-right axis of the generated brains); the volume is also scored mirrored along
+            each listed axis, and the maps (mirrored back) and sample scores are averaged with the plain ones.
+            Each axis adds the network time of one more pass. ``None`` = the card's ``tta_mirror``, else ``none``.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
@@ -83,10 +87,26 @@ class PredictConfig:
     threads: int = 0
     compile: bool = False
     axes: str | None = None
+    mirror: str | None = None
 
     def __post_init__(self) -> None:
         if self.axes not in (None, *AXES_CHOICES):
             raise ValueError(f"axes must be one of {', '.join(AXES_CHOICES)}, got {self.axes!r}")
+        if self.mirror is not None:
+            parse_mirror(self.mirror)
+
+
+def parse_mirror(spec: str) -> tuple[int, ...]:
+    """``"none"`` -> (); ``"0"`` or ``"0,2"`` -> the distinct volume axes to mirror along (each 0, 1 or 2)."""
+    if spec.strip() == "none":
+        return ()
+    try:
+        axes = tuple(dict.fromkeys(int(a) for a in spec.split(",")))
+    except ValueError:
+        axes = (-1,)
+    if not axes or any(a not in (0, 1, 2) for a in axes):
+        raise ValueError(f"mirror must be 'none' or a comma list of the axes 0, 1, 2; got {spec!r}")
+    return axes
 
 
 #: values of :attr:`PredictConfig.axes` (and of a model card's ``train_axes``)
@@ -227,6 +247,14 @@ class Predictor:
         first = det.slice_axis
         return [first] + ([a for a in range(3) if a != first] if axes == "all" else [])
 
+    def mirror_for(self, det: Detector) -> tuple[int, ...]:
+        """The volume axes ``det``'s inputs are also scored mirrored along (:attr:`PredictConfig.mirror`)."""
+        spec = self.cfg.mirror if self.cfg.mirror is not None else str(det.card.extra.get("tta_mirror", "none"))
+        try:
+            return parse_mirror(spec)
+        except ValueError as e:
+            raise ValueError(f"the model card's tta_mirror: {e}") from None
+
     def _score_axis(self, det: Detector, net: np.ndarray, axis: int, out: np.ndarray | None,
                     need_pixel: bool) -> np.ndarray:
         """Slice scores of ``net`` sliced along ``axis``; the pixel scores go into ``out`` (zero-filled) if given."""
@@ -246,19 +274,25 @@ class Predictor:
             # when it is written, none to move the slice axis back
             out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
         axes = self.axes_for(det)
-        # the model's axis first, into the map itself: its slice scores are the ones returned
+        # the model's axis first, into the map itself: its slice scores are the ones returned; then the other
+        # axes and the mirrored passes, each into a scratch map (a mirrored view of it for the mirrored passes,
+        # so that it holds the scores in the input's orientation) that is added to the map
         per_slice = self._score_axis(det, net, axes[0], out, need_pixel)
         samples = [sample_score(per_slice)]
-        if len(axes) > 1:
+        passes = [(axis, None) for axis in axes[1:]]
+        passes += [(axis, m) for m in self.mirror_for(det) for axis in axes]
+        if passes:
             tmp = np.zeros_like(out) if out is not None else None
-            for axis in axes[1:]:
+            for axis, m in passes:
                 if tmp is not None:
                     tmp.fill(0.0)  # score_slices leaves what it does not run (empty slices, outside the crop)
-                samples.append(sample_score(self._score_axis(det, net, axis, tmp, need_pixel)))
+                src = net if m is None else np.flip(net, m)
+                dst = tmp if m is None or tmp is None else np.flip(tmp, m)
+                samples.append(sample_score(self._score_axis(det, src, axis, dst, need_pixel)))
                 if tmp is not None:
                     out += tmp
             if out is not None:
-                out /= len(axes)
+                out /= 1 + len(passes)
             del tmp
         del net
         with self.timings("postprocess"):

@@ -122,3 +122,56 @@ def test_axes_value_checked():
     with pytest.raises(ValueError, match="train_axes"):
         Predictor(_column_detector(16, {"train_axes": "x"}), PredictConfig(device="cpu")).score_volume(
             np.ones((16, 16, 16), np.float32))
+
+
+@pytest.mark.parametrize("source", ["config", "card"])
+def test_mirror_averages_the_mirrored_pass_in_the_input_orientation(source):
+    """``mirror='1'`` (from the config, or the card's tta_mirror) also scores the volume mirrored along axis 1
+    and mirrors that map back before averaging: for the column detector (slice axis 2, columns along axis 1)
+    the mirrored pass scores ``vol * (1 - c)``, so the average is ``vol / 2``. Mirroring along axis 0, which the
+    column score does not depend on, leaves the map as it is."""
+    from mood_detector.inference.aggregate import sample_score
+
+    n = 16
+    vol = np.random.default_rng(1).random((n, n, n)).astype(np.float32) + 0.1
+    vol /= vol.max()
+    c = np.linspace(0, 1, n, dtype=np.float32)[None, :, None]
+    det = _column_detector(n, {"tta_mirror": "1"} if source == "card" else None)
+    res = Predictor(det, PredictConfig(device="cpu", mirror="1" if source == "config" else None)).score_volume(
+        vol.copy())
+    np.testing.assert_allclose(res.pixel, vol / 2, atol=1e-5)
+    samples = [sample_score(np.moveaxis(m, 2, 0).mean(axis=(1, 2))) for m in (vol * c, vol * (1 - c))]
+    assert res.sample == pytest.approx(float(np.mean(samples)), abs=1e-5)
+    plain = Predictor(_column_detector(n), PredictConfig(device="cpu")).score_volume(vol.copy())
+    same = Predictor(_column_detector(n), PredictConfig(device="cpu", mirror="0")).score_volume(vol.copy())
+    np.testing.assert_allclose(same.pixel, plain.pixel, atol=1e-6)
+    np.testing.assert_allclose(plain.pixel, vol * c, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["3", "x", "", "0,,1", "-1"])
+def test_mirror_value_checked(spec):
+    with pytest.raises(ValueError, match="mirror"):
+        PredictConfig(mirror=spec)
+    with pytest.raises(ValueError, match="tta_mirror"):
+        Predictor(_column_detector(16, {"tta_mirror": spec}), PredictConfig(device="cpu")).score_volume(
+            np.ones((16, 16, 16), np.float32))
+
+
+def test_mirror_parsed():
+    from mood_detector.inference.predictor import parse_mirror
+
+    assert parse_mirror("none") == () and parse_mirror("0") == (0,) and parse_mirror("2,0,2") == (2, 0)
+
+
+def test_cli_mirror(tmp_path: Path, tiny_fpi: Path):
+    """``predict --mirror 0`` scores and writes as usual; a bad value is a usage error naming the option."""
+    from tests.reliability.helpers import predict_args, run_cli
+
+    inp = tmp_path / "in"
+    inp.mkdir()
+    save_nifti(inp / "a.nii.gz", blob_volume(seed=3))
+    res = run_cli(*predict_args("sample", inp, tmp_path / "out", tiny_fpi, "--mirror", "0"))
+    assert res.exit_code == 0, res.stderr
+    assert 0.0 <= float((tmp_path / "out" / "a.nii.gz.txt").read_text()) <= 1.0
+    bad = run_cli(*predict_args("sample", inp, tmp_path / "out2", tiny_fpi, "--mirror", "left"))
+    assert bad.exit_code == 2 and "--mirror" in bad.stderr and not (tmp_path / "out2").exists()
