@@ -52,6 +52,19 @@ def slice_rule_option(ctx: click.Context, param: click.Parameter, value: str | N
     return value
 
 
+def mirror_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback of a ``--mirror`` option: ``none`` or a comma list of the axes 0, 1, 2, else a usage error
+    naming it (checked while parsing, before the command loads anything)."""
+    from mood_detector.inference.predictor import parse_mirror
+
+    if value is not None:
+        try:
+            parse_mirror(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return value
+
+
 @click.group(cls=MoodGroup, lazy_commands=COMMANDS,
              context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(__version__, prog_name="mood-detector")

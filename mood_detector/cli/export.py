@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from mood_detector.cli import slice_rule_option
+from mood_detector.cli import mirror_option, slice_rule_option
 
 
 @click.command("export")
@@ -20,20 +20,22 @@ from mood_detector.cli import slice_rule_option
 @click.option("--slice-score", default=None, callback=slice_rule_option,
               help="Set the card's slice score rule: 'mean' or 'top:Q' (mean of the highest fraction Q of a "
                    "slice's pixel scores) [default: keep the source's].")
+@click.option("--mirror", default=None, metavar="none|AXES", callback=mirror_option,
+              help="Set the card's tta_mirror, the test-time mirroring predict uses by default: 'none' or a comma "
+                   "list of volume axes (see predict --mirror) [default: keep the source's].")
 @click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="FPI and NSA: recompute the BatchNorm statistics as an average over --bn-batches training "
                    "batches from the volumes in this folder (the training data) instead of keeping the running "
                    "statistics.")
 @click.option("--bn-batches", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batches for --bn-data (one per volume pair, as many pairs as there are).")
-def export(source: Path, output: Path, dtype: str, slice_score: str | None, bn_data: Path | None,
-           bn_batches: int) -> None:
+def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirror: str | None,
+           bn_data: Path | None, bn_batches: int) -> None:
     """Write SOURCE's model to OUTPUT: to score an unfinished run, or to store weights in float16."""
     import torch
 
     from mood_detector.detector import load_detector
     from mood_detector.errors import MoodError
-
     try:
         if source.is_dir():
             from mood_detector.models.fpi.detector import FPIDetector
@@ -52,6 +54,8 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, bn_d
         det.card.extra["stored_dtype"] = dtype
         if slice_score is not None:
             det.card.extra["slice_score"] = slice_score
+        if mirror is not None:
+            det.card.extra["tta_mirror"] = mirror.strip()
         path = det.save(output, dtype=getattr(torch, dtype))
     except (ValueError, MoodError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from mood_detector import distributed
+from mood_detector.cli import mirror_option
 from mood_detector.detector import DEFAULT_DETECTOR, REGISTRY
 from mood_detector.errors import MoodError, StrictFailure, WeightsError
 from mood_detector.inference.api import predict_folder
-from mood_detector.inference.predictor import PredictConfig, parse_mirror
+from mood_detector.inference.predictor import PredictConfig
 from mood_detector.io.nifti import ReadLimits
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 @click.option("--axes", type=click.Choice(["model", "all"]), default=None,
               help="Slice along the model's slice axis only, or along all three axes and average the maps "
                    "(three times the network time) [default: the axes the model was trained on (its card's train_axes), else model].")
-@click.option("--mirror", default=None, metavar="none|AXES",
+@click.option("--mirror", default=None, metavar="none|AXES", callback=mirror_option,
               help="Test-time mirroring: also score the volume mirrored along each listed axis (e.g. 0, or 0,1) and "
                    "average the maps and sample scores; each axis adds one more pass of network time "
                    "[default: the model card's tta_mirror, else none].")
@@ -76,11 +77,6 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
          missing or invalid weights
     """
     tasks = ("pixel", "sample") if task == "both" else (task,)
-    if mirror is not None:
-        try:
-            parse_mirror(mirror)
-        except ValueError as e:
-            raise click.BadParameter(str(e), param_hint="--mirror") from None
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
                         compile=compile_, axes=axes, mirror=mirror, **(dict(skip_empty=False, crop=False) if exact else {}))

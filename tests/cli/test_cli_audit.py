@@ -91,6 +91,7 @@ CASES = [
     (PREDICT + " -w {fpi} --detector ae", "'--detector': ae: the weights {fpi} are fpi weights"),
     (PREDICT + " -w {fpi} --detector nosuch", "'--detector': 'nosuch' is not one of"),
     (PREDICT + " -w {fpi} --device foo", "'--device': 'foo' is not a device"),
+    (PREDICT + " -w {fpi} --mirror 3", "'--mirror': mirror must be 'none' or a comma list of the axes 0, 1, 2"),
     # --- evaluate
     ("evaluate --pred {data} --labels {labels} --task pixel --json {file}/e.json",
      "'--json': {file}: output path exists and is not a folder"),
@@ -106,6 +107,7 @@ CASES = [
     ("report -i {data} -p {data} -o {out}/r --slice-score top:2", "'--slice-score': slice score rule 'top:2'"),
     # --- export: checked before the model is loaded
     ("export -i {fpi} -o {out}/e.safetensors --slice-score max", "'--slice-score': slice score rule 'max'"),
+    ("export -i {fpi} -o {out}/e.safetensors --mirror x", "'--mirror': mirror must be 'none' or a comma list"),
     # --- benchmark: checked before any data is generated
     ("benchmark --out {out}/b --size 40 --no-progress", "'--size': 40 is not a multiple of 16"),
     ("benchmark --out {out}/b --train-size 40 --no-progress", "'--train-size': 40 is not a multiple of 16"),

@@ -63,3 +63,19 @@ def test_batchnorm_recompute_from_empty_volumes_is_a_clear_error(tiny_fpi, tmp_p
                                     "--bn-data", str(empty)])
     assert res.exit_code == 1 and "no non-empty slices in the 4 volumes" in res.output, res.output
     assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_mirror_set_in_the_card_is_what_predict_uses(tiny_fpi, tmp_path):
+    """``export --mirror 0`` writes tta_mirror into the card; a predictor built from it mirrors along axis 0
+    unless its config says otherwise."""
+    from mood_detector.inference.predictor import PredictConfig, Predictor
+
+    out = tmp_path / "m.safetensors"
+    res = CliRunner().invoke(main, ["export", "-i", str(tiny_fpi), "-o", str(out), "--mirror", "0"])
+    assert res.exit_code == 0, res.output
+    det = load_detector(out)
+    assert det.card.extra["tta_mirror"] == "0"
+    assert Predictor(det, PredictConfig(device="cpu")).mirror_for(det) == (0,)
+    assert Predictor(det, PredictConfig(device="cpu", mirror="none")).mirror_for(det) == ()
+    plain = load_detector(tiny_fpi)
+    assert Predictor(plain, PredictConfig(device="cpu")).mirror_for(plain) == ()
