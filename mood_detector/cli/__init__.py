@@ -39,30 +39,29 @@ class MoodGroup(LazyGroup):
             raise click.BadParameter(exc.reason, param_hint=f"'{exc.option}'") from None
 
 
-def slice_rule_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Click callback of a ``--slice-score`` option: ``mean`` or ``top:Q``, else a usage error naming it (checked
-    while parsing, before the command loads anything)."""
-    from mood_detector.inference.aggregate import parse_slice_rule
+def checked_option(parser: str):
+    """Click callback that checks an option's value with ``parser`` (``"module:function"``, imported only when
+    the option is given, so start-up stays light) while parsing, before the command loads anything: a
+    ``ValueError`` becomes a one-line usage error naming the option."""
+    module, func = parser.split(":")
 
-    if value is not None:
-        try:
-            parse_slice_rule(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            import importlib
+
+            try:
+                getattr(importlib.import_module(module), func)(value)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc)) from None
+        return value
+
+    return callback
 
 
-def mirror_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Click callback of a ``--mirror`` option: ``none`` or a comma list of the axes 0, 1, 2, else a usage error
-    naming it (checked while parsing, before the command loads anything)."""
-    from mood_detector.inference.predictor import parse_mirror
-
-    if value is not None:
-        try:
-            parse_mirror(value)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc)) from None
-    return value
+#: ``--slice-score``: ``mean`` or ``top:Q``
+slice_rule_option = checked_option("mood_detector.inference.aggregate:parse_slice_rule")
+#: ``--mirror``: ``none`` or a comma list of the axes 0, 1, 2
+mirror_option = checked_option("mood_detector.inference.predictor:parse_mirror")
 
 
 @click.group(cls=MoodGroup, lazy_commands=COMMANDS,
