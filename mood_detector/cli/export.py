@@ -36,6 +36,7 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirr
 
     from mood_detector.detector import load_detector
     from mood_detector.errors import MoodError
+
     try:
         if source.is_dir():
             from mood_detector.models.fpi.detector import FPIDetector

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
                    "(three times the network time) [default: the axes the model was trained on (its card's train_axes), else model].")
 @click.option("--mirror", default=None, metavar="none|AXES", callback=mirror_option,
               help="Test-time mirroring: also score the volume mirrored along each listed axis (e.g. 0, or 0,1) and "
-                   "average the maps and sample scores; each axis adds one more pass of network time "
+                   "average the maps and sample scores; each axis repeats the network passes (one per slicing axis) "
                    "[default: the model card's tta_mirror, else none].")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")

@@ -67,7 +67,8 @@ class PredictConfig:
         mirror: test-time mirroring, as nnU-Net's predictor does: ``none``, or a comma list of volume axes
             (e.g. ``0``, the left-right axis of the generated brains); the volume is also scored mirrored along
             each listed axis, and the maps (mirrored back) and sample scores are averaged with the plain ones.
-            Each axis adds the network time of one more pass. ``None`` = the card's ``tta_mirror``, else ``none``.
+            Each mirror axis repeats the network passes (one per slicing axis of ``axes``). ``None`` = the card's
+            ``tta_mirror``, else ``none``.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
