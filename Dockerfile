@@ -20,8 +20,8 @@ COPY docker/install.sh /opt/mood/src/docker/install.sh
 RUN MOOD_SKIP_TORCH=1 PYTHON=python3 sh /opt/mood/src/docker/install.sh /opt/mood/src \
     && rm -rf /opt/mood/src
 
-# Bundled weights: weights/<kind>/<detector>.safetensors + .json, nsa (default) and fpi (the entry point refuses to
-# run without the chosen detector's).
+# Bundled weights: weights/<kind>/<detector>.safetensors + .json: nsa (default), fpi, and dpa for abdom only
+# (the entry point refuses to run without the chosen detector's).
 COPY weights/ /opt/mood/weights/
 
 # The organisers' scripts and the entry point.

@@ -1,5 +1,6 @@
-"""The bundled weights (weights/<kind>/nsa.* and fpi.*): they load, their cards say what they are, and they mark
-a planted sphere of changed intensity in a fresh generated subject (nsa: also a noise sphere)."""
+"""The bundled weights (weights/<kind>/nsa.*, fpi.* and the others, e.g. abdom/dpa.*): they load, their cards
+say what they are, and they mark a planted sphere of changed intensity in a fresh generated subject (nsa: also
+a noise sphere)."""
 
 from __future__ import annotations
 
@@ -106,3 +107,33 @@ def test_bundled_nsa_marks_a_noise_sphere(kind):
     vol[sphere] = np.clip(vol[sphere] + noise, 0, 1)
     inside, rest = _inside_and_rest(kind, "nsa", vol, sphere)
     assert inside > 4 * rest, (inside, rest)
+
+
+#: the other bundled detectors, per kind (not the default; their model cards say what they achieve)
+OTHERS = (("abdom", "dpa"),)
+
+
+@pytest.mark.parametrize(("kind", "detector"), OTHERS)
+def test_other_bundled_model_loads_with_its_card(kind, detector):
+    path = WEIGHTS / kind / f"{detector}.safetensors"
+    assert path.is_file(), f"no bundled {detector} weights for {kind}"
+    card = load_detector(path).card
+    assert (card.detector, card.kind) == (detector, kind)
+    assert card.extra["stored_dtype"] == "float16" and "generated" in card.training_data
+    text = (WEIGHTS / kind / f"MODEL_CARD_{detector}.md").read_text()
+    assert "generated" in text and "not" in text.lower()
+
+
+@pytest.mark.parametrize(("kind", "detector"), OTHERS)
+def test_other_bundled_model_marks_bright_and_noise_spheres(kind, detector):
+    """DPA marks brightened regions and noise (its model card: 2.0 and 1.6 times the rest of the phantom)."""
+    vol = subject(kind, 128)
+    sphere = _sphere(vol)
+    bright = vol.copy()
+    bright[sphere] = np.clip(bright[sphere] + 0.25, 0, 1)
+    inside, rest = _inside_and_rest(kind, detector, bright, sphere)
+    assert inside > 1.5 * rest, (inside, rest)
+    noisy = vol.copy()
+    noisy[sphere] = np.clip(noisy[sphere] + np.random.default_rng(0).normal(0.0, 1.0, int(sphere.sum())), 0, 1)
+    inside, rest = _inside_and_rest(kind, detector, noisy, sphere)
+    assert inside > 1.3 * rest, (inside, rest)
