@@ -42,7 +42,8 @@ class DemoConfig:
         out: output folder (replaced).
         kinds: kinds to run; kinds without bundled weights are skipped with a message (unless ``train``).
         n_cases: test cases per kind (``anomalous_fraction`` of them with one synthetic outlier; the defaults make
-            5 of 6 anomalous, one per outlier type, so the report shows which types light up).
+            5 of 8 anomalous, one per outlier type, so the report shows which types light up, and 3 normal, so
+            the sample task's ranking has more than one normal case to rank against).
         size: edge of the generated cubes (None = :data:`DEMO_SIZE` per kind).
         detector: whose bundled weights to use (``<kind>/<detector>.safetensors``), or which to train with ``train``
             (``fpi`` or ``nsa``).
@@ -52,8 +53,8 @@ class DemoConfig:
 
     out: Path = Path("demo")
     kinds: tuple[str, ...] = ("brain", "abdom")
-    n_cases: int = 6
-    anomalous_fraction: float = 0.84
+    n_cases: int = 8
+    anomalous_fraction: float = 0.625
     size: int | None = None
     detector: str = DEFAULT_DETECTOR
     train: bool = False

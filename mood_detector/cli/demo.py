@@ -15,10 +15,10 @@ from mood_detector.detector import DEFAULT_DETECTOR
               help="Folder for everything the demo makes (replaced if it exists).")
 @click.option("--kinds", default="brain,abdom", show_default=True,
               help="Comma-separated kinds to run; a kind without bundled weights is skipped.")
-@click.option("--n-cases", type=click.IntRange(min=1), default=6, show_default=True, help="Test cases per kind.")
-@click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.84, show_default=True,
+@click.option("--n-cases", type=click.IntRange(min=1), default=8, show_default=True, help="Test cases per kind.")
+@click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.625, show_default=True,
               help="Fraction of the cases that get one synthetic outlier (rounded to whole cases: the defaults "
-                   "give 5 of 6, one per outlier type, and one normal case).")
+                   "give 5 of 8, one per outlier type, and 3 normal cases).")
 @click.option("--size", type=click.IntRange(min=16), default=None,
               help="Edge of the generated cubes [default: 256 for both kinds (MOOD's abdomen is 512: slow to "
                    "generate on a CPU); --train-size with --train].")
