@@ -10,7 +10,7 @@ card. Only the examples differ, so a comparison with FPI measures the task alone
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -35,22 +35,23 @@ class NSAOptions(FPIOptions):
 
     skips: bool = True
     slice_score: str = "top:0.01"
-    max_patches: int = 2
-    half_width_min: float = 0.04
-    half_width_max: float = 0.20
-    scale_min: float = 0.75
-    scale_max: float = 1.33
-    p_flip: float = 0.5
-    p_intensity: float = 0.5
-    gain_max: float = 2.0
-    offset_max: float = 0.3
-    p_texture: float = 0.3
-    texture_max: float = 0.4
-    p_poisson: float = 0.5
-    shape_noise: float = 0.35
+    # the task's parameters, flat for --opt; their defaults are NSAConfig's (the ranges split into _min/_max)
+    max_patches: int = NSAConfig.max_patches
+    half_width_min: float = NSAConfig.half_width[0]
+    half_width_max: float = NSAConfig.half_width[1]
+    scale_min: float = NSAConfig.scale[0]
+    scale_max: float = NSAConfig.scale[1]
+    p_flip: float = NSAConfig.p_flip
+    p_intensity: float = NSAConfig.p_intensity
+    gain_max: float = NSAConfig.gain_max
+    offset_max: float = NSAConfig.offset_max
+    p_texture: float = NSAConfig.p_texture
+    texture_max: float = NSAConfig.texture_max
+    p_poisson: float = NSAConfig.p_poisson
+    shape_noise: float = NSAConfig.shape_noise
     label_x0: float = -1.0
     label_k: float = -1.0
-    label_sigma: float = 1.0
+    label_sigma: float = NSAConfig.label_sigma
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -59,12 +60,12 @@ class NSAOptions(FPIOptions):
     def task(self, kind: str) -> NSAConfig:
         """The task configuration for ``kind`` (``brain`` or ``abdom``)."""
         x0, k = LABEL_DEFAULTS.get(kind, LABEL_DEFAULTS["brain"])
-        return NSAConfig(max_patches=self.max_patches, half_width=(self.half_width_min, self.half_width_max),
-                         scale=(self.scale_min, self.scale_max), p_flip=self.p_flip, p_intensity=self.p_intensity,
-                         gain_max=self.gain_max, offset_max=self.offset_max, p_texture=self.p_texture,
-                         texture_max=self.texture_max, p_poisson=self.p_poisson, shape_noise=self.shape_noise,
+        ranges = {"half_width", "scale", "label_x0", "label_k"}
+        same = {f.name: getattr(self, f.name) for f in fields(NSAConfig) if f.name not in ranges}
+        return NSAConfig(**same, half_width=(self.half_width_min, self.half_width_max),
+                         scale=(self.scale_min, self.scale_max),
                          label_x0=x0 if self.label_x0 < 0 else self.label_x0,
-                         label_k=k if self.label_k < 0 else self.label_k, label_sigma=self.label_sigma)
+                         label_k=k if self.label_k < 0 else self.label_k)
 
 
 def _seeded(seed: int, epoch: int, step: int, stream: int) -> np.random.Generator:
