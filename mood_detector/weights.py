@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from mood_detector import __version__
 from mood_detector.errors import WeightsError
-from mood_detector.io.nifti import publish
+from mood_detector.io.atomic import atomic_open, atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -92,18 +90,10 @@ def save_weights(path: str | Path, tensors: dict[str, torch.Tensor], card: Model
         path = path.with_suffix(".safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(flat, tmp, metadata={"detector": card.detector, "kind": card.kind})
-        publish(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    cp = card_path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cp.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with atomic_open(card_path(path), binary=False, fsync=False) as fh:
         fh.write(card.to_json() + "\n")
-    publish(tmp, cp)
     return path
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import gzip
 import logging
 import math
-import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from mood_detector.errors import InputError
+from mood_detector.io.atomic import atomic_open
 from mood_detector.io.rawnifti import check_regular_file, open_stream, parse_header, read_data
 
 log = logging.getLogger(__name__)
@@ -290,12 +289,6 @@ def gzip_writer(fileobj: Any, compresslevel: int = 1) -> Any:
     return igzip.IGzipFile(filename="", fileobj=fileobj, mode="wb", compresslevel=min(compresslevel, 3), mtime=0)
 
 
-def publish(tmp: str | Path, path: Path) -> None:
-    """Make a finished temporary file readable (0644) and rename it to its final name atomically."""
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header: Any | None = None,
                  compresslevel: int = 1) -> Path:
     """Write ``data`` as a float32 NIfTI with the given geometry, atomically.
@@ -306,35 +299,19 @@ def write_volume(path: str | Path, data: np.ndarray, affine: np.ndarray, header:
     path = Path(path)
     img = _result_image(data, affine, header)
     gz = path.name.lower().endswith(".gz")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            stream: Any = gzip_writer(raw, compresslevel) if gz else raw
-            try:
-                img.to_file_map(img.make_file_map({"image": stream}))
-            finally:
-                if gz:
-                    stream.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as raw:
+        stream: Any = gzip_writer(raw, compresslevel) if gz else raw
+        try:
+            img.to_file_map(img.make_file_map({"image": stream}))
+        finally:
+            if gz:
+                stream.close()
     return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write a small text file atomically (temp file in the same folder, then rename)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, binary=False) as fh:
+        fh.write(text)
     return path

@@ -26,7 +26,7 @@ from scipy.signal import savgol_filter
 
 from mood_detector.errors import MoodError
 from mood_detector.inference.aggregate import parse_slice_rule, savgol_window
-from mood_detector.io.nifti import publish
+from mood_detector.io.atomic import atomic_open
 from mood_detector.report.cases import Case
 from mood_detector.report.curves import Curves
 
@@ -116,14 +116,8 @@ def _new_figure(figsize: tuple[float, float], dpi: int) -> Any:
 
 def _save(fig: Any, path: Path, dpi: int) -> None:
     """Save ``fig`` as PNG atomically (temp file in the target folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, fsync=False) as fh:
+        fig.savefig(fh, format="png", dpi=dpi, metadata={"Software": None})
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -242,14 +236,8 @@ def save_thumbnail(png: Path, thumb: Path, size: tuple[int, int]) -> None:
 
     with Image.open(png) as im:
         small = im.convert("RGB").resize(size, Image.Resampling.LANCZOS)
-    fd, tmp = tempfile.mkstemp(prefix=f".{thumb.name}.", suffix=".tmp", dir=thumb.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            small.save(fh, format="PNG", optimize=True)
-        publish(tmp, thumb)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(thumb, fsync=False) as fh:
+        small.save(fh, format="PNG", optimize=True)
 
 
 def render_curves(curves: dict[str, Curves], roc_png: Path, pr_png: Path, cfg: RenderConfig) -> None:

@@ -6,15 +6,15 @@ import contextlib
 import csv
 import json
 import logging
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from mood_detector.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +43,8 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` (tensors, dicts, numbers only) to ``run_dir/checkpoint.pt``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / CHECKPOINT
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint.", suffix=".tmp", dir=run_dir)
-    os.close(fd)
-    try:
+    with atomic_path(path, mode=None) as tmp:  # mode None: the checkpoint stays private (0600)
         torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 
