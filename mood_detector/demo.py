@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 #: subject indices of the demo's cases: far from those of any training folder the package makes
 DEMO_START = 90_000
-#: edge of the demo's generated cubes: the MOOD brain size; the abdomen at half its MOOD size (512^3 phantoms
-#: take minutes each to make on a CPU; the models resample every input to their own size anyway)
+#: edge of the demo's generated cubes: the MOOD brain size; the abdomen at half its MOOD size (a 512^3 phantom
+#: has 8x the voxels to make, score, evaluate and draw, which would add about 7 minutes on 2 CPU cores; the
+#: models resample every input to their own size anyway)
 DEMO_SIZE = {"brain": 256, "abdom": 256}
 
 
