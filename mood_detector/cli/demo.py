@@ -20,8 +20,8 @@ from mood_detector.detector import DEFAULT_DETECTOR
               help="Fraction of the cases that get one synthetic outlier (rounded to whole cases: the defaults "
                    "give 5 of 8, one per outlier type, and 3 normal cases).")
 @click.option("--size", type=click.IntRange(min=16), default=None,
-              help="Edge of the generated cubes [default: 256 for both kinds (MOOD's abdomen is 512: slow to "
-                   "generate on a CPU); --train-size with --train].")
+              help="Edge of the generated cubes [default: 256 for both kinds (MOOD's abdomen is 512: 8x the voxels "
+                   "to make, score and evaluate on a CPU); --train-size with --train].")
 @click.option("--detector", type=click.Choice(["fpi", "nsa"]), default=DEFAULT_DETECTOR, show_default=True,
               help="Whose bundled weights to use (<kind>/<detector>.safetensors), or which to train with --train.")
 @click.option("--weights-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
