@@ -86,9 +86,15 @@ def _add_noise(vol: np.ndarray, sphere: np.ndarray) -> None:
     vol[sphere] = np.clip(vol[sphere] + noise, 0, 1)
 
 
+@functools.lru_cache(maxsize=None)
+def _bundled(kind: str, detector: str):
+    """The bundled detector, loaded once for all the tests that score with it."""
+    return load_detector(WEIGHTS / kind / f"{detector}.safetensors")
+
+
 def _inside_and_rest(kind: str, detector: str, vol: np.ndarray, sphere: np.ndarray) -> tuple[float, float]:
     fg = vol > 0
-    det = load_detector(WEIGHTS / kind / f"{detector}.safetensors")
+    det = _bundled(kind, detector)
     res = Predictor(det, PredictConfig(device="cpu", threads=1, progress=False)).score_volume(vol.copy())
     return float(res.pixel[sphere].mean()), float(res.pixel[fg & ~sphere].mean())
 
