@@ -20,7 +20,8 @@ Decisions (documented deviations / completions of the paper):
 * Intensities stay in [0, 1]: Eqs. 8 and 9 (sigma = 1 by default, as written) and interpolation can leave
   that range, so every result is clipped to [0, 1].
 * Sphere: radius r = U(radius_frac) x the smallest edge length (default 4-12%, so a sphere is under 1% of
-  the volume, as in the paper). The centre is a uniformly drawn foreground voxel (value > ``fg_threshold``)
+  the volume, as in the paper). The centre is a uniformly drawn foreground voxel (inside
+  :func:`mood_detector.preprocess.foreground_mask` and above ``fg_threshold``)
   at least r from every border, so the whole sphere is inside the array; of up to ``max_tries`` draws the
   first whose sphere is at least ``min_foreground`` foreground is used (else the most foreground one).
 * Label: the voxels inside the sphere whose value changed (``A' != A`` in float32). Unchanged voxels (e.g.
@@ -39,6 +40,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from mood_detector.preprocess import foreground_mask
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,8 @@ def draw_sphere(volume: np.ndarray, rng: np.random.Generator, cfg: OutlierConfig
     r = int(np.floor(radius))
     lo = np.array([r] * 3)
     hi = np.array(shape) - r  # exclusive
-    fg = volume > cfg.fg_threshold
+    # the object, not a noisy background: the shared foreground rule of the network's preprocessing
+    fg = foreground_mask(volume) & (volume > cfg.fg_threshold)
     best: tuple[float, Sphere] | None = None
     for _ in range(max(1, cfg.max_tries)):
         centre = _foreground_voxel(fg, lo, hi, rng)

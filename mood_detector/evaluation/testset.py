@@ -26,7 +26,7 @@ from tqdm import tqdm
 from mood_detector.evaluation.outliers import OUTLIER_TYPES, OutlierConfig, apply_outlier, config_dict
 from mood_detector.io.nifti import list_volumes, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import get_kind
-from mood_detector.preprocess import normalise_intensity
+from mood_detector.preprocess import scale_unit
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def make_testset(normals: str | Path | Sequence[Path], out_dir: str | Path, cfg:
     bar = tqdm(list(zip(files, plan)), desc="make-testset", unit="vol", disable=not progress)
     for i, (path, kind) in enumerate(bar):
         vol = read_volume(path)
-        data = normalise_intensity(vol.data)
+        data = scale_unit(vol.data)  # the scan as it looks (background kept), in [0, 1]
         name = case_name(i)
         case: dict[str, Any] = {"name": name, "source": str(path), "anomalous": kind is not None, "type": kind}
         if kind is None:

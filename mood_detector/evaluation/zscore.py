@@ -20,7 +20,7 @@ from mood_detector.inference.aggregate import sample_score
 from mood_detector.inference.predictor import output_paths
 from mood_detector.io.nifti import list_volumes, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import get_kind
-from mood_detector.preprocess import normalise_intensity, resample, to_slices
+from mood_detector.preprocess import prepare, resample, to_slices
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ZScoreModel:
             raise ValueError("the z-score baseline needs at least two training volumes")
         s = s2 = None
         for f in files:
-            v = resample(normalise_intensity(read_volume(f).data), (size,) * 3).astype(np.float64)
+            v = resample(prepare(read_volume(f).data)[0], (size,) * 3).astype(np.float64)
             s = v if s is None else s + v
             s2 = v * v if s2 is None else s2 + v * v
         n = len(files)
@@ -53,7 +53,7 @@ class ZScoreModel:
     def score(self, data: np.ndarray) -> tuple[np.ndarray, float]:
         """(pixel map of ``data``'s shape in [0, 1], sample score)."""
         size = self.mean.shape[0]
-        x = resample(normalise_intensity(data), (size,) * 3)
+        x = resample(prepare(data)[0], (size,) * 3)
         z = np.abs(x - self.mean) / (self.std + self.eps)
         s = (z / (z + self.z_half)).astype(np.float32)
         per_slice = to_slices(s, get_kind(self.kind).slice_axis).mean(axis=(1, 2))

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
+from mood_detector.inference.adapt import adapt_batchnorm
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
 from mood_detector.inference.fastpath import crop_box, occupied
@@ -27,7 +28,7 @@ from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
 from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import kind_for_shape
-from mood_detector.preprocess import normalise_intensity, resample, to_slices
+from mood_detector.preprocess import prepare, resample, to_slices
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ class PredictConfig:
             each listed axis, and the maps (mirrored back) and sample scores are averaged with the plain ones.
             Each mirror axis repeats the network passes (one per slicing axis of ``axes``). ``None`` = the card's
             ``tta_mirror``, else ``none``.
+        adapt: test-time adaptation before scoring: ``none``, or ``bn`` (recompute the BatchNorm statistics
+            on slices of up to ``adapt_volumes`` of the inputs, evenly spread; see
+            :mod:`mood_detector.inference.adapt`). ``None`` = the card's ``adapt`` (what it was measured best
+            with), else ``none``.
+        adapt_volumes: how many inputs ``adapt`` reads (a fixed share of the scoring time however large the
+            folder).
     """
 
     tasks: tuple[str, ...] = ("pixel",)
@@ -89,8 +96,12 @@ class PredictConfig:
     compile: bool = False
     axes: str | None = None
     mirror: str | None = None
+    adapt: str | None = None
+    adapt_volumes: int = 4
 
     def __post_init__(self) -> None:
+        if self.adapt not in (None, *ADAPT_CHOICES):
+            raise ValueError(f"adapt must be one of {', '.join(ADAPT_CHOICES)}, got {self.adapt!r}")
         if self.axes not in (None, *AXES_CHOICES):
             raise ValueError(f"axes must be one of {', '.join(AXES_CHOICES)}, got {self.axes!r}")
         if self.mirror is not None:
@@ -112,6 +123,8 @@ def parse_mirror(spec: str) -> tuple[int, ...]:
 
 #: values of :attr:`PredictConfig.axes` (and of a model card's ``train_axes``)
 AXES_CHOICES = ("model", "all")
+#: values of :attr:`PredictConfig.adapt` (and of a model card's ``adapt``)
+ADAPT_CHOICES = ("none", "bn")
 
 
 @dataclass
@@ -266,11 +279,14 @@ class Predictor:
     def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False) -> VolumeScores:
         """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape.
 
+        Outside the foreground (:func:`mood_detector.preprocess.foreground_mask`) the pixel score is 0.
         ``inplace`` lets intensity normalisation overwrite ``data`` (the predictor does so with the volumes it
         reads): then a 512^3 volume needs two float32 volume copies, the input and the score map."""
         det = self.detector_for(data.shape)
         with self.timings("preprocess"):
-            net = resample(normalise_intensity(data, inplace=inplace), (det.size,) * 3)
+            norm, mask = prepare(data, inplace=inplace)
+            net = resample(norm, (det.size,) * 3)
+            del norm
             # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
             # when it is written, none to move the slice axis back
             out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
@@ -303,9 +319,41 @@ class Predictor:
                 if vol is not out:
                     del out
                     np.clip(vol, 0.0, 1.0, out=vol)
+                vol[~mask] = 0.0  # empty background is never anomalous
             else:
                 vol = np.zeros(0, dtype=np.float32)
         return VolumeScores(pixel=vol, sample=score, slice_scores=per_slice)
+
+    def adapt_for(self, det: Detector) -> str:
+        """The test-time adaptation for ``det``: the config's, else its card's ``adapt``, else ``none``."""
+        mode = self.cfg.adapt or str(det.card.extra.get("adapt", "none"))
+        if mode not in ADAPT_CHOICES:
+            raise ValueError(f"the model card's adapt {mode!r} is not one of {', '.join(ADAPT_CHOICES)}")
+        return mode
+
+    def adapt(self, files: Sequence[Path]) -> None:
+        """Recompute the BatchNorm statistics of every detector whose adaptation is ``bn`` on slices of up to
+        :attr:`PredictConfig.adapt_volumes` of ``files`` (evenly spread). An input that cannot be read is left
+        to the scoring loop to report."""
+        if not files or all(self.adapt_for(d) == "none" for d in self.detectors.values()):
+            return
+        pick = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, max(1, self.cfg.adapt_volumes)).round()
+                                           .astype(int))]
+        groups: dict[int, tuple[Detector, list[np.ndarray]]] = {}
+        with self.timings("adapt"):
+            for path in pick:
+                try:
+                    data = read_volume(path, self.cfg.limits).data
+                    det = self.detector_for(data.shape)
+                except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+                    continue
+                if self.adapt_for(det) != "bn":
+                    continue
+                net = resample(prepare(data, inplace=True)[0], (det.size,) * 3)
+                groups.setdefault(id(det), (det, []))[1].append(net)
+                del data
+            for det, vols in groups.values():
+                adapt_batchnorm(det, vols, self.axes_for(det), device=self.device)
 
     # --- folders -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> Volume:
@@ -335,6 +383,7 @@ class Predictor:
                 report.skipped.append(Path(f))
             else:
                 todo.append(Path(f))
+        self.adapt(todo)
         if report.skipped:
             log.info("skipping %d inputs whose outputs exist", len(report.skipped))
         elif any(o.exists() for f in todo for o in output_paths(f, out_dir, self.cfg.tasks).values()):

@@ -359,7 +359,7 @@ def run_speed_benchmark(cfg: SpeedConfig) -> SpeedResults:
     from mood_detector.inference.accel import set_cpu_threads
     from mood_detector.inference.predictor import PredictConfig, Predictor
     from mood_detector.io.nifti import list_volumes, read_volume, write_volume
-    from mood_detector.preprocess import normalise_intensity, resample, to_slices
+    from mood_detector.preprocess import prepare, resample, to_slices
 
     if cfg.memory not in MEMORY_PROBES:
         raise MoodError(f"memory must be one of {sorted(MEMORY_PROBES)}, not {cfg.memory!r}")
@@ -444,9 +444,13 @@ def run_speed_benchmark(cfg: SpeedConfig) -> SpeedResults:
         comparable = True
         for f in files[:k]:
             data = read_volume(f, PredictConfig().limits).data
-            net = resample(normalise_intensity(data, inplace=True), (card.size,) * 3)
+            norm, mask = prepare(data, inplace=True)
+            net = resample(norm, (card.size,) * 3)
             slices = to_slices(net, card.slice_axis)
             pix, secs = naive_forward(naive_det, slices, batch, device)
+            if tuple(net.shape) == tuple(data.shape):  # the predictor zeroes the background: so does this
+                pix[~to_slices(mask, card.slice_axis)] = 0.0
+            del norm, mask
             naive_secs += secs
             if tuple(net.shape) != tuple(data.shape):
                 comparable = False

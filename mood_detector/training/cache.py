@@ -23,11 +23,11 @@ import numpy as np
 from tqdm import tqdm
 
 from mood_detector.io.nifti import ReadLimits, read_volume
-from mood_detector.preprocess import normalise_intensity, resample, to_slices
+from mood_detector.preprocess import prepare, resample, to_slices
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: foreground mask and percentile normalisation (preprocess.prepare)
 
 
 def cache_name(path: Path, size: int, slice_axis: int) -> str:
@@ -41,7 +41,7 @@ def cache_name(path: Path, size: int, slice_axis: int) -> str:
 def decode(path: Path, size: int, slice_axis: int, limits: ReadLimits | None = None) -> np.ndarray:
     """Volume ``path`` as float16 slices (S, size, size) in [0, 1] (what training reads)."""
     vol = read_volume(path, limits or ReadLimits()).data
-    net = resample(normalise_intensity(vol, inplace=True), (size,) * 3)
+    net = resample(prepare(vol, inplace=True)[0], (size,) * 3)
     del vol
     return np.ascontiguousarray(to_slices(net, slice_axis), dtype=np.float16)
 

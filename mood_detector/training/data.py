@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mood_detector.io.nifti import ReadLimits, read_volume
-from mood_detector.preprocess import normalise_intensity, resample, to_slices
+from mood_detector.preprocess import prepare, resample, to_slices
 from mood_detector.tasks.augment import ContrastAugment, SourceIntensity, SourceShift
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,7 @@ class VolumeStore:
                 self._cache.popitem(last=False)
             return arr
         vol = read_volume(self.files[i], self.limits).data
-        vol = resample(normalise_intensity(vol), (self.size,) * 3)
+        vol = resample(prepare(vol)[0], (self.size,) * 3)
         arr = np.ascontiguousarray(to_slices(vol, self.slice_axis), dtype=np.float16)
         self._cache[i] = arr
         while len(self._cache) > self.capacity:
