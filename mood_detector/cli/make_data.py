@@ -20,14 +20,29 @@ import click
 @click.option("--templates", default="default", show_default=True,
               help="brain: source T1 images, 'default' (the MNI152 2009a template in nilearn), 'all' (every "
                    "installed one) or a comma list of icbm2009a, icbm2009c, fsl-mni152, colin27, itk-subject; "
-                   "subject k uses template k mod their number (see docs/data.md for what installs each).")
-def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int, templates: str) -> None:
+                   "subject k uses template k mod their number (see docs/data.md for what installs each). With "
+                   "--randomise also 'icbm-tissue' (the ICBM tissue maps, the default there).")
+@click.option("--randomise/--no-randomise", default=False, show_default=True,
+              help="Random appearance per subject: the domain-randomised training data (docs/data.md). brain: "
+                   "contrast (T1-, T2-, PD-, FLAIR-like or arbitrary), skull or none, bias, blur, thick slices, "
+                   "noise, empty or noisy background; abdom: every tissue's CT number within its class's range, "
+                   "noise, blur, thick slices, air noise and a patient table.")
+def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int, templates: str,
+              randomise: bool) -> None:
     """Generate KIND pseudo-subjects: brain from real T1 brain templates under random deformation, abdom from
     a procedural phantom. Neither is real patient data."""
     from mood_detector.io.folders import check_output_dir
 
     check_output_dir(out, "--out")
-    if kind == "brain":
+    if kind == "brain" and randomise:
+        from mood_detector.data.brain_random import make_random_brain_data, resolve_sources
+
+        try:
+            resolve_sources(templates)
+        except (RuntimeError, ValueError) as exc:
+            raise click.BadParameter(str(exc), param_hint="'--templates'") from None
+        files = make_random_brain_data(out, n, size or 256, seed, start, templates)
+    elif kind == "brain":
         from mood_detector.data.brain import make_brain_data, resolve_templates
 
         try:
@@ -39,6 +54,10 @@ def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: 
             files = make_brain_data(out, n, size or 256, seed, start, templates)
         except (RuntimeError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
+    elif randomise:
+        from mood_detector.data.abdomen_random import make_random_abdomen_data
+
+        files = make_random_abdomen_data(out, n, size or 512, seed, start)
     else:
         from mood_detector.data.abdomen import make_abdomen_data
 

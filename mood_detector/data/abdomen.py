@@ -30,7 +30,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -59,6 +59,7 @@ class AbdomenVariation:
         contrast_hu: standard deviation of per-tissue HU offsets (contrast timing).
         small_bowel_loops: number of small-bowel random walks.
         slab_voxels: voxels per processing slab (bounds the temporaries).
+        tissue_hu: per-tissue HU range for random tissue values (:mod:`.abdomen_random`), or None.
     """
 
     body_scale: tuple[float, float] = (0.88, 1.08)
@@ -72,6 +73,8 @@ class AbdomenVariation:
     contrast_hu: float = 12.0
     small_bowel_loops: tuple[int, int] = (7, 11)
     slab_voxels: int = 1 << 22
+    #: tissue name -> (low, high) HU range drawn uniformly per subject; None = the fixed values + contrast_hu
+    tissue_hu: Callable[[str], tuple[float, float]] | None = None
 
 
 def _pow(t: np.ndarray, p: float) -> np.ndarray:
@@ -266,8 +269,11 @@ def make_subject(rng: np.random.Generator, var: AbdomenVariation = AbdomenVariat
             "kidney_medulla": 120, "sinus_fat": -80, "aorta": 230, "ivc": 130, "pancreas": 90, "gallbladder": 10,
             "bowel_wall": 45, "bowel_fluid": 15, "colon_content": 0, "stomach_wall": 50, "stomach_fluid": 20,
             "disc": 90, "cortical": 950, "cancellous": 260, "arch": 650, "csf": 15}
-    tissue = {k: float(v + (rng.normal(0.0, var.contrast_hu) if k not in ("cortical",) else rng.normal(0, 40)))
-              for k, v in base.items()}
+    if var.tissue_hu is not None:  # domain randomisation: every tissue anywhere in its CT class's range
+        tissue = {k: float(rng.uniform(*var.tissue_hu(k))) for k in base}
+    else:
+        tissue = {k: float(v + (rng.normal(0.0, var.contrast_hu) if k not in ("cortical",) else rng.normal(0, 40)))
+                  for k, v in base.items()}
     s = u(*var.body_scale)
     body = Body(bx=float(rng.normal(0, 0.02)), by=float(-0.05 + rng.normal(0, 0.02)), a=0.85 * s * u(0.95, 1.05),
                 b_ant=0.62 * s * u(0.9, 1.1), b_post=0.72 * s * u(0.95, 1.05), p=float(rng.choice([2.0, 2.5, 3.0])),

@@ -174,13 +174,15 @@ def _smooth_field(rng: np.random.Generator, grid: int, size: int, amplitude: flo
     return np.einsum("ai,bj,ck,ijk->abc", w, w, w, coarse.astype(np.float64), optimize=True).astype(np.float32)
 
 
-def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: int, rng: np.random.Generator,
-                       var: BrainVariation = BrainVariation()) -> tuple[np.ndarray, np.ndarray]:
-    """One pseudo-subject as (float32 volume of ``size``^3 in [0, 1], its affine)."""
+def _warp(images: Sequence[np.ndarray], template_affine: np.ndarray, centre_mask: np.ndarray, size: int,
+          rng: np.random.Generator, var: BrainVariation) -> tuple[list[np.ndarray], np.ndarray]:
+    """``images`` (same grid, ``template_affine``) under one random subject transform, sampled on a cubic
+    ``size``^3 grid covering :data:`FOV_MM` centred on ``centre_mask``'s centre of mass; returns (warped
+    images, their affine)."""
     vox = FOV_MM / size
     out_affine = np.diag([vox, vox, vox, 1.0])
     # centre on the brain's centre of mass (source images place their field of view differently)
-    com = np.array(ndimage.center_of_mass(template > 0))
+    com = np.array(ndimage.center_of_mass(centre_mask))
     centre_world = template_affine[:3, :3] @ com + template_affine[:3, 3]
     out_affine[:3, 3] = centre_world - vox * (size - 1) / 2.0
     rot = _rotation(rng.uniform(-var.rotation_deg, var.rotation_deg, 3))
@@ -199,13 +201,20 @@ def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: 
         coords[axis] += _smooth_field(rng, var.elastic_grid, size, var.elastic_mm / 2).reshape(-1) / edge[axis]
     # radial deformation about the brain centre: sampling closer to (a > 0) the centre enlarges what is there
     a = rng.uniform(*var.radial)
-    centre_vox = np.linalg.inv(template_affine)[:3, :3] @ centre_world + np.linalg.inv(template_affine)[:3, 3]
+    centre_vox = inv_t[:3, :3] @ centre_world + inv_t[:3, 3]
     rel = (coords - centre_vox.astype(np.float32)[:, None]) * edge.astype(np.float32)[:, None]  # mm
     fall = np.exp(-(rel**2).sum(0) / (2 * var.radial_sigma_mm**2)).astype(np.float32)
     coords -= (a * fall)[None] * (rel / edge.astype(np.float32)[:, None])
     del rel, fall
-    vol = ndimage.map_coordinates(template, coords, order=1, mode="constant", cval=0.0).reshape((size,) * 3)
-    del coords
+    out = [ndimage.map_coordinates(img, coords, order=1, mode="constant", cval=0.0).reshape((size,) * 3)
+           for img in images]
+    return out, out_affine
+
+
+def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: int, rng: np.random.Generator,
+                       var: BrainVariation = BrainVariation()) -> tuple[np.ndarray, np.ndarray]:
+    """One pseudo-subject as (float32 volume of ``size``^3 in [0, 1], its affine)."""
+    (vol,), out_affine = _warp([template], template_affine, template > 0, size, rng, var)
     fg = vol > 0.02
     vol = np.clip(vol, 0.0, None)
     bias = np.exp(_smooth_field(rng, 3, size, var.bias / 2))
