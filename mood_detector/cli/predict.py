@@ -56,11 +56,16 @@ log = logging.getLogger(__name__)
               help="Test-time mirroring: also score the volume mirrored along each listed axis (e.g. 0, or 0,1) and "
                    "average the maps and sample scores; each axis repeats the network passes (one per slicing axis) "
                    "[default: the model card's tta_mirror, else none].")
+@click.option("--adapt", type=click.Choice(["none", "bn"]), default=None,
+              help="Test-time adaptation: 'bn' recomputes the network's BatchNorm statistics on slices of up to 4 "
+                   "of the inputs (evenly spread; no labels, seconds) before scoring; 'none' scores with the "
+                   "training statistics [default: the model card's 'adapt', else none].")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
-            progress: bool, threads: int, exact: bool, axes: str | None, mirror: str | None, compile_: bool) -> None:
+            progress: bool, threads: int, exact: bool, axes: str | None, mirror: str | None, adapt: str | None,
+            compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
     An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
@@ -79,7 +84,8 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
-                        compile=compile_, axes=axes, mirror=mirror, **(dict(skip_empty=False, crop=False) if exact else {}))
+                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt,
+                        **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)
     except StrictFailure as exc:

@@ -1,0 +1,82 @@
+"""Test-time adaptation to the scans at hand: BatchNorm statistics recomputed on the input folder's own slices.
+
+A network trained on one set of scanners normalises its features with that data's BatchNorm means and
+variances; on another site's scans those statistics are off, and the whole map drifts. Recomputing them on
+the inputs themselves (no labels; AdaBN, Li et al. 2018) is a forward pass over a sample of their slices. The
+detector's weights are not changed, only the running statistics, and the sample is fixed by a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from mood_detector.detector import Detector
+from mood_detector.preprocess import to_slices
+
+log = logging.getLogger(__name__)
+
+#: a volume's slices used for the statistics: at most this many non-empty ones, evenly spread
+SLICES_PER_VOLUME = 24
+
+
+def pick_slices(net: np.ndarray, axes: Iterable[int], per_volume: int = SLICES_PER_VOLUME) -> np.ndarray:
+    """Up to ``per_volume`` non-empty slices of ``net`` (a volume at the network size), spread evenly over the
+    non-empty ones and over ``axes``: (N, H, W) float32."""
+    axes = list(axes)
+    out = []
+    for axis in axes:
+        s = to_slices(net, axis)
+        full = np.flatnonzero(s.reshape(s.shape[0], -1).max(axis=1) > 0)
+        k = min(len(full), max(1, per_volume // len(axes)))
+        if k:
+            out.append(np.asarray(s[full[np.linspace(0, len(full) - 1, k).round().astype(int)]], dtype=np.float32))
+    return np.concatenate(out) if out else np.zeros((0, *net.shape[1:]), dtype=np.float32)
+
+
+def batchnorm_layers(det: Detector) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for module in det.modules().values() for m in module.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@torch.no_grad()
+def adapt_batchnorm(det: Detector, volumes: Iterable[np.ndarray], axes: Iterable[int], batch_size: int = 16,
+                    device: torch.device | str = "cpu", run: Callable[[torch.Tensor], object] | None = None) -> int:
+    """Recompute ``det``'s BatchNorm statistics over slices of ``volumes`` (each already at the network size,
+    as the predictor feeds it): a cumulative average over all of them. Returns the number of slices used; with
+    none (or no BatchNorm layer) the detector is left as it was."""
+    layers = batchnorm_layers(det)
+    if not layers:
+        log.warning("--adapt bn: the %s detector has no BatchNorm layers; nothing to adapt", det.name)
+        return 0
+    slices = [pick_slices(v, axes) for v in volumes]
+    x = np.concatenate(slices) if slices else np.zeros((0,))
+    if len(x) == 0:
+        log.warning("--adapt bn: no non-empty slices in the inputs; BatchNorm statistics unchanged")
+        return 0
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone()) for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over every batch
+        m.train()
+    try:
+        forward = run or det.score_slices
+        for i in range(0, len(x), batch_size):
+            forward(torch.from_numpy(x[i:i + batch_size])[:, None].to(device))
+    except BaseException:
+        for m, (mom, mean, var) in zip(layers, saved):
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+            m.momentum = mom
+        raise
+    finally:
+        for m in layers:
+            m.eval()
+    for m, (mom, _, _) in zip(layers, saved):
+        m.momentum = mom
+    log.info("--adapt bn: BatchNorm statistics of %d layers recomputed over %d slices", len(layers), len(x))
+    return len(x)

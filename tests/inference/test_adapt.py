@@ -1,0 +1,82 @@
+"""Test-time BatchNorm adaptation (mood_detector/inference/adapt.py) and the background rule of the predictor."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mood_detector.detector import load_detector
+from mood_detector.inference.adapt import adapt_batchnorm, batchnorm_layers, pick_slices
+from mood_detector.inference.predictor import PredictConfig, Predictor
+from mood_detector.preprocess import foreground_mask
+from tests.conftest import blob_volume, save_nifti
+
+
+def test_pick_slices_spreads_over_nonempty_slices_and_axes():
+    vol = np.zeros((20, 20, 20), np.float32)
+    vol[5:15, 5:15, 5:15] = 1.0
+    x = pick_slices(vol, [2, 0], per_volume=8)
+    assert x.shape == (8, 20, 20) and (x.reshape(8, -1).max(1) > 0).all()
+    assert len(pick_slices(np.zeros((8, 8, 8), np.float32), [0])) == 0
+
+
+def test_adapt_batchnorm_moves_statistics_to_the_inputs(tiny_fpi: Path):
+    det = load_detector(tiny_fpi)
+    layers = batchnorm_layers(det)
+    assert layers
+    before = [m.running_mean.clone() for m in layers]
+    weights = {k: v.clone() for k, v in det.net.state_dict().items() if "running" not in k and "num_batches" not in k}
+    bright = [np.clip(blob_volume(seed=s) * 3.0, 0, 1) for s in (1, 2)]
+    n = adapt_batchnorm(det, bright, [det.slice_axis], batch_size=4)
+    assert n > 0
+    assert any(not torch.allclose(b, m.running_mean) for b, m in zip(before, layers))
+    assert all(not m.training and m.momentum is not None for m in layers)
+    for k, v in det.net.state_dict().items():  # the learned weights are untouched
+        if k in weights:
+            assert torch.equal(v, weights[k])
+    again = [m.running_mean.clone() for m in layers]
+    adapt_batchnorm(det, bright, [det.slice_axis], batch_size=4)  # a fixed sample: the same statistics
+    assert all(torch.allclose(a, m.running_mean) for a, m in zip(again, layers))
+
+
+def test_adapt_with_no_slices_leaves_the_model(tiny_fpi: Path):
+    det = load_detector(tiny_fpi)
+    before = [m.running_var.clone() for m in batchnorm_layers(det)]
+    assert adapt_batchnorm(det, [np.zeros((32, 32, 32), np.float32)], [2]) == 0
+    assert all(torch.equal(b, m.running_var) for b, m in zip(before, batchnorm_layers(det)))
+
+
+def test_predict_folder_with_adapt_bn(tmp_path: Path, tiny_fpi: Path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(3):
+        save_nifti(inp / f"v{i}.nii.gz", blob_volume(seed=20 + i) * 900.0)
+    plain = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False, adapt="none"))
+    adapted = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False, adapt="bn"))
+    a = plain.predict_folder(inp, tmp_path / "a")
+    b = adapted.predict_folder(inp, tmp_path / "b")
+    assert a.exit_code == b.exit_code == 0
+    assert "adapt" in adapted.timings.as_dict() and "adapt" not in plain.timings.seconds
+    assert a.samples != b.samples  # the statistics changed, so did the scores
+
+
+def test_card_adapt_is_the_default_and_checked(tiny_fpi: Path):
+    det = load_detector(tiny_fpi)
+    det.card.extra["adapt"] = "bn"
+    assert Predictor(det, PredictConfig(device="cpu")).adapt_for(det) == "bn"
+    assert Predictor(det, PredictConfig(device="cpu", adapt="none")).adapt_for(det) == "none"
+    det.card.extra["adapt"] = "weird"
+    with pytest.raises(ValueError, match="adapt"):
+        Predictor(det, PredictConfig(device="cpu")).adapt_for(det)
+    with pytest.raises(ValueError):
+        PredictConfig(adapt="weird")
+
+
+def test_background_of_a_noisy_scan_scores_zero(tiny_fpi: Path):
+    rng = np.random.default_rng(0)
+    head = blob_volume((40, 40, 40), seed=3) * 500.0
+    noisy = (head + np.hypot(rng.normal(0, 20, head.shape), rng.normal(0, 20, head.shape))).astype(np.float32)
+    res = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False)).score_volume(noisy.copy())
+    mask = foreground_mask(noisy)
+    assert mask.mean() < 0.9 and (res.pixel[~mask] == 0).all()
