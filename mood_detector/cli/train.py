@@ -69,10 +69,16 @@ log = logging.getLogger(__name__)
                    "volumes: 128^2 slices, width 0.25, skip connections, label tolerance, contrast remaps, 24 "
                    "cosine-decayed epochs of 4 batches per volume pair; docs/fpi-cpu.md) or 'paper' (the FPI "
                    "paper's setting). Options given on the command line override the preset.")
+@click.option("--force", is_flag=True, default=False,
+              help="Allow OUTPUT to be a bundled model (a file tracked in weights/); without it train refuses.")
 @click.pass_context
 def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...],
-          unlabeled: Path | None, feature_weights: Path | None, preset: str, **kw) -> None:
+          unlabeled: Path | None, feature_weights: Path | None, preset: str, force: bool, **kw) -> None:
     """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
+    from mood_detector.bundled import refuse_bundled
+
+    if (why := refuse_bundled(output, force)) is not None:  # before any work: the bundled card would go stale
+        raise click.ClickException(why)
     options = parse_options(opts)
     if preset != "none":
         from mood_detector.detector import detector_class
