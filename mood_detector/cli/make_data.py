@@ -21,7 +21,9 @@ import click
               help="brain: source T1 images, 'default' (the MNI152 2009a template in nilearn), 'all' (every "
                    "installed one) or a comma list of icbm2009a, icbm2009c, fsl-mni152, colin27, itk-subject; "
                    "subject k uses template k mod their number (see docs/data.md for what installs each).")
-def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int, templates: str) -> None:
+@click.pass_context
+def make_data(ctx: click.Context, kind: str, n: int, out: Path, size: int | None, seed: int, start: int,
+              templates: str) -> None:
     """Generate KIND pseudo-subjects: brain from real T1 brain templates under random deformation, abdom from
     a procedural phantom. Neither is real patient data."""
     from mood_detector.io.folders import check_output_dir
@@ -43,4 +45,7 @@ def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: 
         from mood_detector.data.abdomen import make_abdomen_data
 
         files = make_abdomen_data(out, n, size or 512, seed, start)
+    from mood_detector.provenance import command_line, write_data_command
+
+    write_data_command(out, command_line(ctx))  # train copies it into the model card (data_command)
     click.echo(f"wrote {len(files)} volumes to {out}")
