@@ -1,8 +1,10 @@
 # MOOD training image (same package and install steps as the inference image, no bundled weights).
 #   docker build -f docker/train.Dockerfile -t detector-train .
-#   docker run --gpus all --shm-size=8g -v "$PWD/data":/mnt/train -v "$PWD/weights":/mnt/weights \
+#   docker run --gpus all --shm-size=8g -v "$PWD/data":/mnt/train -v "$PWD/runs":/mnt/weights \
 #       detector-train brain [mood-detector train options...]
-# writes /mnt/weights/brain/fpi.safetensors + fpi.json (and fpi_run/ with checkpoints and the loss log).
+# writes /mnt/weights/brain/<detector>.safetensors + <detector>.json, where <detector> is --detector, else
+# $MOOD_DETECTOR, else nsa (and <detector>_run/ with checkpoints and the loss log). Mount a folder of your own
+# (e.g. runs/), not the repository's weights/: the bundled models' cards describe the files there.
 
 # Pinned CUDA PyTorch runtime: torch comes from here, so install.sh keeps it (MOOD_SKIP_TORCH=1).
 FROM pytorch/pytorch:2.13.0-cuda12.6-cudnn9-runtime

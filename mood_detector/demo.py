@@ -104,7 +104,9 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
     for kind in cfg.kinds:
         weights = root / kind / f"{cfg.detector}.safetensors"
         if cfg.train:
-            if kind != "brain":
+            if kind != "brain":  # the small from-scratch model is a brain model; say so rather than skip quietly
+                log.warning("--train trains a small brain model only: the %s part of the demo is skipped (run the "
+                            "demo without --train to score the %s with the bundled model)", kind, kind)
                 continue
             weights = _train_small(cfg, out)
         elif not weights.is_file():

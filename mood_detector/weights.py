@@ -36,6 +36,7 @@ class ModelCard:
         mode: detector-specific mode (FPI: ``continuous`` or ``discrete``).
         classes: number of output channels.
         training_data: plain-words description of what it was trained on.
+        data_command: the command that made the training data (``make-data`` records it beside the volumes).
         epochs, seed: training schedule and seed.
         package_version, commit: provenance.
         extra: detector-specific hyperparameters and statistics (JSON-serialisable).
@@ -50,6 +51,7 @@ class ModelCard:
     mode: str = ""
     classes: int = 1
     training_data: str = ""
+    data_command: str = ""
     epochs: int = 0
     seed: int = 0
     package_version: str = __version__

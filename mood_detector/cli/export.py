@@ -29,9 +29,15 @@ from mood_detector.cli import mirror_option, slice_rule_option
                    "statistics.")
 @click.option("--bn-batches", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batches for --bn-data (one per volume pair, as many pairs as there are).")
+@click.option("--force", is_flag=True, default=False,
+              help="Allow OUTPUT to be a bundled model (a file tracked in weights/); without it export refuses.")
 def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirror: str | None,
-           bn_data: Path | None, bn_batches: int) -> None:
+           bn_data: Path | None, bn_batches: int, force: bool) -> None:
     """Write SOURCE's model to OUTPUT: to score an unfinished run, or to store weights in float16."""
+    from mood_detector.bundled import refuse_bundled
+
+    if (why := refuse_bundled(output, force)) is not None:
+        raise click.ClickException(why)
     import torch
 
     from mood_detector.detector import load_detector

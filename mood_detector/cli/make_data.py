@@ -27,8 +27,9 @@ import click
                    "contrast (T1-, T2-, PD-, FLAIR-like or arbitrary), skull or none, bias, blur, thick slices, "
                    "noise, empty or noisy background; abdom: every tissue's CT number within its class's range, "
                    "noise, blur, thick slices, air noise and a patient table.")
-def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: int, templates: str,
-              randomise: bool) -> None:
+@click.pass_context
+def make_data(ctx: click.Context, kind: str, n: int, out: Path, size: int | None, seed: int, start: int,
+              templates: str, randomise: bool) -> None:
     """Generate KIND pseudo-subjects: brain from real T1 brain templates under random deformation, abdom from
     a procedural phantom. Neither is real patient data."""
     from mood_detector.io.folders import check_output_dir
@@ -62,4 +63,7 @@ def make_data(kind: str, n: int, out: Path, size: int | None, seed: int, start: 
         from mood_detector.data.abdomen import make_abdomen_data
 
         files = make_abdomen_data(out, n, size or 512, seed, start)
+    from mood_detector.provenance import command_line, write_data_command
+
+    write_data_command(out, command_line(ctx))  # train copies it into the model card (data_command)
     click.echo(f"wrote {len(files)} volumes to {out}")

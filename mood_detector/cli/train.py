@@ -69,18 +69,45 @@ log = logging.getLogger(__name__)
                    "volumes: 128^2 slices, width 0.25, skip connections, label tolerance, contrast remaps, 24 "
                    "cosine-decayed epochs of 4 batches per volume pair; docs/fpi-cpu.md) or 'paper' (the FPI "
                    "paper's setting). Options given on the command line override the preset.")
+@click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="A model card (.json, e.g. weights/brain/nsa.json) whose settings to train with: detector, kind, "
+                   "size, width, mode, epochs, batch size, lr, seed, batches per pair, the detector options of its "
+                   "'extra' (task, train axes, final BatchNorm recompute) and its export steps (float16 storage, "
+                   "test-time mirroring). Options given on the command line override the recipe's.")
+@click.option("--data-command", default=None,
+              help="For the model card: the command that made the training data [default: the one make-data "
+                   "recorded in INPUT (make-data.json), if any].")
+@click.option("--force", is_flag=True, default=False,
+              help="Allow OUTPUT to be a bundled model (a file tracked in weights/); without it train refuses.")
 @click.pass_context
 def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...],
-          unlabeled: Path | None, feature_weights: Path | None, preset: str, **kw) -> None:
+          unlabeled: Path | None, feature_weights: Path | None, preset: str, recipe: Path | None,
+          data_command: str | None, force: bool, **kw) -> None:
     """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
+    from mood_detector.bundled import refuse_bundled
+
+    if (why := refuse_bundled(output, force)) is not None:  # before any work: the bundled card would go stale
+        raise click.ClickException(why)
     options = parse_options(opts)
+    given = {k for k in kw if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    export = None
+    if recipe is not None:
+        from mood_detector.training.recipe import apply_recipe, read_recipe
+
+        if preset != "none":
+            raise click.UsageError("--recipe and --preset both set the training options: give one of them")
+        try:
+            steps = read_recipe(recipe)
+        except MoodError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--recipe'") from None
+        options = apply_recipe(steps, kw, given, options)
+        export = steps.export
     if preset != "none":
         from mood_detector.detector import detector_class
         from mood_detector.models.fpi.detector import FPIDetector
 
         if not issubclass(detector_class(kw["detector"]), FPIDetector):  # presets set FPI's training options
             raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
-        given = {k for k in kw if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
         options = apply_preset(preset, kw, given, options)
     cfg = TrainConfig(**kw, options=options)
     if unlabeled is not None:
@@ -88,7 +115,7 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
     if feature_weights is not None:
         cfg.options["feature_weights"] = str(feature_weights)
     try:
-        path = train_detector(input_dir, output, cfg, run_dir)
+        path = train_detector(input_dir, output, cfg, run_dir, data_command=data_command, export=export)
     except OptionError:
         raise  # a bad option value, found before training: the group reports it as a usage error (exit 2)
     except (ValueError, MoodError) as exc:  # bad options, data or weights files: one line, no traceback

@@ -11,6 +11,8 @@ from mood_detector.errors import InputError, OptionError
 from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import list_volumes, read_shape
 from mood_detector.kinds import get_kind
+from mood_detector.provenance import read_data_command
+from mood_detector.training.recipe import ExportSteps
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,14 @@ def warn_if_smaller_than_scored(files: list[Path], kind: str) -> int:
 
 
 def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
-                   run_dir: str | Path | None = None) -> Path:
+                   run_dir: str | Path | None = None, data_command: str | None = None,
+                   export: ExportSteps | None = None) -> Path:
     """Train ``cfg.detector`` on every volume in ``input_dir``; save weights + card to ``output``.
 
-    Under ``torchrun`` every rank calls this; the detector trains with DDP and rank 0 writes the weights."""
+    ``data_command``: the command that made the data, for the card (``None``: what ``make-data`` recorded in
+    ``input_dir``, if anything). ``export``: steps to apply before saving (a recipe's float16 storage,
+    test-time mirroring, ...). Under ``torchrun`` every rank calls this; the detector trains with DDP and rank 0
+    writes the weights."""
     input_dir, output = Path(input_dir), Path(output)
     files = list_volumes(input_dir)
     if not files:
@@ -74,7 +80,8 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
         det = cls.fit(files, cfg, run)
         path = None
         if distributed.is_main():  # one writer; the others learn the path once it is written
-            path = det.save(output)
+            det.card.data_command = read_data_command(input_dir) if data_command is None else data_command
+            path = det.save(output, dtype=export.apply(det) if export is not None else None)
             log.info("wrote %s and its card", path)
         path = distributed.broadcast_object(path)
     return Path(path)

@@ -182,7 +182,7 @@ class FPIDetector(Detector):
             size=cfg.net_size, mode=cfg.mode, classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1,
             training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
             extra={"swa_epochs": cfg.swa_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "n_train_volumes": n_files, **asdict(o)})
+                   "max_batches_per_pair": cfg.max_batches_per_pair, "n_train_volumes": n_files, **asdict(o)})
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
