@@ -18,6 +18,10 @@ Per outlier type (read from the test set's ``manifest.json``), a row pools the c
 normal cases (the paper's per-type scores); the ``overall`` row pools every case. The pixel metrics are
 computed exactly from per-float16-value counts (:mod:`mood_detector.evaluation.metrics`), so 10^8 voxels
 need a few hundred KiB beyond one case's arrays.
+
+With a :class:`~mood_detector.evaluation.bootstrap.BootstrapConfig`, every row also gets percentile
+intervals from resampling its cases; each case's counts are then kept as well (at most 15,361 bins per case).
+The printed estimates stay the exact pooled metrics above, so they do not change with the bootstrap settings.
 """
 
 from __future__ import annotations
@@ -276,6 +280,8 @@ def _fill_intervals(result: EvalResult, case_counts: list[Counts], cfg: Bootstra
                     search: GreedySearch) -> None:
     """Bootstrap intervals of every row, resampling the row's own cases (a type's cases plus the normal ones;
     all cases for ``overall``), as the point estimates pool them."""
+    # The point estimates (``result.rows``) stay the exact pooled counts; the replicates sum the same per-case
+    # counts, so a replicate drawing every case once reproduces them and the intervals are about the cases only.
     table = CaseTable.from_counts(case_counts)
     groups = [c["group"] for c in result.cases]
     for name in result.rows:
