@@ -48,6 +48,11 @@ def _csv(value: str) -> tuple[str, ...]:
               help="Fraction of test cases with a synthetic outlier.")
 @click.option("--types", default=",".join(OUTLIER_TYPES), show_default=True, help="Outlier types to use.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of data, test set and training.")
+@click.option("--bootstrap", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap replicates for the 95% intervals beside every metric (test cases resampled with "
+                   "replacement); 0 = no intervals.")
+@click.option("--bootstrap-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the bootstrap resampling (same seed, same intervals).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--weights", "weights", multiple=True, metavar="DETECTOR=PATH",
               help="Use these weights instead of training DETECTOR (a .safetensors file, or a folder holding "
@@ -61,7 +66,8 @@ def benchmark(out: Path, detectors: str, kinds: str, types: str, weights: tuple[
               threads: int, progress: bool, **kw) -> None:
     """Make N normal training subjects and M held-out subjects per kind, train each detector (or use
     --weights), build a synthetic-outlier test set, predict both tasks, evaluate, and print one table
-    (detector x kind x task: AP, AUROC, DICE) with the command lines of every step."""
+    (detector x kind x task: AP, AUROC, DICE, each with its bootstrap 95% interval over test cases) with the
+    command lines of every step."""
     from mood_detector.evaluation.benchmark import (BenchmarkConfig, check_config, parse_detector_options,
                                                     parse_weights, run_benchmark)
 

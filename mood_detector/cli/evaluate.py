@@ -20,12 +20,19 @@ from mood_detector.errors import MoodError
 @click.option("--json", "out_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the metrics, per-case notes and problems to this JSON file "
                    "[default: PRED/evaluation_<task>.json].")
+@click.option("--bootstrap", "replicates", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="Bootstrap replicates for the 95% intervals printed beside every metric (cases resampled "
+                   "with replacement); 0 = no intervals.")
+@click.option("--bootstrap-seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the bootstrap resampling (same seed, same intervals).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def evaluate_cmd(pred_dir: Path, labels: Path, task: str, manifest: Path | None, out_json: Path | None,
-                 progress: bool) -> None:
+                 replicates: int, bootstrap_seed: int, progress: bool) -> None:
     """Evaluate PRED against LABELS like the MOOD challenge's evaluator (float16 predictions clipped to [0, 1];
     missing or mis-shaped predictions count as zeros; AP over all voxels / cases), plus AUROC and, for the pixel
-    task, the greedy-threshold DICE. Prints a table per outlier type and overall."""
+    task, the greedy-threshold DICE. Prints a table per outlier type and overall, each metric with its bootstrap
+    95% interval over cases."""
+    from mood_detector.evaluation.bootstrap import BootstrapConfig
     from mood_detector.evaluation.evaluate import evaluate
 
     from mood_detector.io.folders import check_output_dir
@@ -35,7 +42,8 @@ def evaluate_cmd(pred_dir: Path, labels: Path, task: str, manifest: Path | None,
         raise click.BadParameter(f"{out_json} is a folder; give the JSON file to write", param_hint="'--json'")
     check_output_dir(out_json.parent, "--json")
     try:
-        result = evaluate(pred_dir, labels, task, manifest=manifest, out_json=out_json, progress=progress)
+        result = evaluate(pred_dir, labels, task, manifest=manifest, out_json=out_json, progress=progress,
+                          bootstrap=BootstrapConfig(replicates=replicates, seed=bootstrap_seed) if replicates else None)
     except MoodError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"{task} task, {len(result.cases)} cases:")

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 from mood_detector.detector import REGISTRY, TrainConfig, check_device, check_train_config
 from mood_detector.errors import OptionError, WeightsError
-from mood_detector.evaluation.evaluate import TASKS, EvalResult, evaluate, fmt
+from mood_detector.evaluation.bootstrap import BootstrapConfig, Interval, RowIntervals
+from mood_detector.evaluation.evaluate import OVERALL, TASKS, EvalResult, evaluate, fmt_ci
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
 from mood_detector.inference.api import find_weights, predict_folder
@@ -56,6 +57,7 @@ class BenchmarkConfig:
         width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by all detectors.
         anomalous_fraction, types: test set composition.
         seed: one seed for data, test set and training.
+        bootstrap, bootstrap_seed: replicates and seed of the bootstrap intervals over test cases (0 = none).
         device: ``auto``, ``cpu``, ``cuda``...
         weights: detector -> weights (a ``.safetensors`` file, or a folder with ``<kind>/<detector>.safetensors``);
             detectors listed here are not trained.
@@ -80,6 +82,8 @@ class BenchmarkConfig:
     anomalous_fraction: float = 0.5
     types: tuple[str, ...] = OUTLIER_TYPES
     seed: int = 0
+    bootstrap: int = 1000
+    bootstrap_seed: int = 0
     device: str = "auto"
     weights: dict[str, Path] = field(default_factory=dict)
     options: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -96,6 +100,28 @@ class BenchmarkRow:
     auroc: float
     dice: float | None
     cases: str
+    ap_lo: float | None = None
+    ap_hi: float | None = None
+    auroc_lo: float | None = None
+    auroc_hi: float | None = None
+    dice_lo: float | None = None
+    dice_hi: float | None = None
+
+    def interval(self, metric: str) -> Interval | None:
+        """The bootstrap interval of ``metric`` (``ap``, ``auroc``, ``dice``), if computed."""
+        lo, hi = getattr(self, f"{metric}_lo"), getattr(self, f"{metric}_hi")
+        if lo is None and hi is None:
+            return None
+        return Interval(float("nan") if lo is None else lo, float("nan") if hi is None else hi)
+
+
+def benchmark_row(det: str, kind: str, task: str, res: EvalResult) -> BenchmarkRow:
+    """The ``overall`` row of one evaluation, with its bootstrap intervals when there are any."""
+    m = res.rows[OVERALL]
+    a, n = res.n_cases[OVERALL]
+    iv: RowIntervals | None = res.intervals.get(OVERALL)
+    bounds = {k: v for k, v in iv.fields().items() if k.endswith(("_lo", "_hi"))} if iv else {}
+    return BenchmarkRow(det, kind, task, m.ap, m.auroc, m.dice, f"{a} / {n}", **bounds)
 
 
 @dataclass
@@ -114,8 +140,9 @@ class BenchmarkResult:
         lines = ["| detector | kind | task | AP | AUROC | DICE | anomalous / normal cases |",
                  "|---|---|---|---|---|---|---|"]
         for r in self.rows:
-            lines.append(f"| {r.detector} | {r.kind} | {r.task} | {fmt(r.ap)} | {fmt(r.auroc)} | "
-                         f"{fmt(r.dice) if r.task == 'pixel' else '-'} | {r.cases} |")
+            dice = fmt_ci(r.dice, r.interval("dice")) if r.task == "pixel" else "-"
+            lines.append(f"| {r.detector} | {r.kind} | {r.task} | {fmt_ci(r.ap, r.interval('ap'))} | "
+                         f"{fmt_ci(r.auroc, r.interval('auroc'))} | {dice} | {r.cases} |")
         return "\n".join(lines)
 
 
@@ -256,11 +283,11 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResul
                 failed += [f"{det}/{kind}: {p}: {reason}" for p, reason in report.failed]
             for task in TASKS:
                 js = out / "eval" / kind / det / f"{task}.json"
-                cmd("evaluate", "--pred", pred, "--labels", testdir / "toy_label", "--task", task, "--json", js)
-                res: EvalResult = evaluate(pred, testdir / "toy_label", task, out_json=js, progress=progress)
-                m = res.rows["overall"]
-                a, n = res.n_cases["overall"]
-                rows.append(BenchmarkRow(det, kind, task, m.ap, m.auroc, m.dice, f"{a} / {n}"))
+                cmd("evaluate", "--pred", pred, "--labels", testdir / "toy_label", "--task", task, "--json", js,
+                    "--bootstrap", cfg.bootstrap, "--bootstrap-seed", cfg.bootstrap_seed)
+                res: EvalResult = evaluate(pred, testdir / "toy_label", task, out_json=js, progress=progress,
+                                           bootstrap=_bootstrap(cfg))
+                rows.append(benchmark_row(det, kind, task, res))
                 evaluations[f"{det}/{kind}/{task}"] = {"table": res.table(), **res.to_dict()}
     md, js = out / "benchmark.md", out / "benchmark.json"
     result = BenchmarkResult(rows, cmd.lines, evaluations, failed, md, js)
@@ -269,6 +296,11 @@ def run_benchmark(cfg: BenchmarkConfig, progress: bool = True) -> BenchmarkResul
                                       "commands": cmd.lines, "failed_predictions": failed,
                                       "evaluations": evaluations}, indent=2) + "\n")
     return result
+
+
+def _bootstrap(cfg: BenchmarkConfig) -> BootstrapConfig | None:
+    """The evaluation's bootstrap settings (None when switched off)."""
+    return BootstrapConfig(replicates=cfg.bootstrap, seed=cfg.bootstrap_seed) if cfg.bootstrap else None
 
 
 def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd: CommandLog) -> Path:
@@ -315,6 +347,8 @@ def _markdown(res: BenchmarkResult, cfg: BenchmarkConfig) -> str:
     parts = ["# Benchmark (generated data; not MOOD results)", "",
              f"{cfg.n_train} training and {cfg.n_test} held-out generated subjects per kind at {cfg.size}^3; "
              f"test set: {cfg.anomalous_fraction:g} anomalous, outlier types {', '.join(cfg.types)}; seed {cfg.seed}.",
+             *([f"[lo, hi]: bootstrap 95% interval over test cases ({cfg.bootstrap} replicates, seed "
+                f"{cfg.bootstrap_seed})."] if cfg.bootstrap else []),
              "", res.table(), "", "Commands (CLI equivalents of the steps run):", "", "```bash", *res.commands,
              "```", ""]
     for key, ev in res.evaluations.items():

@@ -18,6 +18,10 @@ Per outlier type (read from the test set's ``manifest.json``), a row pools the c
 normal cases (the paper's per-type scores); the ``overall`` row pools every case. The pixel metrics are
 computed exactly from per-float16-value counts (:mod:`mood_detector.evaluation.metrics`), so 10^8 voxels
 need a few hundred KiB beyond one case's arrays.
+
+With a :class:`~mood_detector.evaluation.bootstrap.BootstrapConfig`, every row also gets percentile
+intervals from resampling its cases; each case's counts are then kept as well (at most 15,361 bins per case).
+The printed estimates stay the exact pooled metrics above, so they do not change with the bootstrap settings.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ import numpy as np
 from tqdm import tqdm
 
 from mood_detector.errors import InputError, OptionError
-from mood_detector.evaluation.metrics import (Float16Histogram, GreedySearch, Metrics, compute_metrics,
+from mood_detector.evaluation.bootstrap import BootstrapConfig, CaseTable, Interval, RowIntervals, bootstrap_row
+from mood_detector.evaluation.metrics import (Counts, Float16Histogram, GreedySearch, Metrics, compute_metrics,
                                               counts_from_scores)
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
 from mood_detector.evaluation.testset import MANIFEST, read_manifest
@@ -56,12 +61,23 @@ class EvalResult:
     cases: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     n_cases: dict[str, tuple[int, int]] = field(default_factory=dict)
+    intervals: dict[str, RowIntervals] = field(default_factory=dict)
+    bootstrap: BootstrapConfig | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task,
-                "rows": {k: {**m.to_dict(), "anomalous_cases": self.n_cases[k][0], "normal_cases": self.n_cases[k][1]}
-                         for k, m in self.rows.items()},
-                "cases": self.cases, "problems": self.problems}
+        out: dict[str, Any] = {"task": self.task, "rows": {k: self._row_dict(k) for k in self.rows},
+                               "cases": self.cases, "problems": self.problems}
+        if self.bootstrap is not None:
+            out["bootstrap"] = {"replicates": self.bootstrap.replicates, "seed": self.bootstrap.seed,
+                                "level": self.bootstrap.level, "resampled": "cases, with replacement"}
+        return out
+
+    def _row_dict(self, name: str) -> dict[str, Any]:
+        """A row's metrics, with ``<metric>_lo`` / ``<metric>_hi`` beside them when bootstrapped."""
+        row = self.rows[name].to_dict()
+        if name in self.intervals:
+            row.update(self.intervals[name].fields())
+        return {**row, "anomalous_cases": self.n_cases[name][0], "normal_cases": self.n_cases[name][1]}
 
     def table(self) -> str:
         """The rows as a markdown table."""
@@ -71,7 +87,9 @@ class EvalResult:
         lines = [head, sep]
         for name, m in self.rows.items():
             a, n = self.n_cases[name]
-            cells = [name, f"{a} / {n}", fmt(m.ap), fmt(m.auroc)] + ([fmt(m.dice)] if dice else [])
+            iv = self.intervals.get(name)
+            cells = [name, f"{a} / {n}", fmt_ci(m.ap, iv and iv.ap), fmt_ci(m.auroc, iv and iv.auroc)]
+            cells += [fmt_ci(m.dice, iv and iv.dice)] if dice else []
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
@@ -81,6 +99,17 @@ def fmt(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
     return f"{x:.4f}"
+
+
+def fmt_ci(x: float | None, iv: Interval | None) -> str:
+    """``0.536 [0.41, 0.66]`` with an interval (three decimals for the estimate, two for the bounds, which
+    the resampling does not determine more finely); :func:`fmt` without one."""
+    if iv is None:
+        return fmt(x)
+    point = "n/a" if x is None or math.isnan(x) else f"{x:.3f}"
+    if math.isnan(iv.lo):
+        return f"{point} [n/a]"
+    return f"{point} [{iv.lo:.2f}, {iv.hi:.2f}]"
 
 
 def resolve_labels(labels: Path, task: str) -> Path:
@@ -142,11 +171,12 @@ def read_sample_prediction(path: Path) -> tuple[float, str]:
 
 def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str | Path | None = None,
              out_json: str | Path | None = None, search: GreedySearch = GreedySearch(),
-             progress: bool = True) -> EvalResult:
+             progress: bool = True, bootstrap: BootstrapConfig | None = None) -> EvalResult:
     """Evaluate predictions in ``pred_dir`` against ``labels`` (``TESTDIR/toy_label`` or its task folder).
 
     ``manifest`` (default: ``TESTDIR/manifest.json`` when present) gives each case's outlier type; without it
-    only the ``overall`` row is computed. Writes ``out_json`` when given.
+    only the ``overall`` row is computed. ``bootstrap`` (with replicates > 0) adds case-bootstrap intervals
+    to every row (:mod:`mood_detector.evaluation.bootstrap`). Writes ``out_json`` when given.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -168,6 +198,8 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
         raise InputError(label_dir, f"no {task} label files")
     result = EvalResult(task=task, rows={})
     groups: dict[str, Any] = {}
+    keep_cases = bootstrap is not None and bootstrap.replicates > 0
+    case_counts: list[Counts] = []  # per case, only for the bootstrap
     for lab in tqdm(files, desc=f"evaluate {task}", unit="case", disable=not progress):
         name = lab.name[:-4] if task == "sample" else lab.name
         pred_path = pred_dir / lab.name
@@ -175,12 +207,15 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
             y = read_pixel_label(lab)
             pred, status = read_pixel_prediction(pred_path, y.shape)
             positive = bool(y.any())
-            hist = groups.setdefault(_group(name, positive, types), Float16Histogram())
-            before = hist.n_nan
+            hist = Float16Histogram()
             hist.add(pred if pred is not None else np.zeros(y.shape, dtype=np.float16), y)
-            if hist.n_nan > before:
-                status = f"{status}; {hist.n_nan - before} NaN voxels counted as 0"
-            del pred, y
+            if hist.n_nan:
+                status = f"{status}; {hist.n_nan} NaN voxels counted as 0"
+            g = _group(name, positive, types)
+            groups[g] = groups[g].merged(hist) if g in groups else hist
+            if keep_cases:
+                case_counts.append(hist.counts())
+            del pred, y, hist
         else:
             label = read_sample_label(lab)
             score, status = read_sample_prediction(pred_path)
@@ -188,6 +223,8 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
             scores, ys = groups.setdefault(_group(name, positive, types), ([], []))
             scores.append(score)
             ys.append(int(positive))
+            if keep_cases:
+                case_counts.append(counts_from_scores(np.array([score]), np.array([positive])))
         case = {"name": name, "type": types.get(name), "group": _group(name, positive, types),
                 "label": int(positive), "prediction": status}
         result.cases.append(case)
@@ -196,6 +233,8 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
     for p in result.problems:
         log.warning("%s", p)
     _fill_rows(result, groups, search)
+    if keep_cases:
+        _fill_intervals(result, case_counts, bootstrap, search)
     if out_json is not None:
         out_json = Path(out_json)
         out_json.parent.mkdir(parents=True, exist_ok=True)
@@ -235,6 +274,22 @@ def _fill_rows(result: EvalResult, groups: dict[str, Any], search: GreedySearch)
     result.rows[OVERALL] = compute_metrics(counts(list(groups)), with_dice=pixel, search=search)
     n_anom = sum(c["label"] for c in result.cases)
     result.n_cases[OVERALL] = (n_anom, len(result.cases) - n_anom)
+
+
+def _fill_intervals(result: EvalResult, case_counts: list[Counts], cfg: BootstrapConfig,
+                    search: GreedySearch) -> None:
+    """Bootstrap intervals of every row, resampling the row's own cases (a type's cases plus the normal ones;
+    all cases for ``overall``), as the point estimates pool them."""
+    # The point estimates (``result.rows``) stay the exact pooled counts; the replicates sum the same per-case
+    # counts, so a replicate drawing every case once reproduces them and the intervals are about the cases only.
+    table = CaseTable.from_counts(case_counts)
+    groups = [c["group"] for c in result.cases]
+    for name in result.rows:
+        members = {name, NORMAL} if name != OVERALL else set(groups)
+        rows = [i for i, g in enumerate(groups) if g in members]
+        sub = CaseTable(table.scores, table.pos[rows], table.neg[rows])
+        result.intervals[name] = bootstrap_row(sub, cfg, with_dice=result.task == "pixel", search=search)
+    result.bootstrap = cfg
 
 
 def evaluate_tasks(pred_dir: str | Path, testdir: str | Path, out_dir: str | Path,

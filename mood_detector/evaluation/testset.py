@@ -9,7 +9,9 @@ Layout written (the MOOD challenge's toy-example layout)::
 
 Case ``i`` is made from the ``i``-th normal volume (sorted by name) and named ``toy_{i:03d}.nii.gz``.
 Exactly ``round(anomalous_fraction * n)`` cases are anomalous; the anomalous cases cycle through the chosen
-outlier types in a shuffled order, so the types are balanced. Everything depends only on ``seed``.
+outlier types in a shuffled order, so every type gets the same number of cases, or one more for the first
+types of that order when the anomalous count is not a multiple of the number of types (a warning says so).
+Everything depends only on ``seed``.
 """
 
 from __future__ import annotations
@@ -61,9 +63,17 @@ def case_name(i: int) -> str:
     return f"toy_{i:03d}.nii.gz"
 
 
+def type_counts(n_anomalous: int, order: Sequence[str]) -> dict[str, int]:
+    """Anomalous cases per type when ``n_anomalous`` cases cycle through ``order``: the same number for every
+    type, plus one for each of the first ``n_anomalous % len(order)`` types."""
+    base, extra = divmod(n_anomalous, len(order))
+    return {t: base + (k < extra) for k, t in enumerate(order)}
+
+
 def plan_cases(n: int, cfg: TestsetConfig) -> list[str | None]:
     """Outlier type per case (``None`` = normal): exactly ``round(fraction * n)`` anomalous cases at random
-    positions, the types balanced (cycled in a shuffled order)."""
+    positions; the types, in an order shuffled by the seed, are assigned in turn to the anomalous cases (sorted
+    by position), so the per-type counts are :func:`type_counts` of that order."""
     if not 0.0 <= cfg.anomalous_fraction <= 1.0:
         raise ValueError(f"anomalous fraction must be in [0, 1], got {cfg.anomalous_fraction}")
     bad = [t for t in cfg.types if t not in OUTLIER_TYPES]
@@ -74,10 +84,20 @@ def plan_cases(n: int, cfg: TestsetConfig) -> list[str | None]:
     which = rng.permutation(n)[:n_anom]
     types = list(cfg.types)
     order = [types[k] for k in rng.permutation(len(types))]
+    _warn_uneven(n_anom, order)
     plan: list[str | None] = [None] * n
     for j, i in enumerate(sorted(int(w) for w in which)):
         plan[i] = order[j % len(order)]
     return plan
+
+
+def _warn_uneven(n_anomalous: int, order: Sequence[str]) -> None:
+    """One warning line when the anomalous cases cannot be split evenly over the types."""
+    extra = n_anomalous % len(order)
+    if extra:
+        more = ", ".join(order[:extra])
+        log.warning("%d anomalous cases are not a multiple of %d outlier types: %s get %d case(s), the others %d",
+                    n_anomalous, len(order), more, n_anomalous // len(order) + 1, n_anomalous // len(order))
 
 
 def make_testset(normals: str | Path | Sequence[Path], out_dir: str | Path, cfg: TestsetConfig,
@@ -117,7 +137,8 @@ def make_testset(normals: str | Path | Sequence[Path], out_dir: str | Path, cfg:
     manifest = {"kind": cfg.kind, "seed": cfg.seed, "anomalous_fraction": cfg.anomalous_fraction,
                 "types": list(cfg.types), "outlier_config": config_dict(cfg.outliers),
                 "label": "voxels inside the sphere whose value the outlier changed",
-                "n_cases": len(cases), "n_anomalous": sum(c["anomalous"] for c in cases), "cases": cases}
+                "n_cases": len(cases), "n_anomalous": sum(c["anomalous"] for c in cases),
+                "type_counts": {t: sum(c["type"] == t for c in cases) for t in cfg.types}, "cases": cases}
     write_text_atomic(out_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     log.info("wrote %d cases (%d anomalous) to %s", len(cases), manifest["n_anomalous"], out_dir)
     return manifest

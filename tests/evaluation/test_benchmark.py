@@ -121,3 +121,22 @@ def test_benchmark_zscore_row_train_size_and_reused_data(tmp_path, monkeypatch):
     cfg.n_test = 3                                                # other data settings: made again
     third = run_benchmark(cfg, progress=False)
     assert third.rows[0].cases == "2 / 1" and manifest.stat().st_mtime_ns != stamp
+
+
+def test_benchmark_bootstrap_intervals_in_table_json_and_commands(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGISTRY, "intensity", f"{__name__}:IntensityDetector")
+    given = IntensityDetector.fit([], TrainConfig(detector="intensity", size=32), tmp_path).save(tmp_path / "w.safetensors")
+    cfg = BenchmarkConfig(out=tmp_path / "b", detectors=("intensity",), n_train=2, n_test=4, size=32, device="cpu",
+                          weights={"intensity": given}, types=("uniform_addition",), bootstrap=40, bootstrap_seed=3)
+    res = run_benchmark(cfg, progress=False)
+    pixel = res.rows[0]
+    assert pixel.ap_lo is not None and pixel.ap_lo <= pixel.ap_hi and pixel.dice_lo is not None
+    assert res.rows[1].dice_lo is None  # the sample task has no DICE
+    assert all(line.count("[") >= 2 for line in res.table().splitlines()[2:])
+    saved = json.loads(res.json.read_text())
+    assert saved["rows"][0]["ap_lo"] == pixel.ap_lo and saved["config"]["bootstrap"] == 40
+    evaluate_lines = [parse(c)[1] for c in res.commands if c.split()[1] == "evaluate"]
+    assert all((p["replicates"], p["bootstrap_seed"]) == (40, 3) for p in evaluate_lines)
+    off = run_benchmark(BenchmarkConfig(**{**cfg.__dict__, "out": tmp_path / "c", "bootstrap": 0}), progress=False)
+    assert off.rows[0].ap_lo is None and "[" not in off.table()
+    assert [r.ap for r in off.rows] == [r.ap for r in res.rows]

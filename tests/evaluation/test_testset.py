@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 
 import nibabel as nib
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mood_detector.cli import main
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
-from mood_detector.evaluation.testset import TestsetConfig, case_name, make_testset, plan_cases
+from mood_detector.evaluation.testset import TestsetConfig, case_name, make_testset, plan_cases, type_counts
 
 
 def test_plan_is_balanced_and_exact():
@@ -62,3 +65,34 @@ def test_cli_one_type_subset(volume_dir, tmp_path):
     assert [c["type"] for c in man["cases"]] == ["sink_source"] * 4
     bad = CliRunner().invoke(main, ["make-testset", "-i", str(volume_dir), "-o", str(out), "--types", "blur"])
     assert bad.exit_code == 2 and "blur" in bad.output
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 300), fraction=st.floats(0.0, 1.0),
+       types=st.lists(st.sampled_from(OUTLIER_TYPES), min_size=1, max_size=5, unique=True),
+       seed=st.integers(0, 2 ** 32 - 1))
+def test_every_type_gets_the_same_number_of_cases_up_to_one(n, fraction, types, seed):
+    cfg = TestsetConfig(anomalous_fraction=fraction, types=tuple(types), seed=seed)
+    plan = plan_cases(n, cfg)
+    n_anom = int(round(fraction * n))
+    per_type = [sum(p == t for p in plan) for t in types]
+    assert sum(per_type) == n_anom and plan.count(None) == n - n_anom
+    assert max(per_type) - min(per_type) <= 1
+    assert sorted(type_counts(n_anom, types).values()) == sorted(per_type)
+
+
+def test_uneven_split_warns_once_and_is_deterministic(caplog):
+    cfg = TestsetConfig(anomalous_fraction=0.75, seed=0)
+    with caplog.at_level(logging.WARNING, logger="mood_detector.evaluation.testset"):
+        plan = plan_cases(8, cfg)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "6 anomalous cases are not a multiple of 5 outlier types" in warnings[0]
+    # the same plan as test sets made before the per-type counts were spelled out (no test set changes)
+    assert plan == ['uniform_addition', 'noise_addition', None, 'uniform_shift', 'sink_source', None, 'reflection',
+                    'uniform_addition']
+    assert plan == plan_cases(8, cfg)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mood_detector.evaluation.testset"):
+        plan_cases(10, TestsetConfig(anomalous_fraction=1.0))
+    assert not caplog.records
+    assert type_counts(7, ("a", "b", "c")) == {"a": 3, "b": 2, "c": 2}
