@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mood_detector.evaluation.bootstrap import BootstrapConfig
 from mood_detector.evaluation.evaluate import evaluate
 from mood_detector.evaluation.testset import TestsetConfig, make_testset
 from mood_detector.inference.api import load_detectors
@@ -71,7 +72,8 @@ def run_source(src: Path, weights: Path, out: Path, kind: str, cases: int, seed:
     report = Predictor(det, cfg).predict_folder(testdir / "toy", pred)
     if report.failed:
         raise RuntimeError(f"{src}: {len(report.failed)} cases failed to score")
-    res = {t: evaluate(pred, testdir / "toy_label", t, out_json=out / f"{t}.json", progress=False)
+    res = {t: evaluate(pred, testdir / "toy_label", t, out_json=out / f"{t}.json", progress=False,
+                       bootstrap=BootstrapConfig(seed=seed))
            for t in ("pixel", "sample")}
     scores = {c["name"]: report.samples[c["name"]] for c in manifest["cases"]}
     anom = [scores[c["name"]] for c in manifest["cases"] if c["anomalous"]]
@@ -80,6 +82,29 @@ def run_source(src: Path, weights: Path, out: Path, kind: str, cases: int, seed:
             "sample": res["sample"].to_dict()["rows"], "background_mean": background_score(testdir, pred, manifest),
             "normal_below_anomalous": bool(max(norm) < min(anom)), "normal_scores": norm, "anomalous_scores": anom,
             "tables": {t: r.table() for t, r in res.items()}}
+
+
+def interval(row: dict, key: str) -> str:
+    """``0.536 [0.41, 0.66]`` from an evaluation row's point estimate and bootstrap bounds."""
+    lo, hi = row.get(f"{key}_lo"), row.get(f"{key}_hi")
+    ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+    return f"{row[key]:.3f}{ci}"
+
+
+def results_table(rows: list[dict], args: argparse.Namespace, argv: list[str]) -> dict:
+    """The summary as a source file of ``scripts/sync_numbers.py`` (columns, rows, the command that made it)."""
+    cols = ["source", "pixel AP", "pixel AUROC", "sample AP", "sample AUROC", "background mean",
+            "normal < anomalous"]
+    out = []
+    for r in rows:
+        p, s = r["pixel"]["overall"], r["sample"]["overall"]
+        out.append({"source": r["source"], "pixel AP": interval(p, "ap"), "pixel AUROC": interval(p, "auroc"),
+                    "sample AP": interval(s, "ap"), "sample AUROC": interval(s, "auroc"),
+                    "background mean": round(r["background_mean"], 4),
+                    "normal < anomalous": "yes" if r["normal_below_anomalous"] else "no"})
+    cmd = "python scripts/heldout_real.py " + " ".join(argv)
+    return {"what": f"{args.weights} on held-out real scans with planted outliers (10 cases each, 5 anomalous); "
+                    "95% bootstrap intervals over cases", "command": cmd, "columns": cols, "rows": out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=["brain", "abdom"], default="brain", help="kind recorded in the test set")
     ap.add_argument("--cases", type=int, default=10, help="cases per source, half anomalous [default: 10]")
     ap.add_argument("--seed", type=int, default=0, help="seed of the planted outliers [default: 0]")
-    ap.add_argument("--adapt", choices=["none", "bn"], default=None, help="test-time adaptation [default: the card's]")
+    ap.add_argument("--adapt", choices=["none", "bn", "finetune"], default=None,
+                    help="test-time adaptation [default: the card's]")
     ap.add_argument("--axes", choices=["model", "all"], default=None, help="slicing axes [default: the card's]")
     ap.add_argument("--mirror", default=None, help="test-time mirroring [default: the card's]")
+    ap.add_argument("--results", type=Path, default=None,
+                    help="also write the table as a numbers source (docs/results/*.json) [default: none]")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     cfg = PredictConfig(tasks=("pixel", "sample"), device="cpu", progress=False, adapt=args.adapt, axes=args.axes,
@@ -103,12 +131,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(run_source(args.real / f"{name}.nii.gz", args.weights, args.out / name, args.kind, args.cases,
                                args.seed, cfg))
     write_text_atomic(args.out / "summary.json", json.dumps(rows, indent=1) + "\n")
-    print("| source | pixel AP | pixel AUROC | sample AP | sample AUROC | background mean | normal < anomalous |")
-    print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        p, s = r["pixel"]["overall"], r["sample"]["overall"]
-        print(f"| {r['source']} | {p['ap']:.3f} | {p['auroc']:.3f} | {s['ap']:.3f} | {s['auroc']:.3f} | "
-              f"{r['background_mean']:.4f} | {'yes' if r['normal_below_anomalous'] else 'no'} |")
+    table = results_table(rows, args, argv if argv is not None else sys.argv[1:])
+    if args.results:
+        write_text_atomic(args.results, json.dumps(table, indent=2, ensure_ascii=False) + "\n")
+    print("| " + " | ".join(table["columns"]) + " |")
+    print("|" + "---|" * len(table["columns"]))
+    for r in table["rows"]:
+        print("| " + " | ".join(str(r[c]) for c in table["columns"]) + " |")
     for r in rows:
         print(f"\n{r['source']}, pixel task per type:\n{r['tables']['pixel']}")
     return 0

@@ -56,10 +56,11 @@ log = logging.getLogger(__name__)
               help="Test-time mirroring: also score the volume mirrored along each listed axis (e.g. 0, or 0,1) and "
                    "average the maps and sample scores; each axis repeats the network passes (one per slicing axis) "
                    "[default: the model card's tta_mirror, else none].")
-@click.option("--adapt", type=click.Choice(["none", "bn"]), default=None,
-              help="Test-time adaptation: 'bn' recomputes the network's BatchNorm statistics on slices of up to 4 "
-                   "of the inputs (evenly spread; no labels, seconds) before scoring; 'none' scores with the "
-                   "training statistics [default: the model card's 'adapt', else none].")
+@click.option("--adapt", type=click.Choice(["none", "bn", "finetune"]), default=None,
+              help="Test-time adaptation on slices of up to 4 of the inputs (evenly spread; no labels) before "
+                   "scoring: 'bn' recomputes the network's BatchNorm statistics (seconds); 'finetune' trains the "
+                   "fpi or nsa model's own synthetic task on them for 40 small steps (about a minute on a CPU); "
+                   "'none' scores as trained [default: the model card's 'adapt', else none].")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,

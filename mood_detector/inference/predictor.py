@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
-from mood_detector.inference.adapt import adapt_batchnorm
+from mood_detector.inference.adapt import adapt_batchnorm, adapt_finetune
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
 from mood_detector.inference.fastpath import crop_box, occupied
@@ -70,9 +70,9 @@ class PredictConfig:
             each listed axis, and the maps (mirrored back) and sample scores are averaged with the plain ones.
             Each mirror axis repeats the network passes (one per slicing axis of ``axes``). ``None`` = the card's
             ``tta_mirror``, else ``none``.
-        adapt: test-time adaptation before scoring: ``none``, or ``bn`` (recompute the BatchNorm statistics
-            on slices of up to ``adapt_volumes`` of the inputs, evenly spread; see
-            :mod:`mood_detector.inference.adapt`). ``None`` = the card's ``adapt`` (what it was measured best
+        adapt: test-time adaptation before scoring, on slices of up to ``adapt_volumes`` of the inputs
+            (evenly spread; :mod:`mood_detector.inference.adapt`): ``none``, ``bn`` (recompute the BatchNorm
+            statistics) or ``finetune`` (a short fine-tune of the detector's own synthetic task; fpi and nsa). ``None`` = the card's ``adapt`` (what it was measured best
             with), else ``none``.
         adapt_volumes: how many inputs ``adapt`` reads (a fixed share of the scoring time however large the
             folder).
@@ -124,7 +124,7 @@ def parse_mirror(spec: str) -> tuple[int, ...]:
 #: values of :attr:`PredictConfig.axes` (and of a model card's ``train_axes``)
 AXES_CHOICES = ("model", "all")
 #: values of :attr:`PredictConfig.adapt` (and of a model card's ``adapt``)
-ADAPT_CHOICES = ("none", "bn")
+ADAPT_CHOICES = ("none", "bn", "finetune")
 
 
 @dataclass
@@ -332,7 +332,7 @@ class Predictor:
         return mode
 
     def adapt(self, files: Sequence[Path]) -> None:
-        """Recompute the BatchNorm statistics of every detector whose adaptation is ``bn`` on slices of up to
+        """Adapt every detector whose adaptation is not ``none`` (:meth:`adapt_for`) on slices of up to
         :attr:`PredictConfig.adapt_volumes` of ``files`` (evenly spread). An input that cannot be read is left
         to the scoring loop to report."""
         if not files or all(self.adapt_for(d) == "none" for d in self.detectors.values()):
@@ -347,13 +347,17 @@ class Predictor:
                     det = self.detector_for(data.shape)
                 except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
                     continue
-                if self.adapt_for(det) != "bn":
+                if self.adapt_for(det) == "none":
                     continue
                 net = resample(prepare(data, inplace=True)[0], (det.size,) * 3)
                 groups.setdefault(id(det), (det, []))[1].append(net)
                 del data
             for det, vols in groups.values():
-                adapt_batchnorm(det, vols, self.axes_for(det), device=self.device)
+                if self.adapt_for(det) == "bn":
+                    adapt_batchnorm(det, vols, self.axes_for(det), device=self.device)
+                else:
+                    with torch.enable_grad():
+                        adapt_finetune(det, vols, self.axes_for(det), device=self.device)
 
     # --- folders -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> Volume:

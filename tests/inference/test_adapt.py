@@ -80,3 +80,28 @@ def test_background_of_a_noisy_scan_scores_zero(tiny_fpi: Path):
     res = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False)).score_volume(noisy.copy())
     mask = foreground_mask(noisy)
     assert mask.mean() < 0.9 and (res.pixel[~mask] == 0).all()
+
+
+def test_finetune_trains_the_task_on_the_inputs(tiny_fpi: Path):
+    from mood_detector.inference.adapt import FinetuneConfig, adapt_finetune
+
+    det = load_detector(tiny_fpi)
+    before = {k: v.clone() for k, v in det.net.state_dict().items()}
+    vols = [blob_volume(seed=s) for s in (5, 6)]
+    assert adapt_finetune(det, vols, [det.slice_axis], FinetuneConfig(steps=2, batch_size=4)) == 2
+    assert not det.net.training
+    assert any(not torch.equal(before[k], v) for k, v in det.net.state_dict().items())
+    again = load_detector(tiny_fpi)
+    adapt_finetune(again, vols, [again.slice_axis], FinetuneConfig(steps=2, batch_size=4))
+    for k, v in det.net.state_dict().items():  # seeded: the same inputs give the same adapted model
+        assert torch.allclose(v.float(), again.net.state_dict()[k].float())
+
+
+def test_finetune_through_the_predictor(tmp_path: Path, tiny_fpi: Path):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(2):
+        save_nifti(inp / f"v{i}.nii.gz", blob_volume(seed=30 + i))
+    pred = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False, adapt="finetune"))
+    assert pred.predict_folder(inp, tmp_path / "out").exit_code == 0
+    assert pred.timings.seconds["adapt"] > 0
