@@ -31,7 +31,8 @@ from mood_detector.tasks.augment import ContrastAugment, SourceIntensity, Source
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training import diagnostic
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
-from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import autocast, load_checkpoint, seed_everything
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
@@ -96,6 +97,25 @@ class FPIOptions:
             raise ValueError(f"train_axes must be 'model' or 'all', got {self.train_axes!r}")
         if self.probe_volumes < 0:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
+
+
+class _Averaged:
+    """The SWA average of the network's weights, made at the first SWA epoch; checkpointed by the engine."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net, self.model = net, None
+
+    def update(self, net: nn.Module) -> None:
+        if self.model is None:
+            self.model = AveragedModel(net)
+        self.model.update_parameters(net)
+
+    def state_dict(self) -> dict | None:  # type: ignore[type-arg]
+        return self.model.state_dict() if self.model is not None else None
+
+    def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
+        self.model = AveragedModel(self.net)
+        self.model.load_state_dict(state)
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -242,24 +262,17 @@ class FPIDetector(Detector):
         dtype = next(net.parameters()).dtype
         opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
         swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
-        swa_model: AveragedModel | None = None
-        start, batches_per_epoch = 0, 0
-        # rank 0 reads the checkpoint and sends it to the others: the run folder need only exist on its node
-        ckpt = distributed.broadcast_object(load_checkpoint(run_dir) if cfg.resume and main else None)
-        if ckpt is not None:
-            net.load_state_dict(ckpt["net"])
-            opt.load_state_dict(ckpt["opt"])
-            swa_opt.load_state_dict(ckpt["swa_opt"])
-            if ckpt.get("swa") is not None:
-                swa_model = AveragedModel(net)
-                swa_model.load_state_dict(ckpt["swa"])
-            start, batches_per_epoch = int(ckpt["epoch"]), int(ckpt["batches_per_epoch"])
-            old = int(ckpt.get("batches_per_step", per_step))
+        swa = _Averaged(net)
+        bpe = [0]  # optimiser steps of a training epoch: the length of the SWA phase's learning-rate cycle
+        engine = Engine(run_dir, cfg, {"net": net, "opt": opt, "swa_opt": swa_opt, "swa": swa},
+                        resume_enabled=cfg.resume, device=device,
+                        extra=lambda: {"batches_per_epoch": bpe[0], "batches_per_step": per_step})
+        start = engine.resume()
+        if engine.checkpoint is not None:
+            bpe[0] = int(engine.checkpoint["batches_per_epoch"])
+            old = int(engine.checkpoint.get("batches_per_step", per_step))
             if old != per_step:  # steps per epoch scale inversely with the batches per step
-                batches_per_epoch = max(1, round(batches_per_epoch * old / per_step))
-            log.info("resuming %s at epoch %d", run_dir, start)
-        elif cfg.resume:
-            log.info("no checkpoint in %s: starting from scratch", run_dir)
+                bpe[0] = max(1, round(bpe[0] * old / per_step))
         model = distributed.wrap_ddp(net, device)
         streams = list(range(env.rank, per_step, world))  # this rank's pair streams
         disk = cfg.disk_cache if cfg.disk_cache is not None else cfg.workers > 0
@@ -267,7 +280,6 @@ class FPIDetector(Detector):
                             cache_dir=run_dir / "cache" if disk else None)
         store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
         distributed.barrier()
-        losses = LossLog(run_dir) if main else None
         probe = None
         if main and k:
             probe_store = VolumeStore(held, card.size, card.slice_axis) if held else store
@@ -275,70 +287,53 @@ class FPIDetector(Detector):
                                    task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
+        lr_now = [cfg.lr]
 
-        def save(done: int) -> None:
-            save_checkpoint(run_dir, {
-                "epoch": done, "batches_per_epoch": batches_per_epoch, "batches_per_step": per_step,
-                "net": net.state_dict(), "opt": opt.state_dict(), "swa_opt": swa_opt.state_dict(),
-                "swa": swa_model.state_dict() if swa_model is not None else None,
-                "config": json.dumps(asdict(cfg), sort_keys=True)})
-
-        for epoch in range(start, total):
-            swa_phase = epoch >= cfg.epochs
+        def batches(epoch: int) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
             net.train()
-            steps = cls._steps(store, cfg, epoch, per_step, streams, device, opts)
-            timer, loss_share, n_batches, n_slices = Timer(), 0.0, 0, 0
-            lr = cfg.lr
-            if not swa_phase and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
-                lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
+            lr_now[0] = cfg.lr
+            if epoch < cfg.epochs and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
+                lr_now[0] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
                 for group in opt.param_groups:
-                    group["lr"] = lr
-            bar = tqdm(steps, desc=f"{'swa' if swa_phase else 'train'} {epoch + 1}/{total}", unit="batch",
-                       leave=False, disable=not main)
-            for step, (chunks, n_global) in enumerate(bar):
-                batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
-                x = batch.images.to(dtype)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                if swa_phase:
-                    frac = min(1.0, step / max(1, batches_per_epoch - 1))
-                    lr = SWA_LR[1] + (SWA_LR[0] - SWA_LR[1]) * frac
-                    for group in swa_opt.param_groups:
-                        group["lr"] = lr
-                optim = swa_opt if swa_phase else opt
-                optim.zero_grad(set_to_none=True)
-                with autocast(device, amp):
-                    logits = model(x)
-                # this rank's share of the step's global mean loss; DDP averages (divides by N) the gradients
-                share = cls.loss_sum(logits, batch.labels) / n_global
-                (share * world).backward()
-                optim.step()
-                loss_share += float(share.detach())
-                n_batches += 1
-                n_slices += n_global
-                if world == 1:  # (the global loss is only known at the epoch's end under torchrun)
-                    bar.set_postfix(loss=f"{loss_share / n_batches:.4f}")
-            if n_batches == 0:
-                raise ValueError("no training batches: are all training volumes empty?")
-            epoch_loss = float(distributed.all_reduce_sum(torch.tensor([loss_share], dtype=torch.float64,
-                                                                       device=device))[0]) / n_batches
-            if not swa_phase:
-                batches_per_epoch = n_batches
+                    group["lr"] = lr_now[0]
+            return cls._steps(store, cfg, epoch, per_step, streams, device, opts)
+
+        def train_step(item: tuple[list[tuple[torch.Tensor, torch.Tensor]], int], epoch: int, step: int) -> Step:
+            chunks, n_global = item
+            batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
+            x = batch.images.to(dtype)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            swa_phase = epoch >= cfg.epochs
+            if swa_phase:  # a cyclic learning rate falling over each epoch
+                frac = min(1.0, step / max(1, bpe[0] - 1))
+                lr_now[0] = SWA_LR[1] + (SWA_LR[0] - SWA_LR[1]) * frac
+                for group in swa_opt.param_groups:
+                    group["lr"] = lr_now[0]
+            optim = swa_opt if swa_phase else opt
+            optim.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                logits = model(x)
+            # this rank's share of the step's global mean loss; DDP averages (divides by N) the gradients
+            share = cls.loss_sum(logits, batch.labels) / n_global
+            (share * world).backward()
+            optim.step()
+            return Step({"loss": share}, n_global)
+
+        def end_epoch(epoch: int, steps: int) -> None:
+            if epoch < cfg.epochs:
+                bpe[0] = steps
             else:
-                if swa_model is None:
-                    swa_model = AveragedModel(net)
-                swa_model.update_parameters(net)  # the weights at this epoch's learning-rate minimum
-            secs = timer()
+                swa.update(net)  # the weights at this epoch's learning-rate minimum
             if probe is not None:
                 diag = diagnostic.diagnose(net, probe, device=device)
                 log.info("epoch %d %s", epoch + 1, diag.summary())
                 diagnostic.write_row(run_dir / DIAGNOSTIC_CSV, epoch + 1, diag)
-            if losses is not None:
-                losses.write(phase="swa" if swa_phase else "train", epoch=epoch + 1, batches=n_batches,
-                             loss=round(epoch_loss, 6), lr=lr, seconds=round(secs, 2),
-                             slices_per_s=round(n_slices / max(secs, 1e-9), 2))
-                save(epoch + 1)
-            distributed.barrier()  # the others wait until rank 0 has written the checkpoint
+
+        common = dict(batches=batches, step=train_step, total=total, lr=lambda: lr_now[0], end=end_epoch)
+        engine.run([Phase("train", range(cfg.epochs), **common),
+                    Phase("swa", range(cfg.epochs, total), **common)], start)
+        swa_model = swa.model
         if swa_model is not None:
             # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
             # so every rank ends with the same statistics, equal to those of a single-process run
@@ -354,9 +349,7 @@ class FPIDetector(Detector):
             log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
             update_bn(cls._bn_inputs(store, cfg, total, per_step, streams, task, gen, device, opts, dtype,
                                      BN_BATCHES), net)
-            if main:  # the last checkpoint holds the final weights (export from it = these weights)
-                save(total)
-            distributed.barrier()
+            engine.save(total)  # the last checkpoint holds the final weights (export from it = these weights)
         det.net = distributed.revert_sync_bn(net)
         return det.eval()
 
