@@ -57,7 +57,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -71,8 +71,8 @@ from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_mu
 from mood_detector.errors import OptionError
 from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
-from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
-                                         seed_everything)
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import LossLog, autocast, seed_everything
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
@@ -329,19 +329,14 @@ class SQUIDDetector(Detector):
         opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.5, 0.999), eps=1e-7,
                                  weight_decay=opts.weight_decay)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
-        start = 0
-        ckpt = resume_checkpoint(run_dir, cfg.resume)
-        if ckpt is not None:
-            gen.load_state_dict(ckpt["gen"])
-            disc.load_state_dict(ckpt["disc"])
-            opt_g.load_state_dict(ckpt["opt_g"])
-            opt_d.load_state_dict(ckpt["opt_d"])
-            start = int(ckpt["epoch"])
+        engine = Engine(run_dir, cfg, {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d},
+                        resume_enabled=cfg.resume, loss_log=SquidLossLog(run_dir))
+        start = engine.resume()
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
-        losses = SquidLossLog(run_dir)
         amp = cfg.amp and device.type == "cuda"
         bce = F.binary_cross_entropy_with_logits
-        for epoch in range(start, cfg.epochs):
+
+        def batches(epoch: int) -> Iterable[torch.Tensor]:
             gen.train()
             disc.train()
             epoch_seed = cfg.seed * 1_000_003 + epoch  # per-epoch streams: resuming reproduces them
@@ -351,56 +346,40 @@ class SQUIDDetector(Detector):
             for group in opt_g.param_groups:
                 group["lr"] = lr
             order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
-            loader = slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
-                                  max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
-            timer, n_slices, n_steps, n_gen = Timer(), 0, 0, 0
-            sums = dict.fromkeys(("loss", "recon", "teacher", "dist", "adv", "d_loss"), 0.0)
-            bar = tqdm(loader, desc=f"squid {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-            for step, x in enumerate(bar):
-                x = x.to(device, non_blocking=True)
-                if opts.augment:
-                    x = _augment(x, aug_gen)
-                gen_step = step % opts.n_critic == 0
-                with autocast(device, amp), torch.set_grad_enabled(gen_step):
-                    out = gen(x)
-                # discriminator: every step
-                opt_d.zero_grad(set_to_none=True)
-                with autocast(device, amp):
-                    real, fake = disc(x).float(), disc(out.recon.detach()).float()
-                d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
-                d_loss.backward()
-                opt_d.step()
-                sums["d_loss"] += float(d_loss.detach())
-                # generator: every n_critic-th step, against the updated discriminator
-                if gen_step:
-                    opt_g.zero_grad(set_to_none=True)
-                    with autocast(device, amp):
-                        adv_logit = disc(out.recon).float()
-                    terms = {"recon": F.mse_loss(out.recon.float(), x), "teacher": F.mse_loss(out.teacher.float(), x),
-                             "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
-                    loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
-                            + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
-                    loss.backward()
-                    opt_g.step()
-                    gen.commit()  # copy this batch's features into the memory queue
-                    n_gen += 1
-                    sums["loss"] += float(loss.detach())
-                    for k, v in terms.items():
-                        sums[k] += float(v.detach())
-                    bar.set_postfix(g=f"{sums['loss'] / n_gen:.4f}", d=f"{sums['d_loss'] / (n_steps + 1):.4f}")
-                n_steps += 1
-                n_slices += x.shape[0]
-            if n_steps == 0:
-                raise ValueError("no training batches: are all training volumes empty?")
-            secs = timer()
-            row = {k: round(v / max(1, n_gen), 6) for k, v in sums.items() if k != "d_loss"}
-            losses.write(phase="train", epoch=epoch + 1, batches=n_steps, lr=lr, seconds=round(secs, 2),
-                         slices_per_s=round(n_slices / max(secs, 1e-9), 2), d_loss=round(sums["d_loss"] / n_steps, 6),
-                         **row)
-            save_checkpoint(run_dir, {
-                "epoch": epoch + 1, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "config": json.dumps(asdict(cfg), sort_keys=True)})
+            return slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
+                                max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
+
+        def train_step(x: torch.Tensor, epoch: int, step: int) -> Step:
+            """The discriminator every step; the generator every ``n_critic``-th, against the updated
+            discriminator. Generator losses are averaged over the generator's steps."""
+            x = x.to(device, non_blocking=True)
+            if opts.augment:
+                x = _augment(x, aug_gen)
+            gen_step = step % opts.n_critic == 0
+            with autocast(device, amp), torch.set_grad_enabled(gen_step):
+                out = gen(x)
+            opt_d.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                real, fake = disc(x).float(), disc(out.recon.detach()).float()
+            d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
+            d_loss.backward()
+            opt_d.step()
+            if not gen_step:
+                return Step({"d_loss": d_loss}, x.shape[0])
+            opt_g.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                adv_logit = disc(out.recon).float()
+            terms = {"recon": F.mse_loss(out.recon.float(), x), "teacher": F.mse_loss(out.teacher.float(), x),
+                     "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
+            loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
+                    + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
+            loss.backward()
+            opt_g.step()
+            gen.commit()  # copy this batch's features into the memory queue
+            return Step({"loss": loss, **terms, "d_loss": d_loss}, x.shape[0])
+
+        engine.run([Phase("squid", range(cfg.epochs), batches, train_step, log_name=lambda epoch: "train",
+                          lr=lambda: opt_g.param_groups[0]["lr"])], start)
         if opts.final_bn:  # after the last checkpoint: a resumed run continues from the training statistics
             det.recompute_bn(store, cfg.batch_size, cfg.seed)
         det.calibrate(store, cfg)
