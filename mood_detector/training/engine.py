@@ -65,7 +65,9 @@ class Phase:
         epochs: the global indices of this phase's epochs (``range(first, stop)``).
         batches: ``epoch -> iterable`` of that epoch's batches; seeds the epoch and sets training mode.
         step: ``(batch, epoch, index) -> Step`` trains on one batch; ``None`` = the batch was skipped.
-        total: the epoch count shown after the slash (default: the phase's last epoch number).
+        offset: subtracted from the global epoch index for the progress label and the loss log, so that a group
+            of phases after another (training after pre-training) counts its own epochs from 1.
+        total: the epoch count shown after the slash (default: the phase's last epoch number, less ``offset``).
         lr: the learning rate logged (default: the first optimiser's, read after the epoch).
         end: ``(epoch, steps) -> None`` after each epoch, before its checkpoint (averaging, diagnostics).
         log_name: ``epoch -> name`` for the loss log when it varies within the phase.
@@ -76,11 +78,25 @@ class Phase:
     epochs: range
     batches: Callable[[int], Iterable[Any]]
     step: Callable[[Any, int, int], Step | None]
+    offset: int = 0
     total: int = 0
     lr: Callable[[], float] | None = None
     end: Callable[[int, int], None] | None = None
     log_name: Callable[[int], str] | None = None
     empty: str = EMPTY
+
+
+class GeneratorState:
+    """A random generator as a checkpointable object (a stream that runs across epochs resumes where it was)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["state"])
 
 
 @dataclass
@@ -164,7 +180,7 @@ class Engine:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         timer, n_steps, n_slices = Timer(), 0, 0
-        bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch + 1}/{phase.total or phase.epochs.stop}",
+        bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch - phase.offset + 1}/{phase.total or phase.epochs.stop - phase.offset}",
                    unit="batch", leave=False, disable=not main)
         for index, batch in enumerate(bar):
             out = phase.step(batch, epoch, index)
@@ -188,7 +204,7 @@ class Engine:
             phase.end(epoch, n_steps)
         secs = timer()
         if self.loss_log is not None:
-            self.loss_log.write(phase=phase.log_name(epoch) if phase.log_name else phase.name, epoch=epoch + 1,
+            self.loss_log.write(phase=phase.log_name(epoch) if phase.log_name else phase.name, epoch=epoch - phase.offset + 1,
                                 batches=n_steps, **{k: round(sums[k] / counts[k], 6) for k in sums},
                                 lr=phase.lr() if phase.lr else self._lr(), seconds=round(secs, 2),
                                 slices_per_s=round(n_slices / max(secs, 1e-9), 2))

@@ -111,7 +111,7 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
     from mood_detector.models.dpa.pretrain import pretrain_vgg_fpi
     from mood_detector.tasks.fpi import FPIConfig
     from mood_detector.training.data import VolumeStore
-    from mood_detector.training.loop import LossLog, seed_everything
+    from mood_detector.training.loop import seed_everything
 
     path = out_dir / "features_fpi_vgg19.safetensors"
     if path.is_file():
@@ -126,7 +126,7 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
     store = VolumeStore(list_volumes(train_dir), o.max_res, cfg.kind_cfg.slice_axis, cfg.cache_gb)
     task = FPIConfig(mode="discrete", core=cfg.kind_cfg.core, equal_tol=cfg.kind_cfg.equal_tol)
     pretrain_vgg_fpi(ext, deepest, store, task, o.feature_epochs, cfg.batch_size, o.feature_lr, cfg.seed, device,
-                     cfg.max_batches_per_pair, cfg.workers, LossLog(out_dir / "features_run"))
+                     out_dir / "features_run", cfg.max_batches_per_pair, cfg.workers)
     ext.to(torch.device("cpu"))
     return save_vgg19(ext, path)
 
