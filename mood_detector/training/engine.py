@@ -108,6 +108,8 @@ class Engine:
         config: the training configuration, saved with each checkpoint (a dataclass or a JSON string).
         state: name -> object whose state each checkpoint holds and :meth:`resume` restores.
         resume_enabled: whether :meth:`resume` may load a checkpoint (``--resume``).
+        same_config: resume only a checkpoint saved with the same ``config`` (a stage that must not continue
+            under other settings; otherwise the settings may change, e.g. more epochs).
         loss_log: where the epoch rows go (default: ``run_dir/loss_log.csv`` on rank 0).
         extra: ``() -> dict`` of further plain values (numbers, strings, lists) for each checkpoint.
         every_epochs, every_minutes: checkpoint cadence within a phase (its last epoch is always saved).
@@ -118,6 +120,7 @@ class Engine:
     config: Any
     state: dict[str, Stateful]
     resume_enabled: bool = False
+    same_config: bool = False
     loss_log: LossLog | None = None
     extra: Callable[[], dict[str, Any]] | None = None
     every_epochs: int = 1
@@ -132,15 +135,26 @@ class Engine:
             self.loss_log = LossLog(self.run_dir)
 
     # --- resume and checkpoints ---------------------------------------------------------------------
-    def resume(self) -> int:
+    def _config_text(self) -> str:
+        return self.config if isinstance(self.config, str) else json.dumps(asdict(self.config), sort_keys=True)
+
+    def resume(self, epochs: int | None = None) -> int:
         """Restore the named objects from the run folder's checkpoint when resuming; the epochs it had done
-        (0 when not resuming or there is none). The loaded checkpoint stays in :attr:`checkpoint` for
-        detector-specific values (:attr:`extra`)."""
+        (0 when not resuming, there is none, or it does not fit: another config with :attr:`same_config`, or
+        more than ``epochs`` done). The loaded checkpoint stays in :attr:`checkpoint` for detector-specific
+        values (:attr:`extra`)."""
         main = distributed.is_main()
         ckpt = distributed.broadcast_object(load_checkpoint(self.run_dir) if self.resume_enabled and main else None)
         if ckpt is None:
             if self.resume_enabled:
                 log.info("no checkpoint in %s: starting from scratch", self.run_dir)
+            return 0
+        if self.same_config and ckpt.get("config") != self._config_text():
+            log.warning("%s: checkpoint was made with other settings; training from scratch", self.run_dir)
+            return 0
+        if epochs is not None and int(ckpt["epoch"]) > epochs:
+            log.warning("%s: checkpoint has %d epochs, more than the %d asked for; training from scratch",
+                        self.run_dir, int(ckpt["epoch"]), epochs)
             return 0
         for name, obj in self.state.items():
             if ckpt.get(name) is not None:
@@ -152,10 +166,8 @@ class Engine:
     def save(self, epochs_done: int) -> None:
         """Write the checkpoint after ``epochs_done`` epochs (rank 0; every rank waits for it)."""
         if distributed.is_main():
-            config = self.config if isinstance(self.config, str) else json.dumps(asdict(self.config),
-                                                                                   sort_keys=True)
             save_checkpoint(self.run_dir, {"epoch": epochs_done, **{k: v.state_dict() for k, v in self.state.items()},
-                                           **(self.extra() if self.extra else {}), "config": config})
+                                           **(self.extra() if self.extra else {}), "config": self._config_text()})
         self._last_save = time.monotonic()
         distributed.barrier()
 

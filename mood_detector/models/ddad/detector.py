@@ -51,7 +51,8 @@ from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, s
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
 from mood_detector.models.ddad.scores import Discrepancy, discrepancy, squash
 from mood_detector.training.data import VolumeStore, nonempty
-from mood_detector.training.loop import LossLog, Timer, load_checkpoint, save_checkpoint, seed_everything
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import LossLog, seed_everything
 from mood_detector.weights import ModelCard, git_commit
 
 log = logging.getLogger(__name__)
@@ -398,23 +399,12 @@ class DDADDetector(Detector):
         return json.dumps(sig, sort_keys=True)
 
     @staticmethod
-    def _resume(stage_dir: Path, cfg: TrainConfig, module: nn.Module, opt: torch.optim.Optimizer,
-                signature: str, epochs: int) -> int:
-        """Load the stage checkpoint when resuming and it matches; the epoch to continue from."""
-        ckpt = load_checkpoint(stage_dir) if cfg.resume else None
-        if ckpt is None:
-            return 0
-        if ckpt.get("config") != signature:
-            log.warning("%s: checkpoint was made with other settings; training this stage from scratch", stage_dir)
-            return 0
-        if int(ckpt["epoch"]) > epochs:
-            log.warning("%s: checkpoint has %d epochs, more than the %d asked for; training this stage from "
-                        "scratch", stage_dir, int(ckpt["epoch"]), epochs)
-            return 0
-        module.load_state_dict(ckpt["net"])
-        opt.load_state_dict(ckpt["opt"])
-        log.info("resuming %s at epoch %d", stage_dir, int(ckpt["epoch"]))
-        return int(ckpt["epoch"])
+    def _engine(stage_dir: Path, cfg: TrainConfig, signature: str, state: dict[str, Any], losses: LossLog,
+                every: int, may_resume: bool = True) -> Engine:
+        """The engine of one stage: its own checkpoint in ``stage_dir``, resumed only under the same settings
+        (``signature``), rows in the run's common loss log."""
+        return Engine(stage_dir, signature, state, resume_enabled=cfg.resume and may_resume, same_config=True,
+                      loss_log=losses, every_epochs=every)
 
     @staticmethod
     def _fresh(module: nn.Module, seed: int) -> None:
@@ -434,31 +424,27 @@ class DDADDetector(Detector):
             raise ValueError(f"{stage}: need at least 2 training slices, got {n}")
         cls._fresh(net, cfg.seed * 1_000_003 + stage_no)
         opt = torch.optim.Adam(net.parameters(), lr=o.ae_lr, betas=(0.5, 0.999))
-        stage_dir = run_dir / stage
-        sig = cls._signature(o, cfg, stage)
-        start = cls._resume(stage_dir, cfg, net, opt, sig, o.ae_epochs)
+        engine = cls._engine(run_dir / stage, cfg, cls._signature(o, cfg, stage), {"net": net, "opt": opt}, losses,
+                             o.ckpt_every)
+        start = engine.resume(o.ae_epochs)
         bs = min(o.ae_batch, n)
-        for epoch in range(start, o.ae_epochs):
+        perm = np.arange(n)
+
+        def batches(epoch: int) -> range:
+            nonlocal perm
             net.train()
             perm = np.random.default_rng([cfg.seed, stage_no, epoch]).permutation(n)
-            timer, total, mse_total, nb = Timer(), 0.0, 0.0, 0
-            bar = tqdm(range(n // bs), desc=f"{stage} {epoch + 1}/{o.ae_epochs}", unit="batch", leave=False)
-            for b in bar:  # drop_last, as the authors' loader
-                x = bank.images[torch.from_numpy(perm[b * bs:(b + 1) * bs])].float().to(device)
-                loss, mse = reconstruction_loss(net(x), x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                mse_total += float(mse.detach())
-                nb += 1
-                bar.set_postfix(loss=f"{total / nb:.4f}")
-            secs = timer()
-            losses.write(phase=stage, epoch=epoch + 1, batches=nb, loss=round(total / nb, 6), lr=o.ae_lr,
-                         seconds=round(secs, 2), slices_per_s=round(nb * bs / max(secs, 1e-9), 2))
-            if (epoch + 1) % o.ckpt_every == 0 or epoch + 1 == o.ae_epochs:
-                save_checkpoint(stage_dir, {"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
-                                            "config": sig})
+            return range(n // bs)  # drop_last, as the authors' loader
+
+        def train_step(b: int, epoch: int, index: int) -> Step:
+            x = bank.images[torch.from_numpy(perm[b * bs:(b + 1) * bs])].float().to(device)
+            loss, _ = reconstruction_loss(net(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return Step({"loss": loss}, bs)
+
+        engine.run([Phase(stage, range(o.ae_epochs), batches, train_step, lr=lambda: o.ae_lr)], start)
         net.eval()
         return o.ae_epochs - start
 
@@ -495,9 +481,9 @@ class DDADDetector(Detector):
         assert asr is not None
         cls._fresh(asr, cfg.seed * 1_000_003 + 1000)
         opt = torch.optim.Adam(asr.parameters(), lr=o.asr_lr, betas=(0.5, 0.999), weight_decay=o.asr_wd)
-        stage_dir = run_dir / "asr"
-        sig = cls._signature(o, cfg, "asr")
-        start = cls._resume(stage_dir, cfg, asr, opt, sig, o.asr_epochs) if may_resume else 0
+        engine = cls._engine(run_dir / "asr", cfg, cls._signature(o, cfg, "asr"), {"net": asr, "opt": opt}, losses,
+                             o.ckpt_every, may_resume)
+        start = engine.resume(o.asr_epochs)
         if cfg.resume and not may_resume:
             log.info("stage-1 networks were (re)trained: training the ASR-Net from scratch")
         n = len(bank)
@@ -505,34 +491,30 @@ class DDADDetector(Detector):
         steps = n // bs if not o.asr_steps else min(o.asr_steps, n // bs)
         for m in det.ndm + det.udm:
             m.eval()
-        for epoch in range(start, o.asr_epochs):
+        epoch_state: dict[str, Any] = {}
+
+        def batches(epoch: int) -> range:
             asr.train()
             rng = np.random.default_rng([cfg.seed, 1000, epoch])
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1000 + epoch)
-            perm = rng.permutation(n)
-            timer, total, nb = Timer(), 0.0, 0
-            bar = tqdm(range(steps), desc=f"asr {epoch + 1}/{o.asr_epochs}", unit="batch", leave=False)
-            for b in bar:
-                idx = perm[b * bs:(b + 1) * bs]
-                src = partner_indices(bank.position, bank.volume, rng, idx)
-                x = bank.images[torch.from_numpy(idx)].float().to(device)
-                s = bank.images[torch.from_numpy(src)].float().to(device)
-                xs, target = synthesise(x, s, gen)
-                with torch.no_grad():
-                    inp = cls.asr_input(det.maps(xs), asr.in_channels, det.with_rec)
-                loss = focal_loss(asr(inp), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                nb += 1
-                bar.set_postfix(loss=f"{total / nb:.4f}")
-            secs = timer()
-            losses.write(phase="asr", epoch=epoch + 1, batches=nb, loss=round(total / max(nb, 1), 6), lr=o.asr_lr,
-                         seconds=round(secs, 2), slices_per_s=round(nb * bs / max(secs, 1e-9), 2))
-            if (epoch + 1) % o.ckpt_every == 0 or epoch + 1 == o.asr_epochs:
-                save_checkpoint(stage_dir, {"epoch": epoch + 1, "net": asr.state_dict(), "opt": opt.state_dict(),
-                                            "config": sig})
+            epoch_state.update(rng=rng, gen=torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1000 + epoch),
+                               perm=rng.permutation(n))
+            return range(steps)
+
+        def train_step(b: int, epoch: int, index: int) -> Step:
+            idx = epoch_state["perm"][b * bs:(b + 1) * bs]
+            src = partner_indices(bank.position, bank.volume, epoch_state["rng"], idx)
+            x = bank.images[torch.from_numpy(idx)].float().to(device)
+            s = bank.images[torch.from_numpy(src)].float().to(device)
+            xs, target = synthesise(x, s, epoch_state["gen"])
+            with torch.no_grad():
+                inp = cls.asr_input(det.maps(xs), asr.in_channels, det.with_rec)
+            loss = focal_loss(asr(inp), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return Step({"loss": loss}, bs)
+
+        engine.run([Phase("asr", range(o.asr_epochs), batches, train_step, lr=lambda: o.asr_lr)], start)
         asr.eval()
 
 
