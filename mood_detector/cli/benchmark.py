@@ -41,7 +41,7 @@ def _csv(value: str) -> tuple[str, ...]:
               help="Channel multiplier of every detector's network.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Training epochs.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True, help="Slices per batch.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: each detector's, 1e-3; squid 1e-4].")
 @click.option("--max-batches-per-pair", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cap on batches per volume (pair) and epoch (0 = all).")
 @click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,

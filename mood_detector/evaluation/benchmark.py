@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mood_detector.detector import REGISTRY, TrainConfig, check_device, check_train_config
+from mood_detector.detector import REGISTRY, TrainConfig, check_device, check_train_config, detector_class
 from mood_detector.errors import OptionError, WeightsError
 from mood_detector.evaluation.evaluate import TASKS, EvalResult, evaluate, fmt
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
@@ -53,7 +53,8 @@ class BenchmarkConfig:
         zscore: add the no-learning voxel-wise z-score row (:mod:`mood_detector.evaluation.zscore`).
         reuse_data: keep ``data/`` and ``testset/`` from an earlier run made with the same data settings
             (recorded in ``data/settings.json``) instead of generating them again; anything else is redone.
-        width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by all detectors.
+        width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by the detectors that use
+            them (lr None: each detector's default).
         anomalous_fraction, types: test set composition.
         seed: one seed for data, test set and training.
         device: ``auto``, ``cpu``, ``cuda``...
@@ -76,7 +77,7 @@ class BenchmarkConfig:
     epochs: int = 5
     batch_size: int = 16
     max_batches_per_pair: int = 0
-    lr: float = 1e-3
+    lr: float | None = None
     anomalous_fraction: float = 0.5
     types: tuple[str, ...] = OUTLIER_TYPES
     seed: int = 0
@@ -277,7 +278,8 @@ def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd
         return find_weights(cfg.weights[det], kind, det)["*"]
     path = cfg.out / "weights" / kind / f"{det}.safetensors"
     tcfg = _train_config(cfg, det, kind)
-    kw = {k: getattr(tcfg, k) for k in TRAIN_FLAGS}
+    used = detector_class(det).train_fields  # the flags this detector reads (others are a usage error)
+    kw = {k: getattr(tcfg, k) for k in TRAIN_FLAGS if k in used and getattr(tcfg, k) is not None}
     opt_flags = [a for k, v in tcfg.options.items() for a in ("--opt", f"{k}={v}")]
     cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", tcfg.training_data)
     return train_detector(train_dir, path, tcfg)

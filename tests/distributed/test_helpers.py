@@ -100,3 +100,5 @@ def test_batches_per_step_must_divide_among_ranks_and_unsupported_detectors_refu
 
 class PlainDetector:
     """Stands in for a detector without ``supports_distributed``."""
+
+    supports_distributed = False

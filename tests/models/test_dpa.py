@@ -165,17 +165,17 @@ def test_load_torchvision_state_dict_safetensors_and_pth(tmp_path: Path):
 
 def test_options_are_validated():
     with pytest.raises(ValueError, match="unknown dpa option"):
-        DPAOptions.from_config(TrainConfig(detector="dpa", options={"latentdim": "4"}))
+        DPADetector.options(TrainConfig(detector="dpa", options={"latentdim": "4"}))
     with pytest.raises(ValueError, match="power of two"):
-        DPAOptions.from_config(TrainConfig(detector="dpa", options={"max_res": "48"}))
+        DPADetector.options(TrainConfig(detector="dpa", options={"max_res": "48"}))
     with pytest.raises(ValueError, match="unknown features"):
-        DPAOptions.from_config(TrainConfig(detector="dpa", options={"features": "imagenet"}))
+        DPADetector.options(TrainConfig(detector="dpa", options={"features": "imagenet"}))
     with pytest.raises(ValueError, match="unknown feature_norm 'raw'"):
-        DPAOptions.from_config(TrainConfig(detector="dpa", options={"feature_norm": "raw"}))
-    o = DPAOptions.from_config(TrainConfig(detector="dpa", kind="brain", width=0.25))
+        DPADetector.options(TrainConfig(detector="dpa", options={"feature_norm": "raw"}))
+    o = DPADetector.options(TrainConfig(detector="dpa", kind="brain", width=0.25))
     assert (o.max_res, o.nf, o.features, o.feature_norm) == (128, 32, "fpi-vgg19", "channel")
-    assert DPAOptions.from_config(TrainConfig(detector="dpa", options={"feature_norm": "none"})).feature_norm == "none"
-    assert DPAOptions.from_config(TrainConfig(detector="dpa", size=48)).max_res == 32
+    assert DPADetector.options(TrainConfig(detector="dpa", options={"feature_norm": "none"})).feature_norm == "none"
+    assert DPADetector.options(TrainConfig(detector="dpa", size=48)).max_res == 32
     sched = growth_schedule(8, 32, 2, 5)
     assert [(p.res, p.epochs, p.fade) for p in sched] == [(8, 2, False), (16, 2, True), (32, 5, True)]
     assert [(p.res, p.epochs, p.fade) for p in growth_schedule(8, 32, 0, 5)] == [(32, 5, False)]

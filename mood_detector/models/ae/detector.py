@@ -10,13 +10,13 @@ scale saturates large errors at 1, which only matters for DICE thresholds, not f
 below saturation). Slice score: the harness default, the mean pixel score.
 
 Detector options (``--opt KEY=VALUE``): ``latent`` (bottleneck channels, default 16), ``error_scale``
-(default 1.0). The SWA phase of ``TrainConfig`` is FPI-specific and ignored here.
+(default 1.0).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,38 +25,39 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
+from mood_detector.detector import Detector, SliceScores, TrainConfig, resolve_device
 from mood_detector.models.ae.network import ConvAutoencoder
 from mood_detector.training.data import VolumeStore, slice_loader
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import autocast, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class AEOptions:
-    """AE options (``--opt KEY=VALUE``): ``latent`` bottleneck channels, ``error_scale`` maps the absolute
-    reconstruction error to the [0, 1] pixel score."""
+    """AE options (``--opt KEY=VALUE``).
+
+    Attributes:
+        latent: bottleneck channels.
+        error_scale: maps the absolute reconstruction error to the [0, 1] pixel score.
+    """
 
     latent: int = 16
     error_scale: float = 1.0
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "AEOptions":
-        """Parse ``cfg.options``; unknown keys and values out of range are a ``ValueError``."""
-        o = parse_options_as(cls, cfg.options, "ae")
-        if o.latent < 1 or not o.error_scale > 0:
-            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {o.latent}, "
-                             f"{o.error_scale}")
-        return o
+    def __post_init__(self) -> None:
+        if self.latent < 1 or not self.error_scale > 0:
+            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {self.latent}, "
+                             f"{self.error_scale}")
 
 
 class AEDetector(Detector):
     """Convolutional autoencoder; pixel score = clipped absolute reconstruction error."""
 
     name = "ae"
+    options_cls = AEOptions
 
     def __init__(self, card: ModelCard, net: ConvAutoencoder) -> None:
         super().__init__(card)
@@ -80,21 +81,8 @@ class AEDetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        """Any ``size`` (the network pads to its stride); known options."""
-        AEOptions.from_config(cfg)
-
-    @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        kind = cfg.kind_cfg
-        o = AEOptions.from_config(cfg)
-        latent, error_scale = o.latent, o.error_scale
-        return ModelCard(
-            detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
-            size=cfg.net_size, mode="mse", classes=1, training_data=cfg.training_data, epochs=cfg.epochs,
-            seed=cfg.seed, commit=git_commit(),
-            extra={"latent": latent, "error_scale": error_scale, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "n_train_volumes": n_files})
+        return replace(super().card_for(cfg, n_files), mode="mse")
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "AEDetector":
@@ -104,9 +92,7 @@ class AEDetector(Detector):
         device = resolve_device(cfg.device)
         det.to(device)
         net = det.net
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        if cfg.swa_epochs:
-            log.warning("ae: swa_epochs=%d ignored (SWA is an FPI option)", cfg.swa_epochs)
+        opt = torch.optim.Adam(net.parameters(), lr=cls.learning_rate(cfg))
         engine = Engine(Path(run_dir), cfg, {"net": net, "opt": opt}, resume_enabled=cfg.resume)
         start = engine.resume()
         store = VolumeStore(files, det.size, det.slice_axis, cfg.cache_gb)

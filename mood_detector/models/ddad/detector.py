@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
+from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, resolve_device
 from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
@@ -53,7 +53,7 @@ from mood_detector.models.ddad.scores import Discrepancy, discrepancy, squash
 from mood_detector.training.data import VolumeStore, nonempty
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import LossLog, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +113,8 @@ class DDADOptions:
     calib_quantile: float = 0.99
     calib_slices: int = 2048
 
-    @classmethod
-    def from_options(cls, options: dict[str, str]) -> "DDADOptions":
-        """Parse and validate detector options; unknown keys are an error."""
-        o = parse_options_as(cls, options, "ddad")
+    def __post_init__(self) -> None:
+        o = self
         if not o.variant:
             o.variant = "dual" if o.unlabeled else "intra"
         if o.backbone not in BACKBONES:
@@ -132,7 +130,6 @@ class DDADOptions:
             raise ValueError("ddad epochs, batch sizes, layer sizes and ckpt_every must be positive")
         if not 0.0 < o.calib_quantile < 1.0:
             raise ValueError(f"ddad calib_quantile must be in (0, 1), got {o.calib_quantile}")
-        return o
 
 
 @dataclass
@@ -195,6 +192,9 @@ class DDADDetector(Detector):
     ``intra``/``dual``) an ASR-Net. Pixel score: ASR softmax class 1, or the squashed raw score."""
 
     name = "ddad"
+    options_cls = DDADOptions
+    #: the networks' schedules are options (ae_epochs, ae_batch, ae_lr, ...); the slice bank is float16 in RAM
+    train_fields = COMMON_FIELDS - {"epochs", "batch_size", "lr", "max_batches_per_pair", "workers", "cache_gb", "amp"}
     #: all-background slices never reach the networks in training (the slice bank keeps non-empty slices only),
     #: so the harness does not run them and they score 0 (see :meth:`score_slices`)
     skip_empty_slices = True
@@ -314,32 +314,27 @@ class DDADDetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
-    def card_for(cls, cfg: TrainConfig, o: DDADOptions, n_files: int, n_unlabeled: int) -> ModelCard:
-        kind = cfg.kind_cfg
-        extra: dict[str, Any] = {k: v for k, v in asdict(o).items() if k not in ("variant", "backbone")}
-        extra.update(n_train_volumes=n_files, n_unlabeled_volumes=n_unlabeled,
-                     unlabeled=o.unlabeled if VARIANTS[o.variant][0] else "",
-                     score=_score_text(o.variant),
-                     volume_score="common: mean slice score, Savitzky-Golay, top-25% mean")
-        return ModelCard(detector=cls.name, arch=o.backbone, width=cfg.width, kind=kind.name,
-                         slice_axis=kind.slice_axis, size=cfg.net_size, mode=o.variant, classes=2,
-                         training_data=cfg.training_data, epochs=o.ae_epochs, seed=cfg.seed, commit=git_commit(),
-                         extra=extra)
-
-    @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        """Any ``size`` (slices are resized to ``input_size``); known and valid options."""
-        DDADOptions.from_options(cfg.options)
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        """The common card with the backbone as ``arch``, the variant as ``mode`` and the networks' own schedule
+        (``fit`` adds the unlabeled volumes' count)."""
+        o = cls.options(cfg)
+        card = replace(super().card_for(cfg, n_files), arch=o.backbone, mode=o.variant, classes=2,
+                       epochs=o.ae_epochs)
+        for key in ("variant", "backbone", "batch_size", "lr"):  # in the card's fields, or not used
+            card.extra.pop(key)
+        card.extra.update(unlabeled=o.unlabeled if VARIANTS[o.variant][0] else "", score=_score_text(o.variant),
+                          volume_score="common: mean slice score, Savitzky-Golay, top-25% mean")
+        return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "DDADDetector":
         """Stage 1: k NDM nets on the normal slices and (variants ``a_inter``/``dual``) k UDM nets on normal +
         unlabeled slices, each with its own seed and shuffles; then the [0, 1] scales; stage 2 (``intra``/
         ``dual``): the ASR-Net. Each stage checkpoints into ``run_dir/<stage>/``; ``cfg.resume`` skips finished
-        stages and continues the interrupted one. The common ``epochs``/``batch_size``/``lr`` are not used
-        (see :class:`DDADOptions`)."""
+        stages and continues the interrupted one. The networks' schedules are options (:class:`DDADOptions`):
+        ``train`` refuses ``--epochs``, ``--batch-size`` and ``--lr`` for this detector."""
         run_dir = Path(run_dir)
-        o = DDADOptions.from_options(cfg.options)
+        o = cls.options(cfg)
         needs_udm, asr_in = VARIANTS[o.variant]
         unl_files: list[Path] = []
         if o.unlabeled:
@@ -355,7 +350,8 @@ class DDADDetector(Detector):
             log.warning("variant %r without --unlabeled: the UDM is trained on the normal data only, so "
                         "A_inter is a discrepancy between two normal ensembles", o.variant)
         seed_everything(cfg.seed)
-        card = cls.card_for(cfg, o, len(files), len(unl_files))
+        card = cls.card_for(cfg, len(files))
+        card.extra["n_unlabeled_volumes"] = len(unl_files)
         det = cls.build(card)
         device = resolve_device(cfg.device)
         det.to(device)

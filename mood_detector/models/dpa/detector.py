@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -48,7 +48,7 @@ from mood_detector.tasks.fpi import FPIConfig
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
 from mood_detector.training.engine import Engine, Phase, Stateful, Step
 from mood_detector.training.loop import autocast, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -100,26 +100,6 @@ class DPAOptions:
     calib_quantile: float = 0.99
     min_mean: float = 0.06
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "DPAOptions":
-        """Parse ``cfg.options``; unknown keys are an error (typos would otherwise be silently ignored)."""
-        o = parse_options_as(cls, cfg.options, "dpa")
-        if not o.nf:
-            o.nf = scaled(128, cfg.width)
-        if not o.max_res:
-            cap = min(cfg.net_size, DEFAULT_MAX_RES)
-            o.max_res = 2 ** int(math.floor(math.log2(cap)))
-        if o.feature_weights and "features" not in cfg.options:
-            o.features = "fpi-encoder" if fpi_card_of(o.feature_weights) else "vgg19"
-        if o.features not in EXTRACTORS:
-            raise ValueError(f"unknown features {o.features!r}; choose one of {', '.join(EXTRACTORS)}")
-        if o.feature_norm not in FEATURE_NORMS:
-            raise ValueError(f"unknown feature_norm {o.feature_norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
-        if not 0.0 <= o.fade <= 1.0:
-            raise ValueError(f"fade must be in [0, 1], got {o.fade}")
-        resolutions(o.start_res, o.max_res)  # validates both
-        return o
-
 
 @dataclass(frozen=True)
 class GrowthStage:
@@ -156,6 +136,7 @@ class DPADetector(Detector):
     """Deep Perceptual Autoencoder behind the common detector interface."""
 
     name = "dpa"
+    options_cls = DPAOptions
 
     def __init__(self, card: ModelCard, ae: ProgressiveAE, extractor: FeatureExtractor) -> None:
         super().__init__(card)
@@ -174,9 +155,26 @@ class DPADetector(Detector):
 
     # --- interface ----------------------------------------------------------------------------------
     @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        """Any ``size`` (slices are resized to ``max_res``, a power of two); known and valid options."""
-        DPAOptions.from_config(cfg)
+    def options(cls, cfg: TrainConfig) -> DPAOptions:
+        """Parse ``cfg.options``; the defaults of ``nf`` (from ``--width``), ``max_res`` (from ``--size``) and
+        ``features`` (from ``feature_weights``) follow the rest of ``cfg``. Any ``size`` trains: slices are
+        resized to ``max_res``, a power of two."""
+        o = parse_options_as(DPAOptions, cfg.options, cls.name)
+        if not o.nf:
+            o.nf = scaled(128, cfg.width)
+        if not o.max_res:
+            cap = min(cfg.net_size, DEFAULT_MAX_RES)
+            o.max_res = 2 ** int(math.floor(math.log2(cap)))
+        if o.feature_weights and "features" not in cfg.options:
+            o.features = "fpi-encoder" if fpi_card_of(o.feature_weights) else "vgg19"
+        if o.features not in EXTRACTORS:
+            raise ValueError(f"unknown features {o.features!r}; choose one of {', '.join(EXTRACTORS)}")
+        if o.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"unknown feature_norm {o.feature_norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
+        if not 0.0 <= o.fade <= 1.0:
+            raise ValueError(f"fade must be in [0, 1], got {o.fade}")
+        resolutions(o.start_res, o.max_res)  # validates both
+        return o
 
     @classmethod
     def build(cls, card: ModelCard) -> "DPADetector":
@@ -229,30 +227,26 @@ class DPADetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
-    def card_for(cls, cfg: TrainConfig, o: DPAOptions, extractor: FeatureExtractor, channels: int,
-                 n_files: int) -> ModelCard:
-        kind = cfg.kind_cfg
-        extra: dict[str, Any] = {k: v for k, v in asdict(o).items()}
-        extra.update({"extractor": extractor.config(), "feature_channels": channels, "batch_size": cfg.batch_size,
-                      "lr": cfg.lr, "n_train_volumes": n_files,
-                      "score_map": "v / (v + scale), scale = calib_quantile of the training slices' raw values",
-                      "features_note": _features_note(o.features)})
-        return ModelCard(detector=cls.name, arch="dpa-preact-resnet", width=cfg.width, kind=kind.name,
-                         slice_axis=kind.slice_axis, size=o.max_res, mode=o.features, classes=1,
-                         training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-                         extra=extra)
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        """The common card; ``fit`` adds the feature extractor's configuration and channels."""
+        o = cls.options(cfg)
+        card = replace(super().card_for(cfg, n_files), arch="dpa-preact-resnet", size=o.max_res, mode=o.features)
+        card.extra.update(score_map="v / (v + scale), scale = calib_quantile of the training slices' raw values",
+                          features_note=_features_note(o.features))
+        return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "DPADetector":
         run_dir = Path(run_dir)
         seed_everything(cfg.seed)
-        o = DPAOptions.from_config(cfg)
+        o = cls.options(cfg)
         device = resolve_device(cfg.device)
         extractor = make_extractor(o.features, o.feature_layer, o.feature_weights)
         extractor.to(device)
         with torch.no_grad():
             channels = int(extractor(torch.zeros(1, 1, o.max_res, o.max_res, device=device), o.feature_layer).shape[1])
-        card = cls.card_for(cfg, o, extractor, channels, len(files))
+        card = cls.card_for(cfg, len(files))
+        card.extra.update(extractor=extractor.config(), feature_channels=channels)
         det = cls.build(card)
         det.extractor.load_state_dict(extractor.state_dict())
         det.to(device)
@@ -361,7 +355,8 @@ class _Trainer:
         self.det, self.o, self.cfg, self.store, self.device, self.amp = det, o, cfg, store, device, amp
         self.schedule = growth_schedule(o.start_res, o.max_res, o.stage_epochs, cfg.epochs)
         self.loss = PerceptualLoss(det.extractor, o.feature_norm)
-        self.opt = _StageOptimiser(cfg.lr)
+        self.lr = DPADetector.learning_rate(cfg)
+        self.opt = _StageOptimiser(self.lr)
         self.first = 0
 
     def layer(self, res: int) -> str:
@@ -387,7 +382,7 @@ class _Trainer:
         for ph in self.schedule:
             epochs = range(begin, begin + ph.epochs)
             out.append(Phase(f"dpa r{ph.res}", epochs, self._batches(), self._step(ph, epochs.start, bpe),
-                             offset=first, total=total, lr=lambda: self.cfg.lr,
+                             offset=first, total=total, lr=lambda: self.lr,
                              log_name=self._log_name(ph, epochs.start, bpe),
                              empty=f"no training slice has mean intensity above min_mean={self.o.min_mean}; "
                                    "lower it with --opt min_mean=0"))

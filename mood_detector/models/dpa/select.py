@@ -106,7 +106,7 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
     import torch
 
     from mood_detector.detector import resolve_device
-    from mood_detector.models.dpa.detector import DPAOptions
+    from mood_detector.models.dpa.detector import DPADetector
     from mood_detector.models.dpa.features import make_extractor, save_vgg19
     from mood_detector.models.dpa.pretrain import pretrain_vgg_fpi
     from mood_detector.tasks.fpi import FPIConfig
@@ -119,7 +119,7 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
         return path
     deepest = _deepest(layers)
     cfg = replace(base, options={**base.options, "feature_layer": deepest})
-    o = DPAOptions.from_config(cfg)
+    o = DPADetector.options(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     ext = make_extractor("fpi-vgg19", deepest)

@@ -11,7 +11,7 @@ import itertools
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Iterator, Sequence
 
@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple, parse_options_as
+from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, check_multiple
 from mood_detector.errors import OptionError
 from mood_detector.inference.aggregate import parse_slice_rule
 from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
@@ -33,7 +33,7 @@ from mood_detector.training import diagnostic
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import autocast, load_checkpoint, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,8 @@ class FPIDetector(Detector):
 
     name = "fpi"
     supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
+    supports_presets = True
+    train_fields = COMMON_FIELDS | {"mode", "swa_epochs", "batches_per_step", "disk_cache"}
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
     skip_empty_slices = True
@@ -189,20 +191,16 @@ class FPIDetector(Detector):
         check_multiple("--size", cfg.net_size, stride, f"the total stride of the fpi {arch} network")
         if cfg.mode not in ("continuous", "discrete"):
             raise OptionError("--mode", f"{cfg.mode!r} is not an fpi mode; choose discrete or continuous")
-        parse_options_as(cls.options_cls, cfg.options, cls.name)
+        cls.options(cfg)
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        kind = cfg.kind_cfg
         if cfg.mode not in ("continuous", "discrete"):
             raise ValueError(f"FPI mode must be 'continuous' or 'discrete', got {cfg.mode!r}")
-        o = parse_options_as(cls.options_cls, cfg.options, cls.name)
-        return ModelCard(
-            detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
-            size=cfg.net_size, mode=cfg.mode, classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1,
-            training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-            extra={"swa_epochs": cfg.swa_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "max_batches_per_pair": cfg.max_batches_per_pair, "n_train_volumes": n_files, **asdict(o)})
+        card = replace(super().card_for(cfg, n_files), mode=cfg.mode,
+                       classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1)
+        card.extra.update(swa_epochs=cfg.swa_epochs, max_batches_per_pair=cfg.max_batches_per_pair)
+        return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
@@ -235,7 +233,7 @@ class FPIDetector(Detector):
                                                     f"({world})")
         distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
-        opts = parse_options_as(cls.options_cls, cfg.options, cls.name)
+        opts = cls.options(cfg)
         files = sorted(files, key=lambda f: Path(f).name)
         k = opts.probe_volumes
         held = list(files[-k:]) if k >= 2 and len(files) - k >= 4 * k else []
@@ -260,7 +258,8 @@ class FPIDetector(Detector):
         # the network is built in torch's default dtype (float32; the distributed tests train in float64) and
         # the FPI batches, made in float32, follow it
         dtype = next(net.parameters()).dtype
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        lr0 = cls.learning_rate(cfg)
+        opt = torch.optim.Adam(net.parameters(), lr=lr0)
         swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
         swa = _Averaged(net)
         bpe = [0]  # optimiser steps of a training epoch: the length of the SWA phase's learning-rate cycle
@@ -287,13 +286,13 @@ class FPIDetector(Detector):
                                    task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + cfg.swa_epochs
-        lr_now = [cfg.lr]
+        lr_now = [lr0]
 
         def batches(epoch: int) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
             net.train()
-            lr_now[0] = cfg.lr
+            lr_now[0] = lr0
             if epoch < cfg.epochs and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
-                lr_now[0] = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
+                lr_now[0] = lr0 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
                 for group in opt.param_groups:
                     group["lr"] = lr_now[0]
             return cls._steps(store, cfg, epoch, per_step, streams, device, opts)
@@ -362,14 +361,6 @@ class FPIDetector(Detector):
         if ckpt is None:
             raise ValueError(f"{run_dir}: no {cls.name} training checkpoint (checkpoint.pt) there")
         cfg = TrainConfig(**json.loads(ckpt["config"]))
-        if cfg.detector != cls.name:  # another detector on this training loop (nsa): its own card
-            from mood_detector.detector import detector_class
-
-            other = detector_class(cfg.detector)
-            if not issubclass(other, FPIDetector):
-                raise ValueError(f"{run_dir}: a {cfg.detector} training run; only fpi and nsa runs export from "
-                                 f"their checkpoint")
-            cls = other
         card = cls.card_for(cfg, 0)
         card.epochs = int(ckpt["epoch"])
         card.extra["checkpoint_of"] = f"{cfg.epochs} + {cfg.swa_epochs} SWA epochs planned"
@@ -387,7 +378,7 @@ class FPIDetector(Detector):
                           batch_size=int(card.extra.get("batch_size", 32)), seed=seed,
                           options={k: str(card.extra[k]) for k in ("contrast",) if k in card.extra})
         store = VolumeStore(files, card.size, card.slice_axis)
-        opts = parse_options_as(self.options_cls, cfg.options, self.name)
+        opts = self.options(cfg)
         dtype = next(self.net.parameters()).dtype
         inputs = list(self._bn_inputs(store, cfg, 0, 1, [0], self.task_config(card), torch.Generator(), self.device,
                                       opts, dtype, batches))

@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -73,7 +73,7 @@ from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGen
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import LossLog, autocast, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class SquidOptions:
         mask_prob: masked-shortcut probability of keeping the in-painted feature (training only).
         grid: patches per side.
         n_critic: the generator is updated every ``n_critic``-th step, the discriminator every step.
-        lr: learning rate of both networks (``--lr`` is used instead when set to anything but its default).
+        lr: learning rate of both networks (also set by ``--lr``; giving both is an error).
         weight_decay: generator weight decay.
         lr_min_factor: cosine annealing ends at ``lr_min_factor * lr``.
         w_recon, w_teacher, w_dist, w_gen, w_disc: loss weights.
@@ -133,10 +133,8 @@ class SquidOptions:
     final_bn: bool = True
     calib_slices: int = 2048
 
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "SquidOptions":
-        """Parse ``values`` (strings from ``--opt`` or JSON from a card); unknown keys are an error."""
-        opts = parse_options_as(cls, values, "squid")
+    def __post_init__(self) -> None:
+        opts = self
         if opts.pixel_map not in PIXEL_MAPS:
             raise ValueError(f"squid pixel_map must be one of {PIXEL_MAPS}, got {opts.pixel_map!r}")
         if opts.slice_signal not in SLICE_SCORES:
@@ -147,7 +145,6 @@ class SquidOptions:
             raise ValueError(f"squid mask_prob must be in [0, 1], got {opts.mask_prob}")
         if opts.topk < 1 or opts.queue_slots < 1 or opts.mem_slots < 1 or opts.n_critic < 1 or opts.grid < 1:
             raise ValueError("squid topk, queue_slots, mem_slots, n_critic and grid must be positive")
-        return opts
 
 
 def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
@@ -213,6 +210,8 @@ class SQUIDDetector(Detector):
     discriminator as an option)."""
 
     name = "squid"
+    options_cls = SquidOptions
+    default_lr = PAPER_LR
 
     def __init__(self, card: ModelCard, gen: SquidGenerator, disc: Discriminator, opts: SquidOptions) -> None:
         super().__init__(card)
@@ -225,7 +224,7 @@ class SQUIDDetector(Detector):
     def build(cls, card: ModelCard) -> "SQUIDDetector":
         values = {f.name: card.extra[f.name] for f in fields(SquidOptions) if f.name in card.extra}
         values.setdefault("slice_signal", "disc")  # cards from before the option: the discriminator was the score
-        opts = SquidOptions.from_mapping(values)
+        opts = parse_options_as(SquidOptions, values, cls.name)
         gen = SquidGenerator(card.width, card.size, opts.grid, opts.queue_slots, opts.mem_slots, opts.topk,
                              opts.mask_prob)
         return cls(card, gen, Discriminator(card.size), opts)
@@ -283,27 +282,26 @@ class SQUIDDetector(Detector):
 
     # --- training ------------------------------------------------------------------------------------------
     @classmethod
-    def card_for(cls, cfg: TrainConfig, n_files: int, opts: SquidOptions) -> ModelCard:
-        kind = cfg.kind_cfg
-        return ModelCard(
-            detector=cls.name, arch="squid", width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
-            size=int(cfg.size or DEFAULT_SIZE), mode="", classes=1, training_data=cfg.training_data,
-            epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-            extra={**asdict(opts), "batch_size": cfg.batch_size, "n_train_volumes": n_files})
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        card = replace(super().card_for(cfg, n_files), arch="squid", size=int(cfg.size or DEFAULT_SIZE))
+        card.extra["lr"] = cls.options(cfg).lr  # --lr or the option
+        return card
 
-    @staticmethod
-    def resolve_options(cfg: TrainConfig) -> SquidOptions:
-        """Options from ``cfg.options``; ``--lr`` overrides the paper's 1e-4 when it is not the shared default."""
+    @classmethod
+    def options(cls, cfg: TrainConfig) -> SquidOptions:
+        """Options from ``cfg.options``; ``--lr``, when given, sets the option ``lr`` (the paper's 1e-4)."""
         values = dict(cfg.options)
-        if "lr" not in values and cfg.lr != TrainConfig.lr:
+        if cfg.lr is not None:
+            if "lr" in values:
+                raise ValueError("squid: give the learning rate once, as --lr or as --opt lr, not both")
             values["lr"] = str(cfg.lr)
-        return SquidOptions.from_mapping(values)
+        return parse_options_as(SquidOptions, values, cls.name)
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
         """The slice size must split into ``grid`` x ``grid`` patches that the encoder halves 5 times (a multiple
         of 64 for the default grid 2; 128 in the paper); known and valid options."""
-        opts = cls.resolve_options(cfg)
+        opts = cls.options(cfg)
         size = int(cfg.size or DEFAULT_SIZE)
         check_multiple("--size", size, 32 * opts.grid,
                        f"squid cuts slices into {opts.grid} x {opts.grid} patches of a multiple of 32")
@@ -319,9 +317,9 @@ class SQUIDDetector(Detector):
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "SQUIDDetector":
         run_dir = Path(run_dir)
-        opts = cls.resolve_options(cfg)
+        opts = cls.options(cfg)
         aug_gen = seed_everything(cfg.seed)
-        card = cls.card_for(cfg, len(files), opts)
+        card = cls.card_for(cfg, len(files))
         det = cls.build(card)
         device = resolve_device(cfg.device)
         det.to(device)
