@@ -50,6 +50,7 @@ from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
 from mood_detector.models.ddad.scores import Discrepancy, discrepancy, squash
+from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import LossLog, seed_everything
@@ -462,10 +463,7 @@ class DDADDetector(Detector):
             for name, m in zip(SCALE_NAMES, (d.rec, d.intra, d.inter)):
                 if m is not None:
                     vals[name].append(m[fg].float().cpu().numpy())
-        scales = []
-        for name in SCALE_NAMES:
-            q = float(np.quantile(np.concatenate(vals[name]), o.calib_quantile)) if vals[name] else 1.0
-            scales.append(max(q, 1e-8))
+        scales = [quantile_scale(vals[name], o.calib_quantile, default=1.0) for name in SCALE_NAMES]
         log.info("score scales (q%.3g over normal foreground): %s", o.calib_quantile,
                  dict(zip(SCALE_NAMES, [f"{s:.4g}" for s in scales])))
         return torch.tensor(scales, dtype=torch.float32)

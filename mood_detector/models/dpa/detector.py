@@ -45,6 +45,7 @@ from mood_detector.models.dpa.loss import FEATURE_NORMS, FeatureStats, Perceptua
 from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution, resolutions
 from mood_detector.models.fpi.network import scaled
 from mood_detector.tasks.fpi import FPIConfig
+from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
 from mood_detector.training.engine import Engine, Phase, Stateful, Step
 from mood_detector.training.loop import autocast, seed_everything
@@ -341,10 +342,7 @@ def calibrate(det: DPADetector, store: VolumeStore, o: DPAOptions, cfg: TrainCon
     if not images:
         raise ValueError(f"no training slice has mean intensity above min_mean={o.min_mean}; "
                          "lower it with --opt min_mean=0")
-    q = o.calib_quantile
-    s_scale = float(np.quantile(np.concatenate(images), q))
-    p_scale = float(np.quantile(np.concatenate(pixels), q))
-    return max(s_scale, 1e-8), max(p_scale, 1e-8)
+    return quantile_scale(images, o.calib_quantile), quantile_scale(pixels, o.calib_quantile)
 
 
 class _Trainer:

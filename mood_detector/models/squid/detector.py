@@ -70,6 +70,7 @@ from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_mu
                                     resolve_device)
 from mood_detector.errors import OptionError
 from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
+from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import LossLog, autocast, seed_everything
@@ -487,10 +488,12 @@ class SQUIDDetector(Detector):
         if not logits:
             raise ValueError("no non-empty training slices for SQUID's score statistics")
         lg = torch.cat(logits).double()
+        def median(values: list[torch.Tensor]) -> float:  # the lower median, as torch.median
+            return quantile_scale(values, 0.5, floor=1e-6, method="lower")
+
         stats = {"logit_mean": float(lg.mean()), "logit_std": max(float(lg.std(unbiased=False)), 1e-6),
-                 "tau_residual": max(float(torch.cat(q99["residual"]).median()), 1e-6),
-                 "tau_gradres": max(float(torch.cat(q99["gradres"]).median()), 1e-6),
-                 "tau_slice": max(float(torch.cat(slice_raw).median()), 1e-6)}
+                 "tau_residual": median(q99["residual"]), "tau_gradres": median(q99["gradres"]),
+                 "tau_slice": median(slice_raw)}
         self.stats = torch.tensor([stats[k] for k in STAT_NAMES], dtype=torch.float32)
         self.card.extra.update(stats)
         self.card.extra["calib_slices_used"] = int(lg.numel())
