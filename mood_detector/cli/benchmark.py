@@ -62,7 +62,7 @@ def benchmark(out: Path, detectors: str, kinds: str, types: str, weights: tuple[
     """Make N normal training subjects and M held-out subjects per kind, train each detector (or use
     --weights), build a synthetic-outlier test set, predict both tasks, evaluate, and print one table
     (detector x kind x task: AP, AUROC, DICE) with the command lines of every step."""
-    from mood_detector.evaluation.benchmark import (BenchmarkConfig, check_config, parse_detector_options,
+    from mood_detector.pipelines.benchmark import (BenchmarkConfig, check_config, parse_detector_options,
                                                     parse_weights, run_benchmark)
 
     if threads:

@@ -27,6 +27,7 @@ from mood_detector.inference.api import find_weights, predict_folder
 from mood_detector.inference.predictor import PredictConfig
 from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import write_text_atomic
+from mood_detector.pipelines.subjects import make_subjects
 from mood_detector.training.api import train_detector
 from mood_detector.weights import ModelCard, card_path
 
@@ -147,13 +148,7 @@ def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cm
     cmd("make-data", kind, "--n", n, "--out", out, "--size", size, "--seed", seed, "--start", start, *extra)
     if not run:
         return []
-    if kind == "brain":
-        from mood_detector.data.brain import make_brain_data
-
-        return make_brain_data(out, n, size, seed, start, templates)
-    from mood_detector.data.abdomen import make_abdomen_data
-
-    return make_abdomen_data(out, n, size, seed, start)
+    return make_subjects(kind, out, n, size, seed, start, templates)
 
 
 def _prepare_data(cfg: BenchmarkConfig, kind: str, out: Path, cmd: CommandLog, reuse: bool, progress: bool) -> None:
