@@ -24,7 +24,7 @@ from mood_detector.models.ddad.networks import (ENTROPY_WEIGHT, Reconstruction, 
 from mood_detector.models.ddad.scores import discrepancy, squash
 from mood_detector.training.loop import LossLog
 from mood_detector.weights import ModelCard
-from tests.conftest import blob_volume, save_nifti
+from tests.conftest import blob_volume, research_module, save_nifti
 
 
 # --- backbones -------------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ def test_short_training_cli_predict_and_resume(tmp_path: Path):
     again = Predictor(det, PredictConfig(device="cpu", progress=False, threads=1)).score_volume(vol)
     assert again.sample == results["dual"].sample and np.array_equal(again.pixel, results["dual"].pixel)
     # a saved variant keeps only its networks and scores as with_variant does
-    from mood_detector.models.ddad.variant import export_variant
+    export_variant = research_module("ddad_variant").export_variant
 
     rec_path = export_variant(out, tmp_path / "w" / "rec.safetensors", "rec")
     assert {k.split(".")[0] for k in load_file(str(rec_path))} == {"ndm0", "ndm1", "extra"}
