@@ -1,7 +1,7 @@
 """DDAD detector: NDM/UDM ensembles of reconstruction networks, intra/inter discrepancy, ASR-Net refinement.
 
 Paper: "Dual-distribution Discrepancy with Self-supervised Refinement for Anomaly Detection in Medical Images"
-(Cai et al.; ``shared/seeds/003_*``), with the facts of the authors' public code listed in issue 10.
+(Cai et al.), with details the paper leaves open taken from the authors' public code.
 
 Deviations from the paper, which works on 2D X-ray / MRI / fundus images:
 

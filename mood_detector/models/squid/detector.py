@@ -35,7 +35,7 @@ the float16 cast of the MOOD evaluator for ``r`` up to ~1000 tau, so rankings an
 earlier ``1 - exp(-r / tau)`` rounded every ``r`` above ~7.6 tau to 1.0 in float16, tying strong anomalies with
 strong normal edges.) Both ``tau`` are calibrated after training, so the map can be switched at inference.
 
-Training follows the issue's facts from the authors' code: generator loss ``10 MSE(recon) + 0.01
+Training follows the authors' public code: generator loss ``10 MSE(recon) + 0.01
 MSE(teacher) + 0.001 distillation + 0.005 BCE(D(recon), 1)``, discriminator loss ``0.005 [BCE(D(x), 1) +
 BCE(D(recon), 0)]``, the discriminator updated every step and the generator every 2nd step (``n_critic``);
 Adam lr 1e-4, betas (0.5, 0.999); the generator with weight decay 1e-5 and cosine annealing of its learning
@@ -89,7 +89,7 @@ BN_BATCHES = 64  # mixed batches of training slices for the final BatchNorm reco
 
 @dataclass
 class SquidOptions:
-    """SQUID hyperparameters (``--opt KEY=VALUE``); defaults are the authors' (issue 12, thesis Sec. 4.1.5).
+    """SQUID hyperparameters (``--opt KEY=VALUE``); defaults are the authors' (their public code; thesis Sec. 4.1.5).
 
     Attributes:
         queue_slots: memory-queue items per patch position.
