@@ -3,7 +3,7 @@
 A detector is a small class that scores batches of 2D slices; the harness (``mood_detector.inference``)
 does everything else: reading, resampling, slicing, batching, aggregation to a volume score and writing.
 Adding a detector means adding one sub-package under ``mood_detector/models`` and one line in
-:data:`REGISTRY`; the harness is never touched.
+:data:`REGISTRY`; the harness is never touched (docs/add-a-detector.md).
 """
 
 from __future__ import annotations

@@ -15,24 +15,20 @@ Detector options (``--opt KEY=VALUE``): ``latent`` (bottleneck channels, default
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mood_detector.detector import Detector, SliceScores, TrainConfig, resolve_device
 from mood_detector.models.ae.network import ConvAutoencoder
-from mood_detector.training.data import VolumeStore, slice_loader
+from mood_detector.training.data import VolumeStore, epoch_slices
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import autocast, seed_everything
 from mood_detector.weights import ModelCard
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -101,9 +97,7 @@ class AEDetector(Detector):
         def batches(epoch: int) -> Iterable[torch.Tensor]:
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch stream: resuming reproduces it
             net.train()
-            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
-            return slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
-                                max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
+            return epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair, device)
 
         def train_step(x: torch.Tensor, epoch: int, index: int) -> Step:
             x = x.to(device, non_blocking=True)

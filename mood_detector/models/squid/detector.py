@@ -71,7 +71,7 @@ from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_mu
 from mood_detector.errors import OptionError
 from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
 from mood_detector.training.calibration import quantile_scale
-from mood_detector.training.data import VolumeStore, nonempty, slice_loader
+from mood_detector.training.data import VolumeStore, epoch_slices, nonempty, slice_loader
 from mood_detector.training.engine import Engine, Phase, Step
 from mood_detector.training.loop import LossLog, autocast, seed_everything
 from mood_detector.weights import ModelCard
@@ -344,9 +344,7 @@ class SQUIDDetector(Detector):
             lr = cosine_lr(opts.lr, opts.lr * opts.lr_min_factor, epoch, cfg.epochs)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
-            return slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
-                                max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
+            return epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair, device)
 
         def train_step(x: torch.Tensor, epoch: int, step: int) -> Step:
             """The discriminator every step; the generator every ``n_critic``-th, against the updated
