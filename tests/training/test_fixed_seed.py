@@ -107,7 +107,22 @@ def record(names: list[str]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             ref[name] = train_tiny(name, Path(tmp))
         print(f"recorded {name}: {len(ref[name]['tensors'])} tensors")
-    REFERENCE.write_text(json.dumps(ref, indent=0, sort_keys=True) + "\n")
+    REFERENCE.write_text(dumps(ref))
+
+
+def dumps(ref: dict[str, Any]) -> str:
+    """The reference as JSON with one line per tensor (readable diffs when a detector is re-recorded)."""
+    lines = ["{"]
+    for i, name in enumerate(sorted(ref)):
+        lines.append(f"{json.dumps(name)}: {{")
+        lines.append(f" \"card\": {json.dumps(ref[name]['card'], sort_keys=True)},")
+        lines.append(' "tensors": {')
+        keys = sorted(ref[name]["tensors"])
+        for j, key in enumerate(keys):
+            comma = "," if j < len(keys) - 1 else ""
+            lines.append(f"  {json.dumps(key)}: {json.dumps(ref[name]['tensors'][key])}{comma}")
+        lines.append(" }}" + ("," if i < len(ref) - 1 else ""))
+    return "\n".join(lines + ["}"]) + "\n"
 
 
 if __name__ == "__main__":
