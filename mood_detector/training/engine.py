@@ -192,8 +192,9 @@ class Engine:
         sums: dict[str, float] = {}
         counts: dict[str, int] = {}
         timer, n_steps, n_slices = Timer(), 0, 0
-        bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch - phase.offset + 1}/{phase.total or phase.epochs.stop - phase.offset}",
-                   unit="batch", leave=False, disable=not main)
+        total = phase.total or phase.epochs.stop - phase.offset
+        bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch - phase.offset + 1}/{total}", unit="batch",
+                   leave=False, disable=not main)
         for index, batch in enumerate(bar):
             out = phase.step(batch, epoch, index)
             if out is None:
@@ -209,9 +210,9 @@ class Engine:
             raise ValueError(phase.empty)
         if distributed.world_size() > 1:  # each rank's share of the global mean loss
             keys = sorted(sums)
-            total = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
-                                                                 device=self.device))
-            sums = {k: float(v) for k, v in zip(keys, total)}
+            summed = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                             device=self.device))
+            sums = {k: float(v) for k, v in zip(keys, summed)}
         if phase.end is not None:
             phase.end(epoch, n_steps)
         secs = timer()

@@ -60,3 +60,18 @@ def test_an_epoch_without_steps_is_an_error(tmp_path: Path):
     engine = Engine(tmp_path, Cfg(), {"net": net})
     with pytest.raises(ValueError, match="no training batches"):
         engine.run([Phase("x", range(1), lambda e: [], lambda b, e, i: None)])
+
+
+def test_checkpoint_cadence_and_a_stage_resumed_only_under_the_same_config(tmp_path: Path, monkeypatch):
+    from mood_detector.training import engine as engine_module
+
+    saved: list[int] = []
+    real = engine_module.save_checkpoint
+    monkeypatch.setattr(engine_module, "save_checkpoint", lambda d, s: (saved.append(s["epoch"]), real(d, s))[1])
+    net = torch.nn.Linear(1, 1)
+    phase = Phase("x", range(5), lambda e: [0], lambda b, e, i: Step({"loss": 0.0}, 1))
+    Engine(tmp_path, "a", {"net": net}, every_epochs=2).run([phase])
+    assert saved == [2, 4, 5]  # every 2nd epoch and the phase's last
+    assert Engine(tmp_path, "a", {"net": net}, resume_enabled=True, same_config=True).resume() == 5
+    assert Engine(tmp_path, "b", {"net": net}, resume_enabled=True, same_config=True).resume() == 0
+    assert Engine(tmp_path, "a", {"net": net}, resume_enabled=True).resume(epochs=4) == 0  # more than asked for
