@@ -10,7 +10,6 @@ upsampled bilinearly to the slice size. The head is thrown away afterwards; the 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Iterable
 
 import numpy as np
@@ -21,7 +20,7 @@ from torch.nn import functional as F
 from mood_detector.models.dpa.features import VGG19Features
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIConfig, fpi_pair, labels_to_classes
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
-from mood_detector.training.engine import Engine, GeneratorState, Phase, Stateful, Step
+from mood_detector.training.engine import GeneratorState, Phase, Stateful, Step
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +66,3 @@ def feature_phase(ext: VGG19Features, layer: str, store: VolumeStore, task: FPIC
                   empty="no FPI batches for feature pre-training: are all training volumes empty?")
     return phase, {"feature_head": head, "feature_opt": opt, "feature_gen": GeneratorState(gen)}
 
-
-def pretrain_vgg_fpi(ext: VGG19Features, layer: str, store: VolumeStore, task: FPIConfig, epochs: int,
-                     batch_size: int, lr: float, seed: int, device: torch.device, run_dir: Path,
-                     max_batches_per_pair: int = 0, workers: int = 0) -> None:
-    """Train ``ext`` on the FPI task by itself (features shared by several DPA trainings), logging and
-    checkpointing into ``run_dir``."""
-    phase, state = feature_phase(ext, layer, store, task, epochs, batch_size, lr, seed, device, max_batches_per_pair,
-                                 workers)
-    Engine(run_dir, "{}", {"features": ext, **state}).run([phase])
