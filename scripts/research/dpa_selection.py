@@ -125,7 +125,7 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
     device = resolve_device(cfg.device)
     ext = make_extractor("fpi-vgg19", deepest)
     store = VolumeStore(list_volumes(train_dir), o.max_res, cfg.kind_cfg.slice_axis, cfg.cache_gb)
-    task = FPIConfig(mode="discrete", core=cfg.kind_cfg.core, equal_tol=cfg.kind_cfg.equal_tol)
+    task = FPIConfig.for_kind(cfg.kind, "discrete")
     phase, state = feature_phase(ext, deepest, store, task, o.feature_epochs, cfg.batch_size, o.feature_lr, cfg.seed,
                                  device, cfg.max_batches_per_pair, cfg.workers)
     Engine(out_dir / "features_run", "{}", {"features": ext, **state}).run([phase])

@@ -260,7 +260,7 @@ class DPADetector(Detector):
             from mood_detector.models.dpa.pretrain import feature_phase
 
             assert isinstance(det.extractor, VGG19Features)
-            task = FPIConfig(mode="discrete", core=cfg.kind_cfg.core, equal_tol=cfg.kind_cfg.equal_tol)
+            task = FPIConfig.for_kind(cfg.kind, "discrete")
             phase, objects = feature_phase(det.extractor, o.feature_layer, store, task, o.feature_epochs,
                                            cfg.batch_size, o.feature_lr, cfg.seed, device, cfg.max_batches_per_pair,
                                            cfg.workers)

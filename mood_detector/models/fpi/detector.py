@@ -169,11 +169,7 @@ class FPIDetector(Detector):
     # --- training ----------------------------------------------------------------------------------
     @staticmethod
     def task_config(card: ModelCard) -> FPIConfig:
-        from mood_detector.kinds import get_kind
-
-        kind = get_kind(card.kind)
-        tol = float(card.extra.get("equal_tol", -1.0))
-        return FPIConfig(mode=card.mode, core=kind.core, equal_tol=kind.equal_tol if tol < 0 else tol)
+        return FPIConfig.for_kind(card.kind, card.mode, float(card.extra.get("equal_tol", -1.0)))
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
