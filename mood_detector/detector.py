@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -56,19 +57,12 @@ class TrainConfig:
         mode: detector mode (FPI: ``discrete`` or ``continuous``).
         epochs, batch_size: schedule (defaults per the FPI paper).
         lr: learning rate; ``None`` = the detector's default (:attr:`Detector.default_lr`).
-        swa_epochs: extra SWA epochs after training (0 = off).
         seed: random seed; a fixed seed makes a CPU run repeatable.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         amp: bf16 autocast and channels_last on CUDA.
         workers: data loader worker processes.
         cache_gb: RAM budget for the compact float16 volume cache.
-        disk_cache: decode every training volume once into ``<run_dir>/cache`` as float16 ``.npy`` files that
-            the data-loader workers memory-map (shared pages instead of one private cache per worker);
-            ``None`` = when ``workers`` > 0 (detectors that support it: FPI).
         max_batches_per_pair: cap on batches drawn from each volume pair (0 = all non-empty slices).
-        batches_per_step: loader batches (of ``batch_size`` each) per optimiser step, split across the
-            distributed ranks (a multiple of the world size; 0 = the world size, i.e. one per rank). Fixing it
-            makes the run independent of the number of processes (see ``mood_detector.distributed``).
         resume: continue from the run folder's last checkpoint.
         options: detector-specific settings (strings parsed by the detector).
     """
@@ -81,18 +75,28 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 32
     lr: float | None = None
-    swa_epochs: int = 0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
     workers: int = 0
     cache_gb: float = 4.0
-    disk_cache: bool | None = None
     max_batches_per_pair: int = 0
-    batches_per_step: int = 0
     resume: bool = False
     training_data: str = ""
     options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        """A configuration saved as JSON (a checkpoint's); the FPI schedule settings that configurations once
+        held as fields (``swa_epochs``, ``batches_per_step``, ``disk_cache``) are read into ``options``."""
+        values = json.loads(text)
+        options = dict(values.pop("options", {}) or {})
+        for key in ("swa_epochs", "batches_per_step", "disk_cache"):
+            value = values.pop(key, None)
+            if key not in options and value not in (None, 0):
+                options[key] = {True: "on", False: "off"}.get(value, str(value))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known}, options=options)
 
     @property
     def kind_cfg(self) -> Kind:
@@ -118,9 +122,8 @@ class TrainConfig:
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise OptionError("--lr", f"{self.lr} is not a learning rate; use a number > 0, e.g. 1e-3")
         for option, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 2),
-                                   ("--swa-epochs", self.swa_epochs, 0), ("--workers", self.workers, 0),
-                                   ("--max-batches-per-pair", self.max_batches_per_pair, 0),
-                                   ("--batches-per-step", self.batches_per_step, 0)):
+                                   ("--workers", self.workers, 0),
+                                   ("--max-batches-per-pair", self.max_batches_per_pair, 0)):
             if value < low:
                 raise OptionError(option, f"{value} is below the minimum {low}")
         if not 0 <= self.seed < 2**32:
@@ -368,7 +371,10 @@ def check_multiple(option: str, value: int, step: int, why: str) -> None:
 
 
 #: detector options that ``train`` sets from their own flags rather than ``--opt``
-FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights"}
+FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights", "swa_epochs": "--swa-epochs",
+                "batches_per_step": "--batches-per-step"}
+#: the flag options that name folders on the machine that trains (not carried over by a recipe)
+FOLDER_OPTIONS = ("unlabeled", "feature_weights")
 
 
 def check_train_config(cfg: TrainConfig) -> None:

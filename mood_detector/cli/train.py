@@ -136,6 +136,10 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
         if not detector_class(kw["detector"]).supports_presets:  # presets set FPI's training options
             raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
         options = apply_preset(preset, kw, given, options)
+    for key in ("swa_epochs", "batches_per_step"):  # FPI's options, with flags of their own
+        value = kw.pop(key)
+        if key in given:
+            options[key] = str(value)
     cfg = TrainConfig(**kw, options=options)
     if unlabeled is not None:
         cfg.options["unlabeled"] = str(unlabeled)

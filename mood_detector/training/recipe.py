@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from mood_detector.detector import FLAG_OPTIONS, REGISTRY, Detector, detector_class
+from mood_detector.detector import FOLDER_OPTIONS, REGISTRY, Detector, detector_class
 from mood_detector.errors import WeightsError
 from mood_detector.weights import ModelCard
 
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 #: card top-level fields that are ``train`` values
 CARD_VALUES = ("detector", "kind", "size", "width", "epochs", "seed")
 #: ``extra`` keys that are ``train`` values (schedule settings every detector may record)
-EXTRA_VALUES = ("batch_size", "lr", "swa_epochs", "batches_per_step", "max_batches_per_pair")
+EXTRA_VALUES = ("batch_size", "lr", "max_batches_per_pair")
 
 
 def option_fields(detector: str) -> set[str]:
@@ -105,7 +105,7 @@ def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
     if "mode" in detector_class(card.detector).train_fields:
         values["mode"] = card.mode
     extra = dict(card.extra)
-    keys = option_fields(card.detector) - set(FLAG_OPTIONS)
+    keys = option_fields(card.detector) - set(FOLDER_OPTIONS)
     values.update({k: extra[k] for k in EXTRA_VALUES if k in extra and k not in keys})
     options = {k: _as_option(v) for k, v in extra.items() if k in keys}
     export = ExportSteps(stored_dtype=str(extra.get("stored_dtype", "float32")),

@@ -31,8 +31,8 @@ _DDAD = {"k": "2", "input_size": "32", "hidden": "32", "latent": "8", "asr_mid":
 #: detector -> (TrainConfig keywords, whether it also gets an unlabeled folder)
 CASES: dict[str, tuple[dict[str, Any], bool]] = {
     "ae": (dict(size=32, width=0.125, batch_size=8, max_batches_per_pair=2, options={"latent": "4"}), False),
-    "fpi": (dict(size=32, width=0.125, batch_size=8, max_batches_per_pair=2, swa_epochs=1,
-                 options={"probe_volumes": "0"}), False),
+    "fpi": (dict(size=32, width=0.125, batch_size=8, max_batches_per_pair=2,
+                 options={"probe_volumes": "0", "swa_epochs": "1"}), False),
     "nsa": (dict(size=32, width=0.125, batch_size=8, max_batches_per_pair=2, options={"probe_volumes": "0"}),
             False),
     "squid": (dict(size=64, width=0.0625, batch_size=2, max_batches_per_pair=2,

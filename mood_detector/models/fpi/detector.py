@@ -8,7 +8,6 @@ per-epoch cyclic learning rate falling from 1e-3 to 1e-4, the weights averaged a
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -69,6 +68,13 @@ class FPIOptions:
             sliced along a random one of the three axes, in either in-plane orientation), for a model that
             ``predict`` then runs along all three axes and averages (the card's ``train_axes`` sets the
             predictor's default; ``predict --axes`` overrides it).
+        swa_epochs: extra SWA epochs after training (``train --swa-epochs``; 0 = off).
+        batches_per_step: loader batches (of ``--batch-size`` each) per optimiser step, split across the
+            distributed ranks (``train --batches-per-step``; a multiple of the world size; 0 = the world size, one
+            per rank). Fixing it makes the run independent of the number of processes.
+        disk_cache: ``on``: decode every training volume once into ``<run_dir>/cache`` as float16 ``.npy`` files
+            that the data-loader workers memory-map (shared pages instead of one private cache per worker);
+            ``off``: the RAM cache only; ``auto``: on when ``--workers`` > 0.
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when it is at least 2 and at least 4x as many
             remain, else the probe set is made from the first training volumes (in-sample); 0 = no probe.
@@ -85,6 +91,9 @@ class FPIOptions:
     slice_score: str = "mean"
     final_bn: bool = True
     train_axes: str = "model"
+    swa_epochs: int = 0
+    batches_per_step: int = 0
+    disk_cache: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("contrast", "source_intensity", "source_shift"):
@@ -97,6 +106,11 @@ class FPIOptions:
             raise ValueError(f"train_axes must be 'model' or 'all', got {self.train_axes!r}")
         if self.probe_volumes < 0:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
+        if self.swa_epochs < 0 or self.batches_per_step < 0:
+            raise ValueError(f"swa_epochs and batches_per_step must be >= 0, got {self.swa_epochs}, "
+                             f"{self.batches_per_step}")
+        if self.disk_cache not in ("auto", "on", "off"):
+            raise ValueError(f"disk_cache must be auto, on or off, got {self.disk_cache!r}")
 
 
 class _Averaged:
@@ -130,7 +144,7 @@ class FPIDetector(Detector):
     name = "fpi"
     supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
     supports_presets = True
-    train_fields = COMMON_FIELDS | {"mode", "swa_epochs", "batches_per_step", "disk_cache"}
+    train_fields = COMMON_FIELDS | {"mode"}
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
     skip_empty_slices = True
@@ -195,15 +209,15 @@ class FPIDetector(Detector):
             raise ValueError(f"FPI mode must be 'continuous' or 'discrete', got {cfg.mode!r}")
         card = replace(super().card_for(cfg, n_files), mode=cfg.mode,
                        classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1)
-        card.extra.update(swa_epochs=cfg.swa_epochs, max_batches_per_pair=cfg.max_batches_per_pair)
+        card.extra["max_batches_per_pair"] = cfg.max_batches_per_pair
         return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
         """Train on ``files``; runs unchanged in one process or under ``torchrun`` (one rank per process).
 
-        Distributed design (``mood_detector.distributed``): each optimiser step takes ``P = batches_per_step``
-        pair-batches (default: one per rank), from ``P`` streams of volume pairs (stream ``c`` holds pairs
+        Distributed design (``mood_detector.distributed``): each optimiser step takes ``P`` (the option
+        ``batches_per_step``) pair-batches (default: one per rank), from ``P`` streams of volume pairs (stream ``c`` holds pairs
         ``c, c+P, ...`` of the epoch's pair list, which is seeded by (seed, epoch) and so equal on all ranks);
         rank ``r`` owns streams ``r, r+N, ...``. The FPI patches of each pair-batch are seeded by (seed, epoch,
         step, stream), BatchNorm statistics are computed over all ranks' batches (SyncBatchNorm on CUDA,
@@ -223,13 +237,13 @@ class FPIDetector(Detector):
     def _fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path, env: distributed.DistEnv,
              device: torch.device) -> "FPIDetector":
         world, main = env.world_size, env.is_main
-        per_step = cfg.batches_per_step or world
+        opts = cls.options(cfg)
+        per_step = opts.batches_per_step or world
         if per_step % world:
             raise OptionError("--batches-per-step", f"{per_step} is not a multiple of the number of processes "
                                                     f"({world})")
         distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
-        opts = cls.options(cfg)
         files = sorted(files, key=lambda f: Path(f).name)
         k = opts.probe_volumes
         held = list(files[-k:]) if k >= 2 and len(files) - k >= 4 * k else []
@@ -270,7 +284,7 @@ class FPIDetector(Detector):
                 bpe[0] = max(1, round(bpe[0] * old / per_step))
         model = distributed.wrap_ddp(net, device)
         streams = list(range(env.rank, per_step, world))  # this rank's pair streams
-        disk = cfg.disk_cache if cfg.disk_cache is not None else cfg.workers > 0
+        disk = opts.disk_cache == "on" or (opts.disk_cache == "auto" and cfg.workers > 0)
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb,
                             cache_dir=run_dir / "cache" if disk else None)
         store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
@@ -281,7 +295,7 @@ class FPIDetector(Detector):
             probe = cls._probe_set([probe_store.slices(i) for i in range(min(len(probe_store), max(2, k)))],
                                    task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
-        total = cfg.epochs + cfg.swa_epochs
+        total = cfg.epochs + opts.swa_epochs
         lr_now = [lr0]
 
         def batches(epoch: int) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
@@ -356,10 +370,10 @@ class FPIDetector(Detector):
         ckpt = load_checkpoint(Path(run_dir))
         if ckpt is None:
             raise ValueError(f"{run_dir}: no {cls.name} training checkpoint (checkpoint.pt) there")
-        cfg = TrainConfig(**json.loads(ckpt["config"]))
+        cfg = TrainConfig.from_json(ckpt["config"])
         card = cls.card_for(cfg, 0)
         card.epochs = int(ckpt["epoch"])
-        card.extra["checkpoint_of"] = f"{cfg.epochs} + {cfg.swa_epochs} SWA epochs planned"
+        card.extra["checkpoint_of"] = f"{cfg.epochs} + {cls.options(cfg).swa_epochs} SWA epochs planned"
         card.extra.pop("n_train_volumes", None)
         det = cls.build(card)
         det.net.load_state_dict(ckpt["net"])
