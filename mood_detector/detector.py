@@ -3,18 +3,19 @@
 A detector is a small class that scores batches of 2D slices; the harness (``mood_detector.inference``)
 does everything else: reading, resampling, slicing, batching, aggregation to a volume score and writing.
 Adding a detector means adding one sub-package under ``mood_detector/models`` and one line in
-:data:`REGISTRY`; the harness is never touched.
+:data:`REGISTRY`; the harness is never touched (docs/add-a-detector.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import json
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, NamedTuple, Sequence, TypeVar
+from typing import Any, ClassVar, Iterable, NamedTuple, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from mood_detector.errors import OptionError, WeightsError
 from mood_detector.kinds import KINDS, Kind, get_kind
-from mood_detector.weights import ModelCard, load_weights, save_weights
+from mood_detector.weights import ModelCard, git_commit, load_weights, save_weights
 
 T = TypeVar("T")
 
@@ -54,20 +55,14 @@ class TrainConfig:
         size: in-plane network size; volumes are resampled to ``size`` cubed (default: the kind's size).
         width: channel multiplier of the network.
         mode: detector mode (FPI: ``discrete`` or ``continuous``).
-        epochs, batch_size, lr: schedule (defaults per the FPI paper).
-        swa_epochs: extra SWA epochs after training (0 = off).
+        epochs, batch_size: schedule (defaults per the FPI paper).
+        lr: learning rate; ``None`` = the detector's default (:attr:`Detector.default_lr`).
         seed: random seed; a fixed seed makes a CPU run repeatable.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         amp: bf16 autocast and channels_last on CUDA.
         workers: data loader worker processes.
         cache_gb: RAM budget for the compact float16 volume cache.
-        disk_cache: decode every training volume once into ``<run_dir>/cache`` as float16 ``.npy`` files that
-            the data-loader workers memory-map (shared pages instead of one private cache per worker);
-            ``None`` = when ``workers`` > 0 (detectors that support it: FPI).
         max_batches_per_pair: cap on batches drawn from each volume pair (0 = all non-empty slices).
-        batches_per_step: loader batches (of ``batch_size`` each) per optimiser step, split across the
-            distributed ranks (a multiple of the world size; 0 = the world size, i.e. one per rank). Fixing it
-            makes the run independent of the number of processes (see ``mood_detector.distributed``).
         resume: continue from the run folder's last checkpoint.
         options: detector-specific settings (strings parsed by the detector).
     """
@@ -79,19 +74,29 @@ class TrainConfig:
     mode: str = "discrete"
     epochs: int = 50
     batch_size: int = 32
-    lr: float = 1e-3
-    swa_epochs: int = 0
+    lr: float | None = None
     seed: int = 0
     device: str = "auto"
     amp: bool = True
     workers: int = 0
     cache_gb: float = 4.0
-    disk_cache: bool | None = None
     max_batches_per_pair: int = 0
-    batches_per_step: int = 0
     resume: bool = False
     training_data: str = ""
     options: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        """A configuration saved as JSON (a checkpoint's); the FPI schedule settings that configurations once
+        held as fields (``swa_epochs``, ``batches_per_step``, ``disk_cache``) are read into ``options``."""
+        values = json.loads(text)
+        options = dict(values.pop("options", {}) or {})
+        for key in ("swa_epochs", "batches_per_step", "disk_cache"):
+            value = values.pop(key, None)
+            if key not in options and value not in (None, 0):
+                options[key] = {True: "on", False: "off"}.get(value, str(value))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known}, options=options)
 
     @property
     def kind_cfg(self) -> Kind:
@@ -114,12 +119,11 @@ class TrainConfig:
             raise OptionError("--size", f"{self.size} is too small; use 16 or more")
         if not (math.isfinite(self.width) and self.width > 0):
             raise OptionError("--width", f"{self.width} is not a channel multiplier; use a number > 0, e.g. 0.25")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise OptionError("--lr", f"{self.lr} is not a learning rate; use a number > 0, e.g. 1e-3")
         for option, value, low in (("--epochs", self.epochs, 1), ("--batch-size", self.batch_size, 2),
-                                   ("--swa-epochs", self.swa_epochs, 0), ("--workers", self.workers, 0),
-                                   ("--max-batches-per-pair", self.max_batches_per_pair, 0),
-                                   ("--batches-per-step", self.batches_per_step, 0)):
+                                   ("--workers", self.workers, 0),
+                                   ("--max-batches-per-pair", self.max_batches_per_pair, 0)):
             if value < low:
                 raise OptionError(option, f"{value} is below the minimum {low}")
         if not 0 <= self.seed < 2**32:
@@ -127,6 +131,11 @@ class TrainConfig:
         if not (math.isfinite(self.cache_gb) and self.cache_gb >= 0):
             raise OptionError("--cache-gb", f"{self.cache_gb} is not a size in GB; use a number >= 0")
         check_device(self.device)
+
+
+#: :class:`TrainConfig` fields every detector's training reads (``Detector.train_fields``)
+COMMON_FIELDS = frozenset({"detector", "kind", "size", "width", "epochs", "batch_size", "lr", "seed", "device", "amp",
+                           "workers", "cache_gb", "max_batches_per_pair", "resume", "training_data", "options"})
 
 
 class Detector(ABC):
@@ -141,6 +150,16 @@ class Detector(ABC):
     #: :attr:`crop_stride`); detectors that resize whole slices (DDAD, SQUID, DPA) must leave it False.
     skip_empty_slices: ClassVar[bool] = False
     supports_crop: ClassVar[bool] = False
+    #: Training capabilities. ``options_cls``: the dataclass of the ``--opt KEY=VALUE`` options (typed fields with
+    #: defaults, an ``Attributes:`` docstring for ``train --help --detector NAME``, checks in ``__post_init__``);
+    #: ``train_fields``: the :class:`TrainConfig` fields the training reads (a ``train`` flag for another one is
+    #: a usage error naming it); ``supports_distributed``: ``fit`` runs under ``torchrun``; ``supports_presets``:
+    #: ``train --preset`` sets this detector's options; ``default_lr``: the learning rate without ``--lr``.
+    options_cls: ClassVar[type | None] = None
+    train_fields: ClassVar[frozenset[str]] = COMMON_FIELDS
+    supports_distributed: ClassVar[bool] = False
+    supports_presets: ClassVar[bool] = False
+    default_lr: ClassVar[float] = 1e-3
 
     @property
     def crop_stride(self) -> int:
@@ -181,7 +200,48 @@ class Detector(ABC):
     def check_config(cls, cfg: TrainConfig) -> None:
         """Raise for a ``cfg`` this detector cannot train with (a ``size`` its network cannot take, unknown or
         bad ``options``, ...), cheaply and before any data is read: :class:`OptionError` naming the option, or
-        a ``ValueError`` from parsing ``options`` (reported as ``--opt``). Called by :func:`check_train_config`."""
+        a ``ValueError`` from parsing ``options`` (reported as ``--opt``). Called by :func:`check_train_config`;
+        the default parses the options."""
+        cls.options(cfg)
+
+    @classmethod
+    def options(cls, cfg: TrainConfig) -> Any:
+        """The detector's options (an :attr:`options_cls` instance) from ``cfg.options``: unknown keys and bad
+        values are a ``ValueError``. Override to derive defaults from the rest of ``cfg``."""
+        if cls.options_cls is None:
+            if cfg.options:
+                raise UnknownOptionsError(f"the {cls.name} detector has no options", sorted(cfg.options))
+            return None
+        return parse_options_as(cls.options_cls, cfg.options, cls.name)
+
+    @classmethod
+    def learning_rate(cls, cfg: TrainConfig) -> float:
+        """``--lr`` when given, else the detector's :attr:`default_lr`."""
+        return cls.default_lr if cfg.lr is None else float(cfg.lr)
+
+    @classmethod
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        """The model card of a training run with ``cfg`` on ``n_files`` volumes. The default: the kind's
+        geometry, ``arch`` = the kind, the options, the batch size and learning rate in ``extra``; detectors
+        override what differs (``dataclasses.replace`` of this card)."""
+        kind = cfg.kind_cfg
+        o = cls.options(cfg)
+        extra = {**(dataclasses.asdict(o) if o is not None else {}), "batch_size": cfg.batch_size,
+                 "lr": cls.learning_rate(cfg), "n_train_volumes": n_files}
+        return ModelCard(detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name,
+                         slice_axis=kind.slice_axis, size=cfg.net_size, mode="", classes=1,
+                         training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
+                         extra=extra)
+
+    @classmethod
+    def from_checkpoint(cls, run_dir: Path) -> "Detector":
+        """The model of a training run's last checkpoint (``export`` from a run folder)."""
+        raise ValueError(f"{run_dir}: a {cls.name} training run; only fpi and nsa runs export from their "
+                         f"checkpoint")
+
+    def recompute_bn(self, files: Sequence[Path], batches: int = 64, seed: int = 0) -> "Detector":
+        """Recompute the BatchNorm statistics over training batches from ``files`` (``export --bn-data``)."""
+        raise ValueError(f"--bn-data is for fpi and nsa models, not {self.name}")
 
     # --- shared behaviour ---------------------------------------------------------------------------
     @property
@@ -311,7 +371,10 @@ def check_multiple(option: str, value: int, step: int, why: str) -> None:
 
 
 #: detector options that ``train`` sets from their own flags rather than ``--opt``
-FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights"}
+FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights", "swa_epochs": "--swa-epochs",
+                "batches_per_step": "--batches-per-step"}
+#: the flag options that name folders on the machine that trains (not carried over by a recipe)
+FOLDER_OPTIONS = ("unlabeled", "feature_weights")
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -331,6 +394,55 @@ def check_train_config(cfg: TrainConfig) -> None:
         raise OptionError("--opt", str(exc)) from None
     except ValueError as exc:
         raise OptionError("--opt", str(exc)) from None
+
+
+def check_used(detector: str, given: Iterable[str]) -> None:
+    """Raise :class:`OptionError` naming the first ``train`` flag in ``given`` (:class:`TrainConfig` field names
+    set on the command line) that ``detector``'s training does not read."""
+    cls = detector_class(detector)
+    for name in sorted(set(given) - cls.train_fields):
+        if name in {f.name for f in dataclasses.fields(TrainConfig)}:
+            raise OptionError("--" + name.replace("_", "-"), f"the {detector} detector does not use it")
+
+
+def options_help(detector: str) -> list[tuple[str, str]]:
+    """``(KEY=DEFAULT, text)`` for each ``--opt`` of ``detector``: the fields of its options dataclass, the text
+    from the ``Attributes:`` section of the dataclass's docstring (or of a parent's)."""
+    cls = detector_class(detector).options_cls
+    if cls is None:
+        return []
+    texts: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        texts.update(_attribute_texts(klass.__doc__ or ""))
+    return [(f"{f.name}={f.default}", texts.get(f.name, "")) for f in dataclasses.fields(cls)]
+
+
+def _attribute_texts(doc: str) -> dict[str, str]:
+    """``name -> text`` of a Google-style ``Attributes:`` section (``a, b: text`` gives both the text)."""
+    lines = doc.expandtabs().splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Attributes:")
+    except StopIteration:
+        return {}
+    out: dict[str, str] = {}
+    names: list[str] = []
+    indent = None
+    for line in lines[start + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent:
+            break
+        if depth == indent and ":" in line:
+            head, _, text = line.strip().partition(":")
+            names = [n.strip() for n in head.split(",")]
+            for n in names:
+                out[n] = text.strip()
+        else:
+            for n in names:
+                out[n] += " " + line.strip()
+    return out
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, str]:

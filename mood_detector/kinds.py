@@ -15,20 +15,16 @@ class Kind:
         name: ``brain`` or ``abdom``.
         size: the canonical cubic edge length of the volumes (and of the network's slices).
         slice_axis: array axis the 2D network slices along.
-        core: fraction of the slice (centred) in which FPI patch centres are drawn.
-        equal_tol: two source pixels closer than this count as equal when truncating FPI labels.
     """
 
     name: str
     size: int
     slice_axis: int
-    core: float
-    equal_tol: float
 
 
 KINDS: dict[str, Kind] = {
-    "brain": Kind("brain", 256, 2, 0.5, 0.0),
-    "abdom": Kind("abdom", 512, 1, 0.8, 1e-3),
+    "brain": Kind("brain", 256, 2),
+    "abdom": Kind("abdom", 512, 1),
 }
 
 

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from mood_detector.demo import DemoConfig, run_demo
+from mood_detector.pipelines.demo import DemoConfig, run_demo
 from mood_detector.errors import MoodError
 
 

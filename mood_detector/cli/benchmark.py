@@ -41,7 +41,7 @@ def _csv(value: str) -> tuple[str, ...]:
               help="Channel multiplier of every detector's network.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Training epochs.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=16, show_default=True, help="Slices per batch.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Learning rate.")
+@click.option("--lr", type=float, default=None, help="Learning rate [default: each detector's, 1e-3; squid 1e-4].")
 @click.option("--max-batches-per-pair", type=click.IntRange(min=0), default=0, show_default=True,
               help="Cap on batches per volume (pair) and epoch (0 = all).")
 @click.option("--anomalous-fraction", type=click.FloatRange(0.0, 1.0), default=0.5, show_default=True,
@@ -68,7 +68,7 @@ def benchmark(out: Path, detectors: str, kinds: str, types: str, weights: tuple[
     --weights), build a synthetic-outlier test set, predict both tasks, evaluate, and print one table
     (detector x kind x task: AP, AUROC, DICE, each with its bootstrap 95% interval over test cases) with the
     command lines of every step."""
-    from mood_detector.evaluation.benchmark import (BenchmarkConfig, check_config, parse_detector_options,
+    from mood_detector.pipelines.benchmark import (BenchmarkConfig, check_config, parse_detector_options,
                                                     parse_weights, run_benchmark)
 
     if threads:

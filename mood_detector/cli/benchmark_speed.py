@@ -49,7 +49,7 @@ def benchmark_speed(input_dir: Path | None, json_path: Path | None, **kw) -> Non
     Ratios are against (a) of the same run ((d): the naive forward; (e): nibabel's default writer). The model
     is --weights or a randomly initialised FPI network of --width (speed does not depend on the weights)."""
     from mood_detector.errors import MoodError
-    from mood_detector.inference.speedbench import SpeedConfig, run_speed_benchmark
+    from mood_detector.pipelines.speedbench import SpeedConfig, run_speed_benchmark
 
     cfg = SpeedConfig(input=input_dir, json=json_path, **kw)
     try:

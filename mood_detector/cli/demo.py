@@ -42,7 +42,7 @@ from mood_detector.detector import DEFAULT_DETECTOR
 def demo(out: Path, kinds: str, **kw) -> None:
     """Score freshly generated cases with the bundled weights: make a few normal subjects per kind, plant
     synthetic outliers, predict both tasks, print the evaluation and write the visual report."""
-    from mood_detector.demo import DemoConfig, run_demo
+    from mood_detector.pipelines.demo import DemoConfig, run_demo
     from mood_detector.errors import MoodError
 
     try:

@@ -45,18 +45,14 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirr
 
     try:
         if source.is_dir():
-            from mood_detector.models.fpi.detector import FPIDetector
+            from mood_detector.training.api import detector_from_checkpoint
 
-            det = FPIDetector.from_checkpoint(source)
+            det = detector_from_checkpoint(source)
         else:
             det = load_detector(source)
         if bn_data is not None:
             from mood_detector.io.nifti import list_volumes
 
-            from mood_detector.models.fpi.detector import FPIDetector
-
-            if not isinstance(det, FPIDetector):
-                raise ValueError(f"--bn-data is for fpi and nsa models, not {det.name}")
             det.recompute_bn(list_volumes(bn_data), bn_batches)
         det.card.extra["stored_dtype"] = dtype
         if slice_score is not None:

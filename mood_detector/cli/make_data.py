@@ -34,35 +34,17 @@ def make_data(ctx: click.Context, kind: str, n: int, out: Path, size: int | None
     a procedural phantom. Neither is real patient data."""
     from mood_detector.io.folders import check_output_dir
 
+    from mood_detector.pipelines.subjects import check_templates, make_subjects
+
     check_output_dir(out, "--out")
-    if kind == "brain" and randomise:
-        from mood_detector.data.brain_random import make_random_brain_data, resolve_sources
-
-        try:
-            resolve_sources(templates)
-        except (RuntimeError, ValueError) as exc:
-            raise click.BadParameter(str(exc), param_hint="'--templates'") from None
-        files = make_random_brain_data(out, n, size or 256, seed, start, templates)
-    elif kind == "brain":
-        from mood_detector.data.brain import make_brain_data, resolve_templates
-
-        try:
-            resolve_templates(templates)
-        except (RuntimeError, ValueError) as exc:
-            raise click.BadParameter(str(exc), param_hint="'--templates'") from None
-
-        try:
-            files = make_brain_data(out, n, size or 256, seed, start, templates)
-        except (RuntimeError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from None
-    elif randomise:
-        from mood_detector.data.abdomen_random import make_random_abdomen_data
-
-        files = make_random_abdomen_data(out, n, size or 512, seed, start)
-    else:
-        from mood_detector.data.abdomen import make_abdomen_data
-
-        files = make_abdomen_data(out, n, size or 512, seed, start)
+    try:
+        check_templates(kind, templates, randomise)
+    except (RuntimeError, ValueError) as exc:
+        raise click.BadParameter(str(exc), param_hint="'--templates'") from None
+    try:
+        files = make_subjects(kind, out, n, size, seed, start, templates, randomise)
+    except (RuntimeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
     from mood_detector.provenance import command_line, write_data_command
 
     write_data_command(out, command_line(ctx))  # train copies it into the model card (data_command)

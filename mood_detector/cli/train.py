@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from mood_detector import distributed
-from mood_detector.detector import REGISTRY, TrainConfig, parse_options
+from mood_detector.detector import (REGISTRY, TrainConfig, check_used, detector_class, options_help,
+                                    parse_options)
 from mood_detector.errors import MoodError, OptionError
 from mood_detector.training.api import train_detector
 from mood_detector.training.presets import PRESETS, apply_preset
@@ -16,7 +17,34 @@ from mood_detector.training.presets import PRESETS, apply_preset
 log = logging.getLogger(__name__)
 
 
-@click.command("train")
+class TrainCommand(click.Command):
+    """``train``, whose ``--help`` also lists the ``--opt`` options of the ``--detector`` given with it."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--help" in args:
+            for i, arg in enumerate(args):
+                if arg == "--detector" and i + 1 < len(args):
+                    ctx.meta["options_of"] = args[i + 1]
+                elif arg.startswith("--detector="):
+                    ctx.meta["options_of"] = arg.partition("=")[2]
+        return super().parse_args(ctx, args)
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        name = ctx.meta.get("options_of")
+        if name not in REGISTRY:
+            formatter.write_paragraph()
+            formatter.write_text("Add --detector NAME to --help to list that detector's --opt options.")
+            return
+        rows = options_help(name)
+        with formatter.section(f"Options of the {name} detector (--opt KEY=VALUE; shown with their defaults)"):
+            if rows:
+                formatter.write_dl(rows)
+            else:
+                formatter.write_text("none")
+
+
+@click.command("train", cls=TrainCommand)
 @click.option("-i", "--input", "input_dir", type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Folder of normal training volumes (*.nii, *.nii.gz).")
 @click.option("-o", "--output", "output", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -36,7 +64,8 @@ log = logging.getLogger(__name__)
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Training epochs.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True,
               help="Slices per batch (FPI: half the slice indices, each in both swap directions).")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
+@click.option("--lr", type=float, default=None,
+              help="Learning rate [default: the detector's: 1e-3 (Adam), squid 1e-4].")
 @click.option("--swa-epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Extra SWA epochs (SGD, cyclic lr 1e-3..1e-4, per-epoch minima averaged); 0 = off.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (fixed seed = repeatable on CPU).")
@@ -102,13 +131,15 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
             raise click.BadParameter(str(exc), param_hint="'--recipe'") from None
         options = apply_recipe(steps, kw, given, options)
         export = steps.export
+    check_used(kw["detector"], given)  # a flag the detector would ignore is a usage error naming it
     if preset != "none":
-        from mood_detector.detector import detector_class
-        from mood_detector.models.fpi.detector import FPIDetector
-
-        if not issubclass(detector_class(kw["detector"]), FPIDetector):  # presets set FPI's training options
+        if not detector_class(kw["detector"]).supports_presets:  # presets set FPI's training options
             raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
         options = apply_preset(preset, kw, given, options)
+    for key in ("swa_epochs", "batches_per_step"):  # FPI's options, with flags of their own
+        value = kw.pop(key)
+        if key in given:
+            options[key] = str(value)
     cfg = TrainConfig(**kw, options=options)
     if unlabeled is not None:
         cfg.options["unlabeled"] = str(unlabeled)

@@ -35,11 +35,6 @@ class StageTimer:
             self.seconds[stage] += seconds
             self.calls[stage] += 1
 
-    def reset(self) -> None:
-        with self._lock:
-            self.seconds.clear()
-            self.calls.clear()
-
     def as_dict(self) -> dict[str, float]:
         """``{stage: seconds}`` for the known stages (0 when not run) and any others."""
         with self._lock:

@@ -1,5 +1,5 @@
 """Reading and writing NIfTI volumes (validated, atomic)."""
 
-from mood_detector.io.nifti import ReadLimits, Volume, list_volumes, output_name, read_volume, write_volume
+from mood_detector.io.nifti import ReadLimits, Volume, list_volumes, read_volume, write_volume
 
-__all__ = ["ReadLimits", "Volume", "list_volumes", "output_name", "read_volume", "write_volume"]
+__all__ = ["ReadLimits", "Volume", "list_volumes", "read_volume", "write_volume"]

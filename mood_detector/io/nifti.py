@@ -75,11 +75,6 @@ def list_volumes(folder: str | Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if is_nifti(p) and not p.name.startswith(".") and not p.is_dir())
 
 
-def output_name(input_path: Path) -> str:
-    """The pixel-task output name: exactly the input's file name (MOOD contract)."""
-    return input_path.name
-
-
 def _check_header(path: Path, hdr: nib.Nifti1Header, limits: ReadLimits) -> tuple[tuple[int, ...], np.dtype]:
     ndim = int(hdr["dim"][0])
     if not 1 <= ndim <= 7:

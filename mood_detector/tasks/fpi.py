@@ -34,6 +34,18 @@ class FPIConfig:
     half_width: tuple[float, float] = (0.05, 0.20)
     equal_tol: float = 0.0
 
+    @classmethod
+    def for_kind(cls, kind: str, mode: str = "continuous", equal_tol: float = -1.0) -> "FPIConfig":
+        """The task for dataset ``kind`` (:data:`KIND_TASK`); ``equal_tol`` < 0 = the kind's."""
+        core, tol = KIND_TASK[kind]
+        return cls(mode=mode, core=core, equal_tol=tol if equal_tol < 0 else equal_tol)
+
+
+#: kind -> (core, equal_tol): patch centres within the central 50% of a brain slice (the brain fills the middle)
+#: and 80% of an abdominal one; abdominal CT has near-equal soft tissue values, so sources closer than 1e-3 count
+#: as equal when labelling
+KIND_TASK: dict[str, tuple[float, float]] = {"brain": (0.5, 0.0), "abdom": (0.8, 1e-3)}
+
 
 @dataclass
 class FPIBatch:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 from mood_detector import distributed
-from mood_detector.detector import TrainConfig, check_train_config, detector_class
+from mood_detector.detector import REGISTRY, Detector, TrainConfig, check_train_config, detector_class
 from mood_detector.errors import InputError, OptionError
 from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import list_volumes, read_shape
 from mood_detector.kinds import get_kind
 from mood_detector.provenance import read_data_command
+from mood_detector.training.loop import load_checkpoint
 from mood_detector.training.recipe import ExportSteps
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,18 @@ def warn_if_smaller_than_scored(files: list[Path], kind: str) -> int:
     return small
 
 
+def detector_from_checkpoint(run_dir: str | Path) -> Detector:
+    """The model of a training run's last checkpoint (``export`` from a run folder), by the detector that the
+    checkpoint's configuration names."""
+    ckpt = load_checkpoint(Path(run_dir))
+    if ckpt is None or "config" not in ckpt:
+        raise ValueError(f"{run_dir}: no training checkpoint (checkpoint.pt) there")
+    name = json.loads(ckpt["config"]).get("detector", "")
+    if name not in REGISTRY:
+        raise ValueError(f"{run_dir}: the checkpoint is not of a known detector ({name!r})")
+    return detector_class(name).from_checkpoint(Path(run_dir))
+
+
 def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
                    run_dir: str | Path | None = None, data_command: str | None = None,
                    export: ExportSteps | None = None) -> Path:
@@ -64,7 +78,7 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
     if distributed.is_main():
         warn_if_smaller_than_scored(files, cfg.kind)
     cls = detector_class(cfg.detector)
-    if distributed.current().enabled and not getattr(cls, "supports_distributed", False):
+    if distributed.current().enabled and not cls.supports_distributed:
         raise ValueError(f"detector {cfg.detector!r} does not support torchrun (multi-process) training yet; "
                          "train it in a single process")
     # every option value before any work: a usage error naming the option, not a crash minutes later

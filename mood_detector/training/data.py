@@ -199,3 +199,14 @@ def slice_loader(store: VolumeStore, order: list[int], batch_size: int, seed: in
     ds = SliceBatches(store, order, batch_size, seed, max_batches_per_volume, rank, world_size)
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=pin_memory,
                       prefetch_factor=4 if workers else None)
+
+
+def epoch_slices(store: VolumeStore, epoch: int, seed: int, batch_size: int, workers: int = 0,
+                 max_batches_per_volume: int = 0, device: torch.device | None = None) -> DataLoader:
+    """The batches of non-empty slices of ``epoch``: the volumes in an order seeded by (``seed``, ``epoch``),
+    each one's slices batched as :class:`SliceBatches` does (the slice detectors' epoch; a resumed run draws the
+    same)."""
+    order = [int(i) for i in np.random.default_rng([seed, epoch]).permutation(len(store))]
+    return slice_loader(store, order, batch_size, seed=seed * 7919 + epoch, workers=workers,
+                        max_batches_per_volume=max_batches_per_volume,
+                        pin_memory=device is not None and device.type == "cuda")

@@ -13,7 +13,6 @@ What a card holds about its *data* (``training_data``, ``data_command``, ``n_tra
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from dataclasses import dataclass, field, fields
@@ -22,36 +21,22 @@ from typing import Any
 
 import torch
 
-from mood_detector.detector import FLAG_OPTIONS, Detector
+from mood_detector.detector import FOLDER_OPTIONS, REGISTRY, Detector, detector_class
 from mood_detector.errors import WeightsError
 from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
-#: detector -> its ``--opt`` dataclass ("module:Class"); a card's ``extra`` keys that are its fields are options
-OPTION_CLASSES: dict[str, str] = {
-    "fpi": "mood_detector.models.fpi.detector:FPIOptions",
-    "nsa": "mood_detector.models.nsa.detector:NSAOptions",
-    "dpa": "mood_detector.models.dpa.detector:DPAOptions",
-    "ddad": "mood_detector.models.ddad.detector:DDADOptions",
-    "ae": "mood_detector.models.ae.detector:AEOptions",
-    "squid": "mood_detector.models.squid.detector:SquidOptions",
-}
 #: card top-level fields that are ``train`` values
 CARD_VALUES = ("detector", "kind", "size", "width", "epochs", "seed")
 #: ``extra`` keys that are ``train`` values (schedule settings every detector may record)
-EXTRA_VALUES = ("batch_size", "lr", "swa_epochs", "batches_per_step", "max_batches_per_pair")
-#: the FPI family's ``--mode`` is a setting; other detectors' card ``mode`` names a variant they derive themselves
-MODE_DETECTORS = ("fpi",)
+EXTRA_VALUES = ("batch_size", "lr", "max_batches_per_pair")
 
 
 def option_fields(detector: str) -> set[str]:
     """The ``--opt`` keys of ``detector`` (empty when it has none)."""
-    target = OPTION_CLASSES.get(detector)
-    if target is None:
-        return set()
-    module, name = target.split(":")
-    return {f.name for f in fields(getattr(importlib.import_module(module), name))}
+    cls = detector_class(detector).options_cls
+    return {f.name for f in fields(cls)} if cls is not None else set()
 
 
 def _as_option(value: Any) -> str:
@@ -114,11 +99,14 @@ class Recipe:
 def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
     """The :class:`Recipe` of ``card`` (read from ``source``)."""
     values: dict[str, Any] = {k: getattr(card, k) for k in CARD_VALUES}
-    if card.detector in MODE_DETECTORS:
+    if card.detector not in REGISTRY:
+        raise WeightsError(f"{source}: the card's detector {card.detector!r} is not one of this package's")
+    # ``--mode`` is a setting where the detector reads it (FPI); other cards' ``mode`` names what they derive
+    if "mode" in detector_class(card.detector).train_fields:
         values["mode"] = card.mode
     extra = dict(card.extra)
-    values.update({k: extra[k] for k in EXTRA_VALUES if k in extra})
-    keys = option_fields(card.detector) - set(FLAG_OPTIONS)
+    keys = option_fields(card.detector) - set(FOLDER_OPTIONS)
+    values.update({k: extra[k] for k in EXTRA_VALUES if k in extra and k not in keys})
     options = {k: _as_option(v) for k, v in extra.items() if k in keys}
     export = ExportSteps(stored_dtype=str(extra.get("stored_dtype", "float32")),
                          tta_mirror=extra.get("tta_mirror"),

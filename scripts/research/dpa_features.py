@@ -49,7 +49,7 @@ def main(out: Path, n_train: int, n_test: int, size: int, max_res: int, nf: int,
     from mood_detector.data.brain import make_brain_data
     from mood_detector.detector import TrainConfig
     from mood_detector.evaluation.testset import TestsetConfig, make_testset
-    from mood_detector.models.dpa.select import compare_features, features_table
+    from dpa_selection import compare_features, features_table
     from mood_detector.training.api import train_detector
 
     setup_logging("INFO", "text")

@@ -62,7 +62,7 @@ def main(train_dir: Path, out: Path, val_dir: Path | None, make_val: Path | None
     from mood_detector.detector import TrainConfig, parse_options
     from mood_detector.evaluation.testset import TestsetConfig, make_testset
     from mood_detector.io.nifti import list_volumes
-    from mood_detector.models.dpa.select import SelectionConfig, evaluate_weights, select_dpa
+    from dpa_selection import SelectionConfig, evaluate_weights, select_dpa
 
     setup_logging("INFO", "text")
     if threads:

@@ -42,6 +42,7 @@ from mood_detector.cli import main
 from tests.conftest import blob_volume, save_nifti
 
 TRAIN = "train -i {data} -o {out}/w.safetensors --device cpu --epochs 1 --width 0.125 --batch-size 4"
+TRAIN_BARE = "train -i {data} -o {out}/w.safetensors --device cpu --width 0.125"
 PREDICT = "predict both -i {data} -o {out}/pred --device cpu --no-progress"
 CUDA99 = "no CUDA device is visible" if not torch.cuda.is_available() else "CUDA device(s), cuda:0 to"
 
@@ -70,7 +71,9 @@ CASES = [
     (TRAIN + " --opt contrast=2", "'--opt': bad fpi option value: contrast must be a probability"),
     (TRAIN + " --detector ae --opt latent=abc", "'--opt': bad ae option value: latent='abc' is not an int"),
     (TRAIN + " --detector ae --opt nosuch=1", "'--opt': unknown ae option(s) nosuch"),
-    (TRAIN + " --detector ddad --opt input_size=40", "'--opt': ddad input_size must be a positive multiple of 16"),
+    (TRAIN_BARE + " --detector ddad --opt input_size=40", "'--opt': bad ddad option value: ddad input_size must be a positive multiple of 16"),
+    (TRAIN + " --detector ddad", "'--batch-size': the ddad detector does not use it"),
+    (TRAIN_BARE + " --detector ae --swa-epochs 2", "'--swa-epochs': the ae detector does not use it"),
     (TRAIN + " --detector dpa --opt max_res=48", "'--opt': max_res must be a power of two >= 8, got 48"),
     (TRAIN + " --unlabeled {data}", "'--unlabeled': the fpi detector does not use it"),
     (TRAIN + " --detector ae --feature-weights {file}", "'--feature-weights': the ae detector does not use it"),

@@ -33,7 +33,7 @@ def test_float16_copy_scores_like_the_original(tiny_fpi, tmp_path):
 
 def test_folder_without_checkpoint_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["export", "-i", str(tmp_path), "-o", str(tmp_path / "x.safetensors")])
-    assert res.exit_code == 1 and "no fpi training checkpoint" in res.output
+    assert res.exit_code == 1 and "no training checkpoint" in res.output
 
 
 def test_batchnorm_statistics_recomputed_from_data(tiny_fpi, volume_dir, tmp_path):

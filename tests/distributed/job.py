@@ -21,7 +21,7 @@ import torch
 from mood_detector import distributed
 from mood_detector.cli import main as cli
 from mood_detector.detector import TrainConfig
-from mood_detector.models.fpi import detector as fpi_detector
+from mood_detector.training import engine as training_engine
 from mood_detector.training.api import train_detector
 
 
@@ -43,14 +43,14 @@ def run(spec: dict[str, Any]) -> None:
     with distributed.session("cpu") as (env, _):
         rank = env.rank
         assert env.world_size == 2 and distributed.is_distributed()
-        real_save = fpi_detector.save_checkpoint
+        real_save = training_engine.save_checkpoint
 
         def spy(run_dir: Path, state: dict[str, Any]) -> Path:
             with (out / f"checkpoint_writes_rank{rank}.txt").open("a") as fh:
                 fh.write(f"{Path(run_dir).name} {state['epoch']}\n")
             return real_save(run_dir, state)
 
-        fpi_detector.save_checkpoint = spy
+        training_engine.save_checkpoint = spy
         # cross-rank BatchNorm on this rank's half of the batch: output, gradients, running statistics
         x, dy, bn = bn_case()
         dbn = distributed.convert_sync_bn(bn, torch.device("cpu"))

@@ -84,7 +84,7 @@ def test_merge_reports_keeps_input_order_and_duplicates():
 def test_batches_per_step_must_divide_among_ranks_and_unsupported_detectors_refuse(tmp_path: Path, monkeypatch):
     from mood_detector.models.fpi.detector import FPIDetector
 
-    cfg = TrainConfig(size=32, width=0.125, epochs=1, batch_size=4, device="cpu", batches_per_step=3)
+    cfg = TrainConfig(size=32, width=0.125, epochs=1, batch_size=4, device="cpu", options={"batches_per_step": "3"})
     monkeypatch.setattr(distributed, "current", lambda: distributed.DistEnv(0, 2, 0))
     monkeypatch.setattr(distributed, "init", lambda *a, **k: False)
     with pytest.raises(ValueError, match="multiple of the number of processes"):
@@ -100,3 +100,5 @@ def test_batches_per_step_must_divide_among_ranks_and_unsupported_detectors_refu
 
 class PlainDetector:
     """Stands in for a detector without ``supports_distributed``."""
+
+    supports_distributed = False

@@ -30,10 +30,10 @@ from tests.distributed.job import bn_case
 REPO = Path(__file__).resolve().parents[2]
 # 4 volumes = 2 pairs; 2 batches per step (one pair each: one per rank at N=2); each pair gives batches of 12 and
 # 8-12 slices, so the ranks' local batches differ in size (the loss weighting matters); 2 steps per epoch
-BASE = dict(kind="brain", size=32, width=0.125, batch_size=24, max_batches_per_pair=0, device="cpu",
-            batches_per_step=2, seed=7)
-FULL = dict(BASE, epochs=2, swa_epochs=1)   # 2 Adam epochs + 1 SWA epoch (+ BN statistics recomputed)
-FIRST = dict(BASE, epochs=1, swa_epochs=0)  # the first epoch only: then resume to FULL
+BASE = dict(kind="brain", size=32, width=0.125, batch_size=24, max_batches_per_pair=0, device="cpu", seed=7)
+# 2 Adam epochs + 1 SWA epoch (+ BN statistics recomputed); the first epoch only: then resume to FULL
+FULL = dict(BASE, epochs=2, options={"batches_per_step": "2", "swa_epochs": "1"})
+FIRST = dict(BASE, epochs=1, options={"batches_per_step": "2", "swa_epochs": "0"})
 # The training runs compared here (N=1 and N=2, here and in job.py) run in FLOAT64 (torch's default dtype; the
 # FPI network is built in it and its batches follow). Why: N=2 computes the same sums as N=1 in another order
 # (BatchNorm statistics and gradients: per-rank partial sums + all-reduce instead of one sum over the step's
@@ -93,8 +93,8 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
         # (another step schedule, 1 epoch) compared with that first epoch
         ref = train_detector(data, w / "n1.safetensors", TrainConfig(**FULL))
         first = train_detector(data, w / "from1.safetensors", TrainConfig(**FIRST))
-        control = rel_diff(train_detector(data, w / "p1.safetensors", TrainConfig(**dict(FIRST, batches_per_step=1))),
-                           first)
+        one_per_step = TrainConfig(**dict(FIRST, options={"batches_per_step": "1"}))
+        control = rel_diff(train_detector(data, w / "p1.safetensors", one_per_step), first)
     inp = root / "in"
     inp.mkdir()
     for i in range(4):  # 5 inputs: the ranks take 3 and 2 of them; one is broken

@@ -14,7 +14,7 @@ from torch import nn
 
 from mood_detector.cli import main
 from mood_detector.detector import REGISTRY, Detector, SliceScores, TrainConfig, load_detector
-from mood_detector.evaluation.benchmark import BenchmarkConfig, parse_detector_options, run_benchmark
+from mood_detector.pipelines.benchmark import BenchmarkConfig, parse_detector_options, run_benchmark
 from mood_detector.weights import ModelCard
 
 

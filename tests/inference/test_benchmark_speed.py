@@ -8,7 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from mood_detector.cli import main
-from mood_detector.inference.speedbench import SpeedResults, run_memory_probes
+from mood_detector.pipelines.speedbench import SpeedResults, run_memory_probes
 from tests.conftest import blob_volume, save_nifti
 
 
@@ -46,7 +46,7 @@ def test_benchmark_speed_help_and_errors(tmp_path: Path):
 
 
 def test_memory_probe_child_process(tmp_path: Path):
-    """Part (f) runs in a fresh ``python -m mood_detector.inference.speedbench`` process (here on a small
+    """Part (f) runs in a fresh ``python -m mood_detector.pipelines.speedbench`` process (here on a small
     volume and network instead of the full-size ones)."""
     src = tmp_path / "mem_brain"
     src.mkdir()

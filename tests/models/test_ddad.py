@@ -24,7 +24,7 @@ from mood_detector.models.ddad.networks import (ENTROPY_WEIGHT, Reconstruction, 
 from mood_detector.models.ddad.scores import discrepancy, squash
 from mood_detector.training.loop import LossLog
 from mood_detector.weights import ModelCard
-from tests.conftest import blob_volume, save_nifti
+from tests.conftest import blob_volume, research_module, save_nifti
 
 
 # --- backbones -------------------------------------------------------------------------------------
@@ -185,9 +185,9 @@ def test_asr_rec_adds_the_residual_as_first_channel():
     assert p.shape == (2, 1, 32, 32) and bool(((p >= 0) & (p <= 1)).all())
     with pytest.raises(ValueError, match="3-channel|2-channel"):
         dual.with_variant("intra")
-    assert DDADOptions.from_options({"asr_rec": "true"}).asr_rec
+    assert _opts({"asr_rec": "true"}).asr_rec
     with pytest.raises(ValueError, match="asr_rec"):
-        DDADOptions.from_options({"asr_rec": "maybe"})
+        _opts({"asr_rec": "maybe"})
 
 def test_synthesis_patch_and_probability():
     g = torch.Generator().manual_seed(3)
@@ -218,14 +218,14 @@ def test_partner_slices_come_from_other_volumes_at_similar_positions():
 
 
 def test_options_validation_and_defaults():
-    assert DDADOptions.from_options({}).variant == "intra"
-    assert DDADOptions.from_options({"unlabeled": "/x"}).variant == "dual"
-    o = DDADOptions.from_options({})
+    assert _opts({}).variant == "intra"
+    assert _opts({"unlabeled": "/x"}).variant == "dual"
+    o = _opts({})
     assert (o.k, o.input_size, o.ae_epochs, o.ae_batch, o.ae_lr, o.asr_epochs, o.asr_batch, o.asr_lr, o.asr_wd) == \
         (3, 64, 250, 64, 5e-4, 100, 8, 1e-4, 1e-4)
     for bad in ({"backbone": "vae"}, {"variant": "x"}, {"k": "1"}, {"input_size": "40"}, {"nope": "1"}):
         with pytest.raises(ValueError):
-            DDADOptions.from_options(bad)
+            _opts(bad)
 
 
 def test_to_network_range_and_size():
@@ -242,10 +242,10 @@ def test_empty_slices_score_zero_and_are_skipped():
     foreground's voxels, so any score there is a false positive that weighs on the pixel AP."""
     from mood_detector.detector import TrainConfig
 
-    opts = DDADOptions.from_options({"k": "2", "input_size": "32", "hidden": "32", "asr_mid": "8"})
-    cfg = TrainConfig(detector="ddad", size=32, width=0.5)
+    cfg = TrainConfig(detector="ddad", size=32, width=0.5,
+                      options={"k": "2", "input_size": "32", "hidden": "32", "asr_mid": "8"})
     torch.manual_seed(0)
-    det = DDADDetector.build(DDADDetector.card_for(cfg, opts, 1, 0)).eval()
+    det = DDADDetector.build(DDADDetector.card_for(cfg, 1)).eval()
     x = torch.rand(3, 1, 32, 32)
     x[1] = 0.0
     for variant in ("intra", "a_intra", "rec"):
@@ -265,6 +265,12 @@ def _volumes(d: Path, seeds, lesion: bool = False) -> Path:
             v[12:18, 12:18, 12:18] = 1.0
         save_nifti(d / f"v{s:03d}.nii.gz", v)
     return d
+
+
+def _opts(values: dict[str, str]) -> DDADOptions:
+    from mood_detector.detector import TrainConfig
+
+    return DDADDetector.options(TrainConfig(detector="ddad", options=values))
 
 
 TINY = ["k=2", "input_size=32", "hidden=64", "asr_mid=8", "ae_epochs=4", "ae_batch=8", "ae_lr=2e-3",
@@ -307,7 +313,7 @@ def test_short_training_cli_predict_and_resume(tmp_path: Path):
     again = Predictor(det, PredictConfig(device="cpu", progress=False, threads=1)).score_volume(vol)
     assert again.sample == results["dual"].sample and np.array_equal(again.pixel, results["dual"].pixel)
     # a saved variant keeps only its networks and scores as with_variant does
-    from mood_detector.models.ddad.variant import export_variant
+    export_variant = research_module("ddad_variant").export_variant
 
     rec_path = export_variant(out, tmp_path / "w" / "rec.safetensors", "rec")
     assert {k.split(".")[0] for k in load_file(str(rec_path))} == {"ndm0", "ndm1", "extra"}

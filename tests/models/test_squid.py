@@ -25,6 +25,10 @@ from tests.conftest import blob_volume, save_nifti
 TINY = {"queue_slots": "8", "mem_slots": "8", "calib_slices": "8"}
 
 
+def _opts(values: dict[str, str]) -> SquidOptions:
+    return SQUIDDetector.options(TrainConfig(detector="squid", options=values))
+
+
 def test_patch_grid_round_trip_and_order():
     x = torch.arange(2 * 8 * 8, dtype=torch.float32).reshape(2, 1, 8, 8)
     p = patchify(x, 2)
@@ -144,22 +148,25 @@ def test_masked_shortcut_only_in_training():
 
 def test_options_are_validated_and_lr_defaults_to_the_papers():
     with pytest.raises(ValueError, match="unknown squid option"):
-        SquidOptions.from_mapping({"topkk": "5"})
+        _opts({"topkk": "5"})
     with pytest.raises(ValueError, match="pixel_map"):
-        SquidOptions.from_mapping({"pixel_map": "edges"})
+        _opts({"pixel_map": "edges"})
     with pytest.raises(ValueError, match="slice_signal"):
-        SquidOptions.from_mapping({"slice_signal": "mean"})
+        _opts({"slice_signal": "mean"})
     for q in ("0", "1.5"):
         with pytest.raises(ValueError, match="slice_quantile"):
-            SquidOptions.from_mapping({"slice_quantile": q})
+            _opts({"slice_quantile": q})
     with pytest.raises(ValueError, match="final_bn"):
-        SquidOptions.from_mapping({"final_bn": "maybe"})
-    opts = SquidOptions.from_mapping({"slice_signal": "disc", "slice_quantile": "0.9", "final_bn": "0"})
+        _opts({"final_bn": "maybe"})
+    opts = _opts({"slice_signal": "disc", "slice_quantile": "0.9", "final_bn": "0"})
     assert (opts.slice_signal, opts.slice_quantile, opts.final_bn) == ("disc", 0.9, False)
     assert SquidOptions().final_bn and SquidOptions().slice_signal == "residual"
-    assert SQUIDDetector.resolve_options(TrainConfig()).lr == 1e-4  # the shared --lr default is FPI's
-    assert SQUIDDetector.resolve_options(TrainConfig(lr=3e-4)).lr == 3e-4
-    assert SQUIDDetector.resolve_options(TrainConfig(options={"lr": "2e-5"})).lr == 2e-5
+    assert SQUIDDetector.options(TrainConfig()).lr == 1e-4  # without --lr: the paper's
+    assert SQUIDDetector.options(TrainConfig(lr=3e-4)).lr == 3e-4
+    assert SQUIDDetector.options(TrainConfig(lr=1e-3)).lr == 1e-3  # an explicit --lr equal to another default
+    assert SQUIDDetector.options(TrainConfig(options={"lr": "2e-5"})).lr == 2e-5
+    with pytest.raises(ValueError, match="once"):
+        SQUIDDetector.options(TrainConfig(lr=1e-3, options={"lr": "2e-5"}))
     assert detector_class("squid") is SQUIDDetector and "squid" in REGISTRY
 
 
@@ -238,8 +245,8 @@ def test_pixel_map_keeps_residual_order_after_the_evaluators_float16_cast():
     """The MOOD evaluator (and mood_detector.evaluation) reads pixel maps as float16: the [0, 1] map of the
     residual must keep residuals of 1 ... 32 tau apart there (``1 - exp(-r / tau)`` rounds everything above
     ~7.6 tau to 1.0, so a strong anomaly ties with every strong normal edge)."""
-    opts = SquidOptions.from_mapping(TINY)
-    det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625), 1, opts))
+    det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625,
+                                                              options=TINY), 1))
     tau = 0.02
     det.stats = torch.tensor([0.0, 1.0, tau, tau, tau])
     det.gen = _ZeroGenerator()
@@ -256,8 +263,8 @@ def test_pixel_map_keeps_residual_order_after_the_evaluators_float16_cast():
 
 
 def _tiny_detector(**options: str) -> SQUIDDetector:
-    opts = SquidOptions.from_mapping({**TINY, **options})
-    det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625), 2, opts))
+    det = SQUIDDetector.build(SQUIDDetector.card_for(TrainConfig(detector="squid", size=64, width=0.0625,
+                                                              options={**TINY, **options}), 2))
     return det.eval()
 
 

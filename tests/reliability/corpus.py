@@ -1,4 +1,4 @@
-"""The bad-input corpus of issue 7, generated on the fly: one input folder holding every kind of bad input
+"""The bad-input corpus, generated on the fly: one input folder holding every kind of bad input
 next to good ones, with the documented behaviour of each (the table in docs/reliability.md)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7, points 1-2: the bad-input corpus through the real CLI, exit codes, --strict, output folders."""
+"""The bad-input corpus through the real CLI, exit codes, --strict, output folders."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 7, point 6: the same input and weights give bit-identical outputs on CPU across separate processes
+"""The same input and weights give bit-identical outputs on CPU across separate processes
 (including the gzip bytes of the pixel outputs, written with mtime=0), whatever the CPU thread count."""
 
 from __future__ import annotations

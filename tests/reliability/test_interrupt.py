@@ -1,4 +1,4 @@
-"""Issue 7, point 3: predict killed with SIGKILL mid-run leaves no partial file under an output name, and
+"""predict killed with SIGKILL mid-run leaves no partial file under an output name, and
 ``--skip-existing`` resumes without redoing finished inputs (their outputs keep their mtimes)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 7, point 5: untrusted files never run code; NIfTI extensions are ignored (see test_bad_inputs); the
+"""Untrusted files never run code; NIfTI extensions are ignored (see test_bad_inputs); the
 containers run as a non-root user and prediction needs no network."""
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ def test_swa_averages_epoch_minima(tmp_path: Path):
     assert torch.allclose(swa.module.weight, torch.stack(snapshots).mean(0))
     # and the training loop's SWA phase runs end to end, recording its phase in the loss log
     d = _data(tmp_path, 3)
-    cfg = TrainConfig(kind="brain", size=32, width=0.125, epochs=1, swa_epochs=2, batch_size=8, device="cpu",
-                      max_batches_per_pair=2)
+    cfg = TrainConfig(kind="brain", size=32, width=0.125, epochs=1, batch_size=8, device="cpu",
+                      max_batches_per_pair=2, options={"swa_epochs": "2"})
     train_detector(d, tmp_path / "s.safetensors", cfg)
     phases = [r["phase"] for r in LossLog(tmp_path / "s_run").rows()]
     assert phases == ["train", "swa", "swa"]

@@ -10,55 +10,50 @@ scale saturates large errors at 1, which only matters for DICE thresholds, not f
 below saturation). Slice score: the harness default, the mean pixel score.
 
 Detector options (``--opt KEY=VALUE``): ``latent`` (bottleneck channels, default 16), ``error_scale``
-(default 1.0). The SWA phase of ``TrainConfig`` is FPI-specific and ignored here.
+(default 1.0).
 """
 
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
+from mood_detector.detector import Detector, SliceScores, TrainConfig, resolve_device
 from mood_detector.models.ae.network import ConvAutoencoder
-from mood_detector.training.data import VolumeStore, slice_loader
-from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
-                                         seed_everything)
-from mood_detector.weights import ModelCard, git_commit
-
-log = logging.getLogger(__name__)
+from mood_detector.training.data import VolumeStore, epoch_slices
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import autocast, seed_everything
+from mood_detector.weights import ModelCard
 
 
 @dataclass
 class AEOptions:
-    """AE options (``--opt KEY=VALUE``): ``latent`` bottleneck channels, ``error_scale`` maps the absolute
-    reconstruction error to the [0, 1] pixel score."""
+    """AE options (``--opt KEY=VALUE``).
+
+    Attributes:
+        latent: bottleneck channels.
+        error_scale: maps the absolute reconstruction error to the [0, 1] pixel score.
+    """
 
     latent: int = 16
     error_scale: float = 1.0
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "AEOptions":
-        """Parse ``cfg.options``; unknown keys and values out of range are a ``ValueError``."""
-        o = parse_options_as(cls, cfg.options, "ae")
-        if o.latent < 1 or not o.error_scale > 0:
-            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {o.latent}, "
-                             f"{o.error_scale}")
-        return o
+    def __post_init__(self) -> None:
+        if self.latent < 1 or not self.error_scale > 0:
+            raise ValueError(f"ae options: latent must be >= 1 and error_scale > 0, got {self.latent}, "
+                             f"{self.error_scale}")
 
 
 class AEDetector(Detector):
     """Convolutional autoencoder; pixel score = clipped absolute reconstruction error."""
 
     name = "ae"
+    options_cls = AEOptions
 
     def __init__(self, card: ModelCard, net: ConvAutoencoder) -> None:
         super().__init__(card)
@@ -82,69 +77,37 @@ class AEDetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        """Any ``size`` (the network pads to its stride); known options."""
-        AEOptions.from_config(cfg)
-
-    @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        kind = cfg.kind_cfg
-        o = AEOptions.from_config(cfg)
-        latent, error_scale = o.latent, o.error_scale
-        return ModelCard(
-            detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
-            size=cfg.net_size, mode="mse", classes=1, training_data=cfg.training_data, epochs=cfg.epochs,
-            seed=cfg.seed, commit=git_commit(),
-            extra={"latent": latent, "error_scale": error_scale, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "n_train_volumes": n_files})
+        return replace(super().card_for(cfg, n_files), mode="mse")
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "AEDetector":
         """Adam on the MSE between normal slices and their reconstructions; checkpoint every epoch."""
-        run_dir = Path(run_dir)
         seed_everything(cfg.seed)
-        card = cls.card_for(cfg, len(files))
-        det = cls.build(card)
+        det = cls.build(cls.card_for(cfg, len(files)))
         device = resolve_device(cfg.device)
         det.to(device)
         net = det.net
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
-        if cfg.swa_epochs:
-            log.warning("ae: swa_epochs=%d ignored (SWA is an FPI option)", cfg.swa_epochs)
-        start = 0
-        ckpt = resume_checkpoint(run_dir, cfg.resume)
-        if ckpt is not None:
-            net.load_state_dict(ckpt["net"])
-            opt.load_state_dict(ckpt["opt"])
-            start = int(ckpt["epoch"])
-        store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
-        losses = LossLog(run_dir)
+        opt = torch.optim.Adam(net.parameters(), lr=cls.learning_rate(cfg))
+        engine = Engine(Path(run_dir), cfg, {"net": net, "opt": opt}, resume_enabled=cfg.resume)
+        start = engine.resume()
+        store = VolumeStore(files, det.size, det.slice_axis, cfg.cache_gb)
         amp = cfg.amp and device.type == "cuda"
-        for epoch in range(start, cfg.epochs):
+
+        def batches(epoch: int) -> Iterable[torch.Tensor]:
             torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # per-epoch stream: resuming reproduces it
             net.train()
-            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
-            loader = slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
-                                  max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
-            timer, total, n_batches, n_slices = Timer(), 0.0, 0, 0
-            bar = tqdm(loader, desc=f"train {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-            for x in bar:
-                x = x.to(device, non_blocking=True)
-                opt.zero_grad(set_to_none=True)
-                with autocast(device, amp):
-                    recon = net(x)
-                loss = F.mse_loss(recon.float(), x)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                n_batches += 1
-                n_slices += x.shape[0]
-                bar.set_postfix(loss=f"{total / n_batches:.5f}")
-            if n_batches == 0:
-                raise ValueError("no training batches: are all training volumes empty?")
-            secs = timer()
-            losses.write(phase="train", epoch=epoch + 1, batches=n_batches, loss=round(total / n_batches, 6),
-                         lr=cfg.lr, seconds=round(secs, 2), slices_per_s=round(n_slices / max(secs, 1e-9), 2))
-            save_checkpoint(run_dir, {"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
-                                      "config": json.dumps(asdict(cfg), sort_keys=True)})
+            return epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair, device)
+
+        def train_step(x: torch.Tensor, epoch: int, index: int) -> Step:
+            x = x.to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                recon = net(x)
+            loss = F.mse_loss(recon.float(), x)
+            loss.backward()
+            opt.step()
+            return Step({"loss": loss}, x.shape[0])
+
+        engine.run([Phase("train", range(cfg.epochs), batches, train_step)], start)
         return det.eval()

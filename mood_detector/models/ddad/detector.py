@@ -1,7 +1,7 @@
 """DDAD detector: NDM/UDM ensembles of reconstruction networks, intra/inter discrepancy, ASR-Net refinement.
 
 Paper: "Dual-distribution Discrepancy with Self-supervised Refinement for Anomaly Detection in Medical Images"
-(Cai et al.; ``shared/seeds/003_*``), with the facts of the authors' public code listed in issue 10.
+(Cai et al.), with details the paper leaves open taken from the authors' public code.
 
 Deviations from the paper, which works on 2D X-ray / MRI / fundus images:
 
@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -45,14 +45,16 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
+from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, resolve_device
 from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
 from mood_detector.models.ddad.scores import Discrepancy, discrepancy, squash
+from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty
-from mood_detector.training.loop import LossLog, Timer, load_checkpoint, save_checkpoint, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import LossLog, seed_everything
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +114,8 @@ class DDADOptions:
     calib_quantile: float = 0.99
     calib_slices: int = 2048
 
-    @classmethod
-    def from_options(cls, options: dict[str, str]) -> "DDADOptions":
-        """Parse and validate detector options; unknown keys are an error."""
-        o = parse_options_as(cls, options, "ddad")
+    def __post_init__(self) -> None:
+        o = self
         if not o.variant:
             o.variant = "dual" if o.unlabeled else "intra"
         if o.backbone not in BACKBONES:
@@ -131,7 +131,6 @@ class DDADOptions:
             raise ValueError("ddad epochs, batch sizes, layer sizes and ckpt_every must be positive")
         if not 0.0 < o.calib_quantile < 1.0:
             raise ValueError(f"ddad calib_quantile must be in (0, 1), got {o.calib_quantile}")
-        return o
 
 
 @dataclass
@@ -194,6 +193,9 @@ class DDADDetector(Detector):
     ``intra``/``dual``) an ASR-Net. Pixel score: ASR softmax class 1, or the squashed raw score."""
 
     name = "ddad"
+    options_cls = DDADOptions
+    #: the networks' schedules are options (ae_epochs, ae_batch, ae_lr, ...); the slice bank is float16 in RAM
+    train_fields = COMMON_FIELDS - {"epochs", "batch_size", "lr", "max_batches_per_pair", "workers", "cache_gb", "amp"}
     #: all-background slices never reach the networks in training (the slice bank keeps non-empty slices only),
     #: so the harness does not run them and they score 0 (see :meth:`score_slices`)
     skip_empty_slices = True
@@ -313,32 +315,27 @@ class DDADDetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
-    def card_for(cls, cfg: TrainConfig, o: DDADOptions, n_files: int, n_unlabeled: int) -> ModelCard:
-        kind = cfg.kind_cfg
-        extra: dict[str, Any] = {k: v for k, v in asdict(o).items() if k not in ("variant", "backbone")}
-        extra.update(n_train_volumes=n_files, n_unlabeled_volumes=n_unlabeled,
-                     unlabeled=o.unlabeled if VARIANTS[o.variant][0] else "",
-                     score=_score_text(o.variant),
-                     volume_score="common: mean slice score, Savitzky-Golay, top-25% mean")
-        return ModelCard(detector=cls.name, arch=o.backbone, width=cfg.width, kind=kind.name,
-                         slice_axis=kind.slice_axis, size=cfg.net_size, mode=o.variant, classes=2,
-                         training_data=cfg.training_data, epochs=o.ae_epochs, seed=cfg.seed, commit=git_commit(),
-                         extra=extra)
-
-    @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        """Any ``size`` (slices are resized to ``input_size``); known and valid options."""
-        DDADOptions.from_options(cfg.options)
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        """The common card with the backbone as ``arch``, the variant as ``mode`` and the networks' own schedule
+        (``fit`` adds the unlabeled volumes' count)."""
+        o = cls.options(cfg)
+        card = replace(super().card_for(cfg, n_files), arch=o.backbone, mode=o.variant, classes=2,
+                       epochs=o.ae_epochs)
+        for key in ("variant", "backbone", "batch_size", "lr"):  # in the card's fields, or not used
+            card.extra.pop(key)
+        card.extra.update(unlabeled=o.unlabeled if VARIANTS[o.variant][0] else "", score=_score_text(o.variant),
+                          volume_score="common: mean slice score, Savitzky-Golay, top-25% mean")
+        return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "DDADDetector":
         """Stage 1: k NDM nets on the normal slices and (variants ``a_inter``/``dual``) k UDM nets on normal +
         unlabeled slices, each with its own seed and shuffles; then the [0, 1] scales; stage 2 (``intra``/
         ``dual``): the ASR-Net. Each stage checkpoints into ``run_dir/<stage>/``; ``cfg.resume`` skips finished
-        stages and continues the interrupted one. The common ``epochs``/``batch_size``/``lr`` are not used
-        (see :class:`DDADOptions`)."""
+        stages and continues the interrupted one. The networks' schedules are options (:class:`DDADOptions`):
+        ``train`` refuses ``--epochs``, ``--batch-size`` and ``--lr`` for this detector."""
         run_dir = Path(run_dir)
-        o = DDADOptions.from_options(cfg.options)
+        o = cls.options(cfg)
         needs_udm, asr_in = VARIANTS[o.variant]
         unl_files: list[Path] = []
         if o.unlabeled:
@@ -354,7 +351,8 @@ class DDADDetector(Detector):
             log.warning("variant %r without --unlabeled: the UDM is trained on the normal data only, so "
                         "A_inter is a discrepancy between two normal ensembles", o.variant)
         seed_everything(cfg.seed)
-        card = cls.card_for(cfg, o, len(files), len(unl_files))
+        card = cls.card_for(cfg, len(files))
+        card.extra["n_unlabeled_volumes"] = len(unl_files)
         det = cls.build(card)
         device = resolve_device(cfg.device)
         det.to(device)
@@ -398,23 +396,12 @@ class DDADDetector(Detector):
         return json.dumps(sig, sort_keys=True)
 
     @staticmethod
-    def _resume(stage_dir: Path, cfg: TrainConfig, module: nn.Module, opt: torch.optim.Optimizer,
-                signature: str, epochs: int) -> int:
-        """Load the stage checkpoint when resuming and it matches; the epoch to continue from."""
-        ckpt = load_checkpoint(stage_dir) if cfg.resume else None
-        if ckpt is None:
-            return 0
-        if ckpt.get("config") != signature:
-            log.warning("%s: checkpoint was made with other settings; training this stage from scratch", stage_dir)
-            return 0
-        if int(ckpt["epoch"]) > epochs:
-            log.warning("%s: checkpoint has %d epochs, more than the %d asked for; training this stage from "
-                        "scratch", stage_dir, int(ckpt["epoch"]), epochs)
-            return 0
-        module.load_state_dict(ckpt["net"])
-        opt.load_state_dict(ckpt["opt"])
-        log.info("resuming %s at epoch %d", stage_dir, int(ckpt["epoch"]))
-        return int(ckpt["epoch"])
+    def _engine(stage_dir: Path, cfg: TrainConfig, signature: str, state: dict[str, Any], losses: LossLog,
+                every: int, may_resume: bool = True) -> Engine:
+        """The engine of one stage: its own checkpoint in ``stage_dir``, resumed only under the same settings
+        (``signature``), rows in the run's common loss log."""
+        return Engine(stage_dir, signature, state, resume_enabled=cfg.resume and may_resume, same_config=True,
+                      loss_log=losses, every_epochs=every)
 
     @staticmethod
     def _fresh(module: nn.Module, seed: int) -> None:
@@ -434,31 +421,27 @@ class DDADDetector(Detector):
             raise ValueError(f"{stage}: need at least 2 training slices, got {n}")
         cls._fresh(net, cfg.seed * 1_000_003 + stage_no)
         opt = torch.optim.Adam(net.parameters(), lr=o.ae_lr, betas=(0.5, 0.999))
-        stage_dir = run_dir / stage
-        sig = cls._signature(o, cfg, stage)
-        start = cls._resume(stage_dir, cfg, net, opt, sig, o.ae_epochs)
+        engine = cls._engine(run_dir / stage, cfg, cls._signature(o, cfg, stage), {"net": net, "opt": opt}, losses,
+                             o.ckpt_every)
+        start = engine.resume(o.ae_epochs)
         bs = min(o.ae_batch, n)
-        for epoch in range(start, o.ae_epochs):
+        perm = np.arange(n)
+
+        def batches(epoch: int) -> range:
+            nonlocal perm
             net.train()
             perm = np.random.default_rng([cfg.seed, stage_no, epoch]).permutation(n)
-            timer, total, mse_total, nb = Timer(), 0.0, 0.0, 0
-            bar = tqdm(range(n // bs), desc=f"{stage} {epoch + 1}/{o.ae_epochs}", unit="batch", leave=False)
-            for b in bar:  # drop_last, as the authors' loader
-                x = bank.images[torch.from_numpy(perm[b * bs:(b + 1) * bs])].float().to(device)
-                loss, mse = reconstruction_loss(net(x), x)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                mse_total += float(mse.detach())
-                nb += 1
-                bar.set_postfix(loss=f"{total / nb:.4f}")
-            secs = timer()
-            losses.write(phase=stage, epoch=epoch + 1, batches=nb, loss=round(total / nb, 6), lr=o.ae_lr,
-                         seconds=round(secs, 2), slices_per_s=round(nb * bs / max(secs, 1e-9), 2))
-            if (epoch + 1) % o.ckpt_every == 0 or epoch + 1 == o.ae_epochs:
-                save_checkpoint(stage_dir, {"epoch": epoch + 1, "net": net.state_dict(), "opt": opt.state_dict(),
-                                            "config": sig})
+            return range(n // bs)  # drop_last, as the authors' loader
+
+        def train_step(b: int, epoch: int, index: int) -> Step:
+            x = bank.images[torch.from_numpy(perm[b * bs:(b + 1) * bs])].float().to(device)
+            loss, _ = reconstruction_loss(net(x), x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return Step({"loss": loss}, bs)
+
+        engine.run([Phase(stage, range(o.ae_epochs), batches, train_step, lr=lambda: o.ae_lr)], start)
         net.eval()
         return o.ae_epochs - start
 
@@ -480,10 +463,7 @@ class DDADDetector(Detector):
             for name, m in zip(SCALE_NAMES, (d.rec, d.intra, d.inter)):
                 if m is not None:
                     vals[name].append(m[fg].float().cpu().numpy())
-        scales = []
-        for name in SCALE_NAMES:
-            q = float(np.quantile(np.concatenate(vals[name]), o.calib_quantile)) if vals[name] else 1.0
-            scales.append(max(q, 1e-8))
+        scales = [quantile_scale(vals[name], o.calib_quantile, default=1.0) for name in SCALE_NAMES]
         log.info("score scales (q%.3g over normal foreground): %s", o.calib_quantile,
                  dict(zip(SCALE_NAMES, [f"{s:.4g}" for s in scales])))
         return torch.tensor(scales, dtype=torch.float32)
@@ -495,9 +475,9 @@ class DDADDetector(Detector):
         assert asr is not None
         cls._fresh(asr, cfg.seed * 1_000_003 + 1000)
         opt = torch.optim.Adam(asr.parameters(), lr=o.asr_lr, betas=(0.5, 0.999), weight_decay=o.asr_wd)
-        stage_dir = run_dir / "asr"
-        sig = cls._signature(o, cfg, "asr")
-        start = cls._resume(stage_dir, cfg, asr, opt, sig, o.asr_epochs) if may_resume else 0
+        engine = cls._engine(run_dir / "asr", cfg, cls._signature(o, cfg, "asr"), {"net": asr, "opt": opt}, losses,
+                             o.ckpt_every, may_resume)
+        start = engine.resume(o.asr_epochs)
         if cfg.resume and not may_resume:
             log.info("stage-1 networks were (re)trained: training the ASR-Net from scratch")
         n = len(bank)
@@ -505,34 +485,30 @@ class DDADDetector(Detector):
         steps = n // bs if not o.asr_steps else min(o.asr_steps, n // bs)
         for m in det.ndm + det.udm:
             m.eval()
-        for epoch in range(start, o.asr_epochs):
+        epoch_state: dict[str, Any] = {}
+
+        def batches(epoch: int) -> range:
             asr.train()
             rng = np.random.default_rng([cfg.seed, 1000, epoch])
-            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1000 + epoch)
-            perm = rng.permutation(n)
-            timer, total, nb = Timer(), 0.0, 0
-            bar = tqdm(range(steps), desc=f"asr {epoch + 1}/{o.asr_epochs}", unit="batch", leave=False)
-            for b in bar:
-                idx = perm[b * bs:(b + 1) * bs]
-                src = partner_indices(bank.position, bank.volume, rng, idx)
-                x = bank.images[torch.from_numpy(idx)].float().to(device)
-                s = bank.images[torch.from_numpy(src)].float().to(device)
-                xs, target = synthesise(x, s, gen)
-                with torch.no_grad():
-                    inp = cls.asr_input(det.maps(xs), asr.in_channels, det.with_rec)
-                loss = focal_loss(asr(inp), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += float(loss.detach())
-                nb += 1
-                bar.set_postfix(loss=f"{total / nb:.4f}")
-            secs = timer()
-            losses.write(phase="asr", epoch=epoch + 1, batches=nb, loss=round(total / max(nb, 1), 6), lr=o.asr_lr,
-                         seconds=round(secs, 2), slices_per_s=round(nb * bs / max(secs, 1e-9), 2))
-            if (epoch + 1) % o.ckpt_every == 0 or epoch + 1 == o.asr_epochs:
-                save_checkpoint(stage_dir, {"epoch": epoch + 1, "net": asr.state_dict(), "opt": opt.state_dict(),
-                                            "config": sig})
+            epoch_state.update(rng=rng, gen=torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1000 + epoch),
+                               perm=rng.permutation(n))
+            return range(steps)
+
+        def train_step(b: int, epoch: int, index: int) -> Step:
+            idx = epoch_state["perm"][b * bs:(b + 1) * bs]
+            src = partner_indices(bank.position, bank.volume, epoch_state["rng"], idx)
+            x = bank.images[torch.from_numpy(idx)].float().to(device)
+            s = bank.images[torch.from_numpy(src)].float().to(device)
+            xs, target = synthesise(x, s, epoch_state["gen"])
+            with torch.no_grad():
+                inp = cls.asr_input(det.maps(xs), asr.in_channels, det.with_rec)
+            loss = focal_loss(asr(inp), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return Step({"loss": loss}, bs)
+
+        engine.run([Phase("asr", range(o.asr_epochs), batches, train_step, lr=lambda: o.asr_lr)], start)
         asr.eval()
 
 

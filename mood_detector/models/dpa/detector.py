@@ -26,18 +26,16 @@ authors' code) uses the raw features: no statistics are computed or saved.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
 from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
 from mood_detector.errors import WeightsError
@@ -47,10 +45,11 @@ from mood_detector.models.dpa.loss import FEATURE_NORMS, FeatureStats, Perceptua
 from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution, resolutions
 from mood_detector.models.fpi.network import scaled
 from mood_detector.tasks.fpi import FPIConfig
+from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
-from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
-                                         seed_everything)
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.training.engine import Engine, Phase, Stateful, Step
+from mood_detector.training.loop import autocast, seed_everything
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -102,29 +101,9 @@ class DPAOptions:
     calib_quantile: float = 0.99
     min_mean: float = 0.06
 
-    @classmethod
-    def from_config(cls, cfg: TrainConfig) -> "DPAOptions":
-        """Parse ``cfg.options``; unknown keys are an error (typos would otherwise be silently ignored)."""
-        o = parse_options_as(cls, cfg.options, "dpa")
-        if not o.nf:
-            o.nf = scaled(128, cfg.width)
-        if not o.max_res:
-            cap = min(cfg.net_size, DEFAULT_MAX_RES)
-            o.max_res = 2 ** int(math.floor(math.log2(cap)))
-        if o.feature_weights and "features" not in cfg.options:
-            o.features = "fpi-encoder" if fpi_card_of(o.feature_weights) else "vgg19"
-        if o.features not in EXTRACTORS:
-            raise ValueError(f"unknown features {o.features!r}; choose one of {', '.join(EXTRACTORS)}")
-        if o.feature_norm not in FEATURE_NORMS:
-            raise ValueError(f"unknown feature_norm {o.feature_norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
-        if not 0.0 <= o.fade <= 1.0:
-            raise ValueError(f"fade must be in [0, 1], got {o.fade}")
-        resolutions(o.start_res, o.max_res)  # validates both
-        return o
-
 
 @dataclass(frozen=True)
-class Phase:
+class GrowthStage:
     """One growth resolution: ``epochs`` epochs at ``res``; ``fade`` when it starts by fading in."""
 
     res: int
@@ -132,13 +111,13 @@ class Phase:
     fade: bool
 
 
-def growth_schedule(start_res: int, max_res: int, stage_epochs: int, final_epochs: int) -> list[Phase]:
+def growth_schedule(start_res: int, max_res: int, stage_epochs: int, final_epochs: int) -> list[GrowthStage]:
     """The phases 8, 16, ..., max_res: ``stage_epochs`` each, ``final_epochs`` for max_res. With
     ``stage_epochs=0`` only max_res is trained, without fade: the paper's "w/o progressive growing" variant."""
     res = resolutions(start_res, max_res)
     if stage_epochs <= 0:
-        return [Phase(max_res, final_epochs, False)]
-    return [Phase(r, final_epochs if r == max_res else stage_epochs, i > 0) for i, r in enumerate(res)]
+        return [GrowthStage(max_res, final_epochs, False)]
+    return [GrowthStage(r, final_epochs if r == max_res else stage_epochs, i > 0) for i, r in enumerate(res)]
 
 
 def resize(x: torch.Tensor, res: int) -> torch.Tensor:
@@ -158,6 +137,7 @@ class DPADetector(Detector):
     """Deep Perceptual Autoencoder behind the common detector interface."""
 
     name = "dpa"
+    options_cls = DPAOptions
 
     def __init__(self, card: ModelCard, ae: ProgressiveAE, extractor: FeatureExtractor) -> None:
         super().__init__(card)
@@ -176,9 +156,26 @@ class DPADetector(Detector):
 
     # --- interface ----------------------------------------------------------------------------------
     @classmethod
-    def check_config(cls, cfg: TrainConfig) -> None:
-        """Any ``size`` (slices are resized to ``max_res``, a power of two); known and valid options."""
-        DPAOptions.from_config(cfg)
+    def options(cls, cfg: TrainConfig) -> DPAOptions:
+        """Parse ``cfg.options``; the defaults of ``nf`` (from ``--width``), ``max_res`` (from ``--size``) and
+        ``features`` (from ``feature_weights``) follow the rest of ``cfg``. Any ``size`` trains: slices are
+        resized to ``max_res``, a power of two."""
+        o = parse_options_as(DPAOptions, cfg.options, cls.name)
+        if not o.nf:
+            o.nf = scaled(128, cfg.width)
+        if not o.max_res:
+            cap = min(cfg.net_size, DEFAULT_MAX_RES)
+            o.max_res = 2 ** int(math.floor(math.log2(cap)))
+        if o.feature_weights and "features" not in cfg.options:
+            o.features = "fpi-encoder" if fpi_card_of(o.feature_weights) else "vgg19"
+        if o.features not in EXTRACTORS:
+            raise ValueError(f"unknown features {o.features!r}; choose one of {', '.join(EXTRACTORS)}")
+        if o.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"unknown feature_norm {o.feature_norm!r}; choose one of {', '.join(FEATURE_NORMS)}")
+        if not 0.0 <= o.fade <= 1.0:
+            raise ValueError(f"fade must be in [0, 1], got {o.fade}")
+        resolutions(o.start_res, o.max_res)  # validates both
+        return o
 
     @classmethod
     def build(cls, card: ModelCard) -> "DPADetector":
@@ -231,57 +228,52 @@ class DPADetector(Detector):
 
     # --- training ----------------------------------------------------------------------------------
     @classmethod
-    def card_for(cls, cfg: TrainConfig, o: DPAOptions, extractor: FeatureExtractor, channels: int,
-                 n_files: int) -> ModelCard:
-        kind = cfg.kind_cfg
-        extra: dict[str, Any] = {k: v for k, v in asdict(o).items()}
-        extra.update({"extractor": extractor.config(), "feature_channels": channels, "batch_size": cfg.batch_size,
-                      "lr": cfg.lr, "n_train_volumes": n_files,
-                      "score_map": "v / (v + scale), scale = calib_quantile of the training slices' raw values",
-                      "features_note": _features_note(o.features)})
-        return ModelCard(detector=cls.name, arch="dpa-preact-resnet", width=cfg.width, kind=kind.name,
-                         slice_axis=kind.slice_axis, size=o.max_res, mode=o.features, classes=1,
-                         training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-                         extra=extra)
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        """The common card; ``fit`` adds the feature extractor's configuration and channels."""
+        o = cls.options(cfg)
+        card = replace(super().card_for(cfg, n_files), arch="dpa-preact-resnet", size=o.max_res, mode=o.features)
+        card.extra.update(score_map="v / (v + scale), scale = calib_quantile of the training slices' raw values",
+                          features_note=_features_note(o.features))
+        return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "DPADetector":
         run_dir = Path(run_dir)
         seed_everything(cfg.seed)
-        o = DPAOptions.from_config(cfg)
+        o = cls.options(cfg)
         device = resolve_device(cfg.device)
         extractor = make_extractor(o.features, o.feature_layer, o.feature_weights)
         extractor.to(device)
         with torch.no_grad():
             channels = int(extractor(torch.zeros(1, 1, o.max_res, o.max_res, device=device), o.feature_layer).shape[1])
-        card = cls.card_for(cfg, o, extractor, channels, len(files))
+        card = cls.card_for(cfg, len(files))
+        card.extra.update(extractor=extractor.config(), feature_channels=channels)
         det = cls.build(card)
         det.extractor.load_state_dict(extractor.state_dict())
         det.to(device)
         store = VolumeStore(files, o.max_res, card.slice_axis, cfg.cache_gb)
-        losses = LossLog(run_dir)
         amp = cfg.amp and device.type == "cuda"
-        ckpt = resume_checkpoint(run_dir, cfg.resume)
-
+        state: dict[str, Stateful] = {"features": det.extractor}
+        phases: list[Phase] = []
         # 1. perceptual features (fpi-vgg19: self-supervised FPI training on the training slices)
         if o.features == "fpi-vgg19" and not o.feature_weights:
-            if ckpt is not None and "features" in ckpt:
-                det.extractor.load_state_dict(ckpt["features"])
-            else:
-                from mood_detector.models.dpa.pretrain import pretrain_vgg_fpi
+            from mood_detector.models.dpa.pretrain import feature_phase
 
-                assert isinstance(det.extractor, VGG19Features)
-                task = FPIConfig(mode="discrete", core=cfg.kind_cfg.core, equal_tol=cfg.kind_cfg.equal_tol)
-                pretrain_vgg_fpi(det.extractor, o.feature_layer, store, task,
-                                 o.feature_epochs, cfg.batch_size, o.feature_lr, cfg.seed, device,
-                                 cfg.max_batches_per_pair, cfg.workers, losses)
-                save_checkpoint(run_dir, {"epoch": 0, "features": det.extractor.state_dict(),
-                                          "config": json.dumps(asdict(cfg), sort_keys=True)})
-        det.extractor.freeze()
-
-        # 2. progressive growing of the autoencoder
+            assert isinstance(det.extractor, VGG19Features)
+            task = FPIConfig.for_kind(cfg.kind, "discrete")
+            phase, objects = feature_phase(det.extractor, o.feature_layer, store, task, o.feature_epochs,
+                                           cfg.batch_size, o.feature_lr, cfg.seed, device, cfg.max_batches_per_pair,
+                                           cfg.workers)
+            phases.append(phase)
+            state.update(objects)
+        # 2. progressive growing of the autoencoder, after the feature epochs
         trainer = _Trainer(det, o, cfg, store, device, amp)
-        trainer.run(losses, run_dir, ckpt)
+        state.update({"ae": det.ae, "opt": trainer.opt})
+        engine = Engine(run_dir, cfg, state, resume_enabled=cfg.resume)
+        start = engine.resume()
+        engine.run(phases + trainer.phases(first=phases[0].epochs.stop if phases else 0), start)
+        det.extractor.freeze()
+        det.ae.eval()
 
         # 3. statistics of the final layer (kept; feature_norm=channel only) and score calibration
         if det.loss.normalised:
@@ -350,10 +342,7 @@ def calibrate(det: DPADetector, store: VolumeStore, o: DPAOptions, cfg: TrainCon
     if not images:
         raise ValueError(f"no training slice has mean intensity above min_mean={o.min_mean}; "
                          "lower it with --opt min_mean=0")
-    q = o.calib_quantile
-    s_scale = float(np.quantile(np.concatenate(images), q))
-    p_scale = float(np.quantile(np.concatenate(pixels), q))
-    return max(s_scale, 1e-8), max(p_scale, 1e-8)
+    return quantile_scale(images, o.calib_quantile), quantile_scale(pixels, o.calib_quantile)
 
 
 class _Trainer:
@@ -362,8 +351,11 @@ class _Trainer:
     def __init__(self, det: DPADetector, o: DPAOptions, cfg: TrainConfig, store: VolumeStore,
                  device: torch.device, amp: bool) -> None:
         self.det, self.o, self.cfg, self.store, self.device, self.amp = det, o, cfg, store, device, amp
-        self.phases = growth_schedule(o.start_res, o.max_res, o.stage_epochs, cfg.epochs)
+        self.schedule = growth_schedule(o.start_res, o.max_res, o.stage_epochs, cfg.epochs)
         self.loss = PerceptualLoss(det.extractor, o.feature_norm)
+        self.lr = DPADetector.learning_rate(cfg)
+        self.opt = _StageOptimiser(self.lr)
+        self.first = 0
 
     def layer(self, res: int) -> str:
         return self.det.extractor.shallower(self.o.feature_layer, int(math.log2(self.o.max_res // res)))
@@ -377,80 +369,105 @@ class _Trainer:
             self.loss.stats[key] = compute_stats(self.det.extractor, key[1], batches, self.device)
         return self.loss.stats[key]
 
-    def _epoch_phase(self, epoch: int) -> tuple[int, int]:
-        start = 0
-        for i, ph in enumerate(self.phases):
-            if epoch < start + ph.epochs:
-                return i, epoch - start
-            start += ph.epochs
-        raise IndexError(epoch)
-
-    def run(self, losses: LossLog, run_dir: Path, ckpt: dict[str, Any] | None) -> None:
-        ae, o, cfg = self.det.ae, self.o, self.cfg
-        total = sum(ph.epochs for ph in self.phases)
-        bpe = count_batches(self.store, cfg.batch_size, cfg.max_batches_per_pair)
+    def phases(self, first: int) -> list[Phase]:
+        """The engine phases of the growth schedule, from global epoch ``first`` on (after the feature
+        epochs); each counts the growth epochs from 1."""
+        bpe = count_batches(self.store, self.cfg.batch_size, self.cfg.max_batches_per_pair)
         if bpe == 0:
             raise ValueError("no training batches: are all training volumes empty?")
-        start = 0
-        opt: torch.optim.Adam | None = None
-        stage: tuple[int, str] | None = None
-        if ckpt is not None and "ae" in ckpt:
-            ae.load_state_dict(ckpt["ae"])
-            start = int(ckpt["epoch"])
-        for epoch in range(start, total):
-            pi, k = self._epoch_phase(epoch)
-            ph = self.phases[pi]
-            # the fade lasts `fade` of a stage (of the phase itself when shorter), so extending --epochs and
-            # resuming replays the same schedule
-            fade_steps = int(round(o.fade * min(o.stage_epochs, ph.epochs) * bpe)) if ph.fade else 0
-            layer, prev_layer = self.layer(ph.res), (self.layer(ph.res // 2) if ph.fade else None)
+        total = sum(ph.epochs for ph in self.schedule)
+        out, begin = [], first
+        for ph in self.schedule:
+            epochs = range(begin, begin + ph.epochs)
+            out.append(Phase(f"dpa r{ph.res}", epochs, self._batches(), self._step(ph, epochs.start, bpe),
+                             offset=first, total=total, lr=lambda: self.lr,
+                             log_name=self._log_name(ph, epochs.start, bpe),
+                             empty=f"no training slice has mean intensity above min_mean={self.o.min_mean}; "
+                                   "lower it with --opt min_mean=0"))
+            begin = epochs.stop
+        self.first = first
+        return out
+
+    def _fade_steps(self, ph: GrowthStage, bpe: int) -> int:
+        # the fade lasts `fade` of a stage (of the phase itself when shorter), so extending --epochs and
+        # resuming replays the same schedule
+        return int(round(self.o.fade * min(self.o.stage_epochs, ph.epochs) * bpe)) if ph.fade else 0
+
+    def _log_name(self, ph: GrowthStage, start: int, bpe: int) -> Callable[[int], str]:
+        return lambda epoch: f"r{ph.res}" + ("-fade" if (epoch - start) * bpe < self._fade_steps(ph, bpe) else "")
+
+    def _batches(self) -> Callable[[int], Iterable[torch.Tensor]]:
+        def batches(epoch: int) -> Iterable[torch.Tensor]:
+            self.det.extractor.freeze()  # after its pre-training, if any
+            ph = self._current = self._schedule_phase(epoch - self.first)
             if self.loss.normalised:
                 self.stats(ph.res)
-                if prev_layer is not None:
+                if ph.fade:
                     self.stats(ph.res // 2)
-            ae.train()
-            timer, total_loss, n_batches, n_slices = Timer(), 0.0, 0, 0
-            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(self.store))]
-            loader = slice_loader(self.store, order, cfg.batch_size, seed=cfg.seed * 1_000_003 + epoch,
-                                  workers=cfg.workers, max_batches_per_volume=cfg.max_batches_per_pair,
-                                  pin_memory=self.device.type == "cuda")
-            bar = tqdm(loader, desc=f"dpa r{ph.res} {epoch + 1}/{total}", unit="batch", leave=False)
-            alpha = 1.0
-            for step, xb in enumerate(bar):
-                g = k * bpe + step  # step within the phase
-                fading = g < fade_steps
-                alpha = min(1.0, (g + 1) / fade_steps) if fading else 1.0
-                this_stage = (ph.res, "fade" if fading else "stab")
-                if this_stage != stage:
-                    opt = torch.optim.Adam(ae.parameters(), lr=cfg.lr)  # a fresh Adam per stage
-                    if ckpt is not None and ckpt.get("stage") == list(this_stage) and epoch == start:
-                        opt.load_state_dict(ckpt["opt"])
-                    stage = this_stage
-                x = xb.to(self.device, non_blocking=True)
-                x = x[keep_mask(x, o.min_mean)]
-                if x.shape[0] == 0:
-                    continue
-                x = mix_resolution(resize(x, ph.res), alpha)
-                with autocast(self.device, self.amp):
-                    y = ae(x, ph.res, alpha)
-                    loss = self.loss.progressive(x, y, layer, prev_layer, alpha)
-                assert opt is not None
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += float(loss.detach())
-                n_batches += 1
-                n_slices += x.shape[0]
-                bar.set_postfix(loss=f"{total_loss / n_batches:.4f}", alpha=f"{alpha:.2f}")
-            if n_batches == 0:
-                raise ValueError(f"no training slice has mean intensity above min_mean={o.min_mean}; "
-                                 "lower it with --opt min_mean=0")
-            secs = timer()
-            losses.write(phase=f"r{ph.res}" + ("-fade" if k * bpe < fade_steps else ""), epoch=epoch + 1,
-                         batches=n_batches, loss=round(total_loss / n_batches, 6), lr=cfg.lr,
-                         seconds=round(secs, 2), slices_per_s=round(n_slices / max(secs, 1e-9), 2))
-            assert opt is not None and stage is not None
-            save_checkpoint(run_dir, {
-                "epoch": epoch + 1, "ae": ae.state_dict(), "opt": opt.state_dict(), "stage": list(stage),
-                "features": self.det.extractor.state_dict(), "config": json.dumps(asdict(cfg), sort_keys=True)})
-        ae.eval()
+            self.det.ae.train()
+            local = epoch - self.first  # the growth schedule's epoch: its streams do not depend on pre-training
+            order = [int(i) for i in np.random.default_rng([self.cfg.seed, local]).permutation(len(self.store))]
+            return slice_loader(self.store, order, self.cfg.batch_size, seed=self.cfg.seed * 1_000_003 + local,
+                                workers=self.cfg.workers, max_batches_per_volume=self.cfg.max_batches_per_pair,
+                                pin_memory=self.device.type == "cuda")
+        return batches
+
+    def _schedule_phase(self, local: int) -> GrowthStage:
+        begin = 0
+        for ph in self.schedule:
+            if local < begin + ph.epochs:
+                return ph
+            begin += ph.epochs
+        raise IndexError(local)
+
+    def _step(self, ph: GrowthStage, start: int, bpe: int) -> Callable[[torch.Tensor, int, int], Step | None]:
+        o, ae = self.o, self.det.ae
+        fade_steps = self._fade_steps(ph, bpe)
+        layer, prev_layer = self.layer(ph.res), (self.layer(ph.res // 2) if ph.fade else None)
+
+        def train_step(xb: torch.Tensor, epoch: int, index: int) -> Step | None:
+            g = (epoch - start) * bpe + index  # step within the phase
+            fading = g < fade_steps
+            alpha = min(1.0, (g + 1) / fade_steps) if fading else 1.0
+            opt = self.opt.for_stage((ph.res, "fade" if fading else "stab"), ae)
+            x = xb.to(self.device, non_blocking=True)
+            x = x[keep_mask(x, o.min_mean)]
+            if x.shape[0] == 0:
+                return None
+            x = mix_resolution(resize(x, ph.res), alpha)
+            with autocast(self.device, self.amp):
+                y = ae(x, ph.res, alpha)
+                loss = self.loss.progressive(x, y, layer, prev_layer, alpha)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return Step({"loss": loss}, x.shape[0])
+        return train_step
+
+
+class _StageOptimiser:
+    """A fresh Adam per growth stage (resolution, fade or stabilise); checkpointed with its stage, and restored
+    on resume when training continues in that stage."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self.stage: tuple[int, str] | None = None
+        self.opt: torch.optim.Adam | None = None
+        self._pending: dict[str, Any] | None = None
+
+    def for_stage(self, stage: tuple[int, str], module: nn.Module) -> torch.optim.Adam:
+        if stage != self.stage or self.opt is None:
+            self.opt = torch.optim.Adam(module.parameters(), lr=self.lr)
+            if self._pending is not None and self._pending["stage"] == list(stage):
+                self.opt.load_state_dict(self._pending["opt"])
+            self._pending = None
+            self.stage = stage
+        return self.opt
+
+    def state_dict(self) -> dict[str, Any] | None:
+        if self.opt is None or self.stage is None:
+            return None
+        return {"stage": list(self.stage), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state

@@ -8,10 +8,9 @@ per-epoch cyclic learning rate falling from 1e-3 to 1e-4, the weights averaged a
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Iterator, Sequence
 
@@ -23,7 +22,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple, parse_options_as
+from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, check_multiple
 from mood_detector.errors import OptionError
 from mood_detector.inference.aggregate import parse_slice_rule
 from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
@@ -31,8 +30,9 @@ from mood_detector.tasks.augment import ContrastAugment, SourceIntensity, Source
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training import diagnostic
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
-from mood_detector.training.loop import LossLog, Timer, autocast, load_checkpoint, save_checkpoint, seed_everything
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import autocast, load_checkpoint, seed_everything
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,13 @@ class FPIOptions:
             sliced along a random one of the three axes, in either in-plane orientation), for a model that
             ``predict`` then runs along all three axes and averages (the card's ``train_axes`` sets the
             predictor's default; ``predict --axes`` overrides it).
+        swa_epochs: extra SWA epochs after training (``train --swa-epochs``; 0 = off).
+        batches_per_step: loader batches (of ``--batch-size`` each) per optimiser step, split across the
+            distributed ranks (``train --batches-per-step``; a multiple of the world size; 0 = the world size, one
+            per rank). Fixing it makes the run independent of the number of processes.
+        disk_cache: ``on``: decode every training volume once into ``<run_dir>/cache`` as float16 ``.npy`` files
+            that the data-loader workers memory-map (shared pages instead of one private cache per worker);
+            ``off``: the RAM cache only; ``auto``: on when ``--workers`` > 0.
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when it is at least 2 and at least 4x as many
             remain, else the probe set is made from the first training volumes (in-sample); 0 = no probe.
@@ -84,6 +91,9 @@ class FPIOptions:
     slice_score: str = "mean"
     final_bn: bool = True
     train_axes: str = "model"
+    swa_epochs: int = 0
+    batches_per_step: int = 0
+    disk_cache: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("contrast", "source_intensity", "source_shift"):
@@ -96,6 +106,30 @@ class FPIOptions:
             raise ValueError(f"train_axes must be 'model' or 'all', got {self.train_axes!r}")
         if self.probe_volumes < 0:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
+        if self.swa_epochs < 0 or self.batches_per_step < 0:
+            raise ValueError(f"swa_epochs and batches_per_step must be >= 0, got {self.swa_epochs}, "
+                             f"{self.batches_per_step}")
+        if self.disk_cache not in ("auto", "on", "off"):
+            raise ValueError(f"disk_cache must be auto, on or off, got {self.disk_cache!r}")
+
+
+class _Averaged:
+    """The SWA average of the network's weights, made at the first SWA epoch; checkpointed by the engine."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net, self.model = net, None
+
+    def update(self, net: nn.Module) -> None:
+        if self.model is None:
+            self.model = AveragedModel(net)
+        self.model.update_parameters(net)
+
+    def state_dict(self) -> dict | None:  # type: ignore[type-arg]
+        return self.model.state_dict() if self.model is not None else None
+
+    def load_state_dict(self, state: dict) -> None:  # type: ignore[type-arg]
+        self.model = AveragedModel(self.net)
+        self.model.load_state_dict(state)
 
 
 def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
@@ -109,6 +143,8 @@ class FPIDetector(Detector):
 
     name = "fpi"
     supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
+    supports_presets = True
+    train_fields = COMMON_FIELDS | {"mode"}
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
     skip_empty_slices = True
@@ -147,11 +183,7 @@ class FPIDetector(Detector):
     # --- training ----------------------------------------------------------------------------------
     @staticmethod
     def task_config(card: ModelCard) -> FPIConfig:
-        from mood_detector.kinds import get_kind
-
-        kind = get_kind(card.kind)
-        tol = float(card.extra.get("equal_tol", -1.0))
-        return FPIConfig(mode=card.mode, core=kind.core, equal_tol=kind.equal_tol if tol < 0 else tol)
+        return FPIConfig.for_kind(card.kind, card.mode, float(card.extra.get("equal_tol", -1.0)))
 
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -169,27 +201,23 @@ class FPIDetector(Detector):
         check_multiple("--size", cfg.net_size, stride, f"the total stride of the fpi {arch} network")
         if cfg.mode not in ("continuous", "discrete"):
             raise OptionError("--mode", f"{cfg.mode!r} is not an fpi mode; choose discrete or continuous")
-        parse_options_as(cls.options_cls, cfg.options, cls.name)
+        cls.options(cfg)
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        kind = cfg.kind_cfg
         if cfg.mode not in ("continuous", "discrete"):
             raise ValueError(f"FPI mode must be 'continuous' or 'discrete', got {cfg.mode!r}")
-        o = parse_options_as(cls.options_cls, cfg.options, cls.name)
-        return ModelCard(
-            detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
-            size=cfg.net_size, mode=cfg.mode, classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1,
-            training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-            extra={"swa_epochs": cfg.swa_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-                   "max_batches_per_pair": cfg.max_batches_per_pair, "n_train_volumes": n_files, **asdict(o)})
+        card = replace(super().card_for(cfg, n_files), mode=cfg.mode,
+                       classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1)
+        card.extra["max_batches_per_pair"] = cfg.max_batches_per_pair
+        return card
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
         """Train on ``files``; runs unchanged in one process or under ``torchrun`` (one rank per process).
 
-        Distributed design (``mood_detector.distributed``): each optimiser step takes ``P = batches_per_step``
-        pair-batches (default: one per rank), from ``P`` streams of volume pairs (stream ``c`` holds pairs
+        Distributed design (``mood_detector.distributed``): each optimiser step takes ``P`` (the option
+        ``batches_per_step``) pair-batches (default: one per rank), from ``P`` streams of volume pairs (stream ``c`` holds pairs
         ``c, c+P, ...`` of the epoch's pair list, which is seeded by (seed, epoch) and so equal on all ranks);
         rank ``r`` owns streams ``r, r+N, ...``. The FPI patches of each pair-batch are seeded by (seed, epoch,
         step, stream), BatchNorm statistics are computed over all ranks' batches (SyncBatchNorm on CUDA,
@@ -209,13 +237,13 @@ class FPIDetector(Detector):
     def _fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path, env: distributed.DistEnv,
              device: torch.device) -> "FPIDetector":
         world, main = env.world_size, env.is_main
-        per_step = cfg.batches_per_step or world
+        opts = cls.options(cfg)
+        per_step = opts.batches_per_step or world
         if per_step % world:
             raise OptionError("--batches-per-step", f"{per_step} is not a multiple of the number of processes "
                                                     f"({world})")
         distributed.check_same([Path(f).name for f in files], "the training files")
         gen = seed_everything(cfg.seed)
-        opts = parse_options_as(cls.options_cls, cfg.options, cls.name)
         files = sorted(files, key=lambda f: Path(f).name)
         k = opts.probe_volumes
         held = list(files[-k:]) if k >= 2 and len(files) - k >= 4 * k else []
@@ -240,105 +268,81 @@ class FPIDetector(Detector):
         # the network is built in torch's default dtype (float32; the distributed tests train in float64) and
         # the FPI batches, made in float32, follow it
         dtype = next(net.parameters()).dtype
-        opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+        lr0 = cls.learning_rate(cfg)
+        opt = torch.optim.Adam(net.parameters(), lr=lr0)
         swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
-        swa_model: AveragedModel | None = None
-        start, batches_per_epoch = 0, 0
-        # rank 0 reads the checkpoint and sends it to the others: the run folder need only exist on its node
-        ckpt = distributed.broadcast_object(load_checkpoint(run_dir) if cfg.resume and main else None)
-        if ckpt is not None:
-            net.load_state_dict(ckpt["net"])
-            opt.load_state_dict(ckpt["opt"])
-            swa_opt.load_state_dict(ckpt["swa_opt"])
-            if ckpt.get("swa") is not None:
-                swa_model = AveragedModel(net)
-                swa_model.load_state_dict(ckpt["swa"])
-            start, batches_per_epoch = int(ckpt["epoch"]), int(ckpt["batches_per_epoch"])
-            old = int(ckpt.get("batches_per_step", per_step))
+        swa = _Averaged(net)
+        bpe = [0]  # optimiser steps of a training epoch: the length of the SWA phase's learning-rate cycle
+        engine = Engine(run_dir, cfg, {"net": net, "opt": opt, "swa_opt": swa_opt, "swa": swa},
+                        resume_enabled=cfg.resume, device=device,
+                        extra=lambda: {"batches_per_epoch": bpe[0], "batches_per_step": per_step})
+        start = engine.resume()
+        if engine.checkpoint is not None:
+            bpe[0] = int(engine.checkpoint["batches_per_epoch"])
+            old = int(engine.checkpoint.get("batches_per_step", per_step))
             if old != per_step:  # steps per epoch scale inversely with the batches per step
-                batches_per_epoch = max(1, round(batches_per_epoch * old / per_step))
-            log.info("resuming %s at epoch %d", run_dir, start)
-        elif cfg.resume:
-            log.info("no checkpoint in %s: starting from scratch", run_dir)
+                bpe[0] = max(1, round(bpe[0] * old / per_step))
         model = distributed.wrap_ddp(net, device)
         streams = list(range(env.rank, per_step, world))  # this rank's pair streams
-        disk = cfg.disk_cache if cfg.disk_cache is not None else cfg.workers > 0
+        disk = opts.disk_cache == "on" or (opts.disk_cache == "auto" and cfg.workers > 0)
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb,
                             cache_dir=run_dir / "cache" if disk else None)
         store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
         distributed.barrier()
-        losses = LossLog(run_dir) if main else None
         probe = None
         if main and k:
             probe_store = VolumeStore(held, card.size, card.slice_axis) if held else store
             probe = cls._probe_set([probe_store.slices(i) for i in range(min(len(probe_store), max(2, k)))],
                                    task, seed=cfg.seed + 12345)
         amp = cfg.amp and device.type == "cuda"
-        total = cfg.epochs + cfg.swa_epochs
+        total = cfg.epochs + opts.swa_epochs
+        lr_now = [lr0]
 
-        def save(done: int) -> None:
-            save_checkpoint(run_dir, {
-                "epoch": done, "batches_per_epoch": batches_per_epoch, "batches_per_step": per_step,
-                "net": net.state_dict(), "opt": opt.state_dict(), "swa_opt": swa_opt.state_dict(),
-                "swa": swa_model.state_dict() if swa_model is not None else None,
-                "config": json.dumps(asdict(cfg), sort_keys=True)})
-
-        for epoch in range(start, total):
-            swa_phase = epoch >= cfg.epochs
+        def batches(epoch: int) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
             net.train()
-            steps = cls._steps(store, cfg, epoch, per_step, streams, device, opts)
-            timer, loss_share, n_batches, n_slices = Timer(), 0.0, 0, 0
-            lr = cfg.lr
-            if not swa_phase and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
-                lr = cfg.lr * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
+            lr_now[0] = lr0
+            if epoch < cfg.epochs and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
+                lr_now[0] = lr0 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
                 for group in opt.param_groups:
-                    group["lr"] = lr
-            bar = tqdm(steps, desc=f"{'swa' if swa_phase else 'train'} {epoch + 1}/{total}", unit="batch",
-                       leave=False, disable=not main)
-            for step, (chunks, n_global) in enumerate(bar):
-                batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
-                x = batch.images.to(dtype)
-                if device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                if swa_phase:
-                    frac = min(1.0, step / max(1, batches_per_epoch - 1))
-                    lr = SWA_LR[1] + (SWA_LR[0] - SWA_LR[1]) * frac
-                    for group in swa_opt.param_groups:
-                        group["lr"] = lr
-                optim = swa_opt if swa_phase else opt
-                optim.zero_grad(set_to_none=True)
-                with autocast(device, amp):
-                    logits = model(x)
-                # this rank's share of the step's global mean loss; DDP averages (divides by N) the gradients
-                share = cls.loss_sum(logits, batch.labels) / n_global
-                (share * world).backward()
-                optim.step()
-                loss_share += float(share.detach())
-                n_batches += 1
-                n_slices += n_global
-                if world == 1:  # (the global loss is only known at the epoch's end under torchrun)
-                    bar.set_postfix(loss=f"{loss_share / n_batches:.4f}")
-            if n_batches == 0:
-                raise ValueError("no training batches: are all training volumes empty?")
-            epoch_loss = float(distributed.all_reduce_sum(torch.tensor([loss_share], dtype=torch.float64,
-                                                                       device=device))[0]) / n_batches
-            if not swa_phase:
-                batches_per_epoch = n_batches
+                    group["lr"] = lr_now[0]
+            return cls._steps(store, cfg, epoch, per_step, streams, device, opts)
+
+        def train_step(item: tuple[list[tuple[torch.Tensor, torch.Tensor]], int], epoch: int, step: int) -> Step:
+            chunks, n_global = item
+            batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
+            x = batch.images.to(dtype)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            swa_phase = epoch >= cfg.epochs
+            if swa_phase:  # a cyclic learning rate falling over each epoch
+                frac = min(1.0, step / max(1, bpe[0] - 1))
+                lr_now[0] = SWA_LR[1] + (SWA_LR[0] - SWA_LR[1]) * frac
+                for group in swa_opt.param_groups:
+                    group["lr"] = lr_now[0]
+            optim = swa_opt if swa_phase else opt
+            optim.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                logits = model(x)
+            # this rank's share of the step's global mean loss; DDP averages (divides by N) the gradients
+            share = cls.loss_sum(logits, batch.labels) / n_global
+            (share * world).backward()
+            optim.step()
+            return Step({"loss": share}, n_global)
+
+        def end_epoch(epoch: int, steps: int) -> None:
+            if epoch < cfg.epochs:
+                bpe[0] = steps
             else:
-                if swa_model is None:
-                    swa_model = AveragedModel(net)
-                swa_model.update_parameters(net)  # the weights at this epoch's learning-rate minimum
-            secs = timer()
+                swa.update(net)  # the weights at this epoch's learning-rate minimum
             if probe is not None:
                 diag = diagnostic.diagnose(net, probe, device=device)
                 log.info("epoch %d %s", epoch + 1, diag.summary())
                 diagnostic.write_row(run_dir / DIAGNOSTIC_CSV, epoch + 1, diag)
-            if losses is not None:
-                losses.write(phase="swa" if swa_phase else "train", epoch=epoch + 1, batches=n_batches,
-                             loss=round(epoch_loss, 6), lr=lr, seconds=round(secs, 2),
-                             slices_per_s=round(n_slices / max(secs, 1e-9), 2))
-                save(epoch + 1)
-            distributed.barrier()  # the others wait until rank 0 has written the checkpoint
+
+        common = dict(batches=batches, step=train_step, total=total, lr=lambda: lr_now[0], end=end_epoch)
+        engine.run([Phase("train", range(cfg.epochs), **common),
+                    Phase("swa", range(cfg.epochs, total), **common)], start)
+        swa_model = swa.model
         if swa_model is not None:
             # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
             # so every rank ends with the same statistics, equal to those of a single-process run
@@ -354,9 +358,7 @@ class FPIDetector(Detector):
             log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
             update_bn(cls._bn_inputs(store, cfg, total, per_step, streams, task, gen, device, opts, dtype,
                                      BN_BATCHES), net)
-            if main:  # the last checkpoint holds the final weights (export from it = these weights)
-                save(total)
-            distributed.barrier()
+            engine.save(total)  # the last checkpoint holds the final weights (export from it = these weights)
         det.net = distributed.revert_sync_bn(net)
         return det.eval()
 
@@ -368,18 +370,10 @@ class FPIDetector(Detector):
         ckpt = load_checkpoint(Path(run_dir))
         if ckpt is None:
             raise ValueError(f"{run_dir}: no {cls.name} training checkpoint (checkpoint.pt) there")
-        cfg = TrainConfig(**json.loads(ckpt["config"]))
-        if cfg.detector != cls.name:  # another detector on this training loop (nsa): its own card
-            from mood_detector.detector import detector_class
-
-            other = detector_class(cfg.detector)
-            if not issubclass(other, FPIDetector):
-                raise ValueError(f"{run_dir}: a {cfg.detector} training run; only fpi and nsa runs export from "
-                                 f"their checkpoint")
-            cls = other
+        cfg = TrainConfig.from_json(ckpt["config"])
         card = cls.card_for(cfg, 0)
         card.epochs = int(ckpt["epoch"])
-        card.extra["checkpoint_of"] = f"{cfg.epochs} + {cfg.swa_epochs} SWA epochs planned"
+        card.extra["checkpoint_of"] = f"{cfg.epochs} + {cls.options(cfg).swa_epochs} SWA epochs planned"
         card.extra.pop("n_train_volumes", None)
         det = cls.build(card)
         det.net.load_state_dict(ckpt["net"])
@@ -394,7 +388,7 @@ class FPIDetector(Detector):
                           batch_size=int(card.extra.get("batch_size", 32)), seed=seed,
                           options={k: str(card.extra[k]) for k in ("contrast",) if k in card.extra})
         store = VolumeStore(files, card.size, card.slice_axis)
-        opts = parse_options_as(self.options_cls, cfg.options, self.name)
+        opts = self.options(cfg)
         dtype = next(self.net.parameters()).dtype
         inputs = list(self._bn_inputs(store, cfg, 0, 1, [0], self.task_config(card), torch.Generator(), self.device,
                                       opts, dtype, batches))

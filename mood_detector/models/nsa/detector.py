@@ -30,8 +30,23 @@ LABEL_DEFAULTS = {"brain": (0.04, 100.0), "abdom": (0.02, 200.0)}
 @dataclass(frozen=True)
 class NSAOptions(FPIOptions):
     """NSA options (``--opt KEY=VALUE``): FPI's training options (``equal_tol`` is not used) plus the task's
-    parameters (see :class:`mood_detector.tasks.nsa.NSAConfig` for each). ``label_x0``/``label_k`` < 0 take
-    the kind's default (:data:`LABEL_DEFAULTS`)."""
+    parameters (:class:`mood_detector.tasks.nsa.NSAConfig`).
+
+    Attributes:
+        max_patches: patches per example, uniform in 1..max_patches.
+        half_width_min, half_width_max: range of a box's half height / half width (fraction of the slice size).
+        scale_min, scale_max: range of the source box size relative to the destination box.
+        p_flip: probability that the content is mirrored (left-right).
+        p_intensity: probability of an intensity change of the content (gain and offset).
+        gain_max, offset_max: ranges of that change (gain log-uniform in 1/gain_max..gain_max).
+        p_texture: probability of added smoothed Gaussian texture.
+        texture_max: upper end of the texture's standard deviation.
+        p_poisson: probability of gradient-domain (Poisson) blending; otherwise a feathered paste.
+        shape_noise: how irregular the shapes are (0 = ellipses).
+        label_x0, label_k: the logistic label's midpoint and slope; < 0 = the kind's default
+            (:data:`LABEL_DEFAULTS`).
+        label_sigma: smoothing (pixels) of the absolute change before the logistic.
+    """
 
     skips: bool = True
     slice_score: str = "top:0.01"
@@ -83,6 +98,7 @@ class NSADetector(FPIDetector):
 
     name = "nsa"
     options_cls = NSAOptions
+    train_fields = FPIDetector.train_fields - {"mode"}  # the output is always one continuous channel
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:

@@ -35,7 +35,7 @@ the float16 cast of the MOOD evaluator for ``r`` up to ~1000 tau, so rankings an
 earlier ``1 - exp(-r / tau)`` rounded every ``r`` above ~7.6 tau to 1.0 in float16, tying strong anomalies with
 strong normal edges.) Both ``tau`` are calibrated after training, so the map can be switched at inference.
 
-Training follows the issue's facts from the authors' code: generator loss ``10 MSE(recon) + 0.01
+Training follows the authors' public code: generator loss ``10 MSE(recon) + 0.01
 MSE(teacher) + 0.001 distillation + 0.005 BCE(D(recon), 1)``, discriminator loss ``0.005 [BCE(D(x), 1) +
 BCE(D(recon), 0)]``, the discriminator updated every step and the generator every 2nd step (``n_critic``);
 Adam lr 1e-4, betas (0.5, 0.999); the generator with weight decay 1e-5 and cosine annealing of its learning
@@ -55,9 +55,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -70,10 +70,11 @@ from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_mu
                                     resolve_device)
 from mood_detector.errors import OptionError
 from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
-from mood_detector.training.data import VolumeStore, nonempty, slice_loader
-from mood_detector.training.loop import (LossLog, Timer, autocast, resume_checkpoint, save_checkpoint,
-                                         seed_everything)
-from mood_detector.weights import ModelCard, git_commit
+from mood_detector.training.calibration import quantile_scale
+from mood_detector.training.data import VolumeStore, epoch_slices, nonempty, slice_loader
+from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.loop import LossLog, autocast, seed_everything
+from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ BN_BATCHES = 64  # mixed batches of training slices for the final BatchNorm reco
 
 @dataclass
 class SquidOptions:
-    """SQUID hyperparameters (``--opt KEY=VALUE``); defaults are the authors' (issue 12, thesis Sec. 4.1.5).
+    """SQUID hyperparameters (``--opt KEY=VALUE``); defaults are the authors' (their public code; thesis Sec. 4.1.5).
 
     Attributes:
         queue_slots: memory-queue items per patch position.
@@ -97,7 +98,7 @@ class SquidOptions:
         mask_prob: masked-shortcut probability of keeping the in-painted feature (training only).
         grid: patches per side.
         n_critic: the generator is updated every ``n_critic``-th step, the discriminator every step.
-        lr: learning rate of both networks (``--lr`` is used instead when set to anything but its default).
+        lr: learning rate of both networks (also set by ``--lr``; giving both is an error).
         weight_decay: generator weight decay.
         lr_min_factor: cosine annealing ends at ``lr_min_factor * lr``.
         w_recon, w_teacher, w_dist, w_gen, w_disc: loss weights.
@@ -133,10 +134,8 @@ class SquidOptions:
     final_bn: bool = True
     calib_slices: int = 2048
 
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> "SquidOptions":
-        """Parse ``values`` (strings from ``--opt`` or JSON from a card); unknown keys are an error."""
-        opts = parse_options_as(cls, values, "squid")
+    def __post_init__(self) -> None:
+        opts = self
         if opts.pixel_map not in PIXEL_MAPS:
             raise ValueError(f"squid pixel_map must be one of {PIXEL_MAPS}, got {opts.pixel_map!r}")
         if opts.slice_signal not in SLICE_SCORES:
@@ -147,7 +146,6 @@ class SquidOptions:
             raise ValueError(f"squid mask_prob must be in [0, 1], got {opts.mask_prob}")
         if opts.topk < 1 or opts.queue_slots < 1 or opts.mem_slots < 1 or opts.n_critic < 1 or opts.grid < 1:
             raise ValueError("squid topk, queue_slots, mem_slots, n_critic and grid must be positive")
-        return opts
 
 
 def cosine_lr(lr: float, lr_min: float, epoch: int, epochs: int) -> float:
@@ -213,6 +211,8 @@ class SQUIDDetector(Detector):
     discriminator as an option)."""
 
     name = "squid"
+    options_cls = SquidOptions
+    default_lr = PAPER_LR
 
     def __init__(self, card: ModelCard, gen: SquidGenerator, disc: Discriminator, opts: SquidOptions) -> None:
         super().__init__(card)
@@ -225,7 +225,7 @@ class SQUIDDetector(Detector):
     def build(cls, card: ModelCard) -> "SQUIDDetector":
         values = {f.name: card.extra[f.name] for f in fields(SquidOptions) if f.name in card.extra}
         values.setdefault("slice_signal", "disc")  # cards from before the option: the discriminator was the score
-        opts = SquidOptions.from_mapping(values)
+        opts = parse_options_as(SquidOptions, values, cls.name)
         gen = SquidGenerator(card.width, card.size, opts.grid, opts.queue_slots, opts.mem_slots, opts.topk,
                              opts.mask_prob)
         return cls(card, gen, Discriminator(card.size), opts)
@@ -283,27 +283,26 @@ class SQUIDDetector(Detector):
 
     # --- training ------------------------------------------------------------------------------------------
     @classmethod
-    def card_for(cls, cfg: TrainConfig, n_files: int, opts: SquidOptions) -> ModelCard:
-        kind = cfg.kind_cfg
-        return ModelCard(
-            detector=cls.name, arch="squid", width=cfg.width, kind=kind.name, slice_axis=kind.slice_axis,
-            size=int(cfg.size or DEFAULT_SIZE), mode="", classes=1, training_data=cfg.training_data,
-            epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-            extra={**asdict(opts), "batch_size": cfg.batch_size, "n_train_volumes": n_files})
+    def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
+        card = replace(super().card_for(cfg, n_files), arch="squid", size=int(cfg.size or DEFAULT_SIZE))
+        card.extra["lr"] = cls.options(cfg).lr  # --lr or the option
+        return card
 
-    @staticmethod
-    def resolve_options(cfg: TrainConfig) -> SquidOptions:
-        """Options from ``cfg.options``; ``--lr`` overrides the paper's 1e-4 when it is not the shared default."""
+    @classmethod
+    def options(cls, cfg: TrainConfig) -> SquidOptions:
+        """Options from ``cfg.options``; ``--lr``, when given, sets the option ``lr`` (the paper's 1e-4)."""
         values = dict(cfg.options)
-        if "lr" not in values and cfg.lr != TrainConfig.lr:
+        if cfg.lr is not None:
+            if "lr" in values:
+                raise ValueError("squid: give the learning rate once, as --lr or as --opt lr, not both")
             values["lr"] = str(cfg.lr)
-        return SquidOptions.from_mapping(values)
+        return parse_options_as(SquidOptions, values, cls.name)
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
         """The slice size must split into ``grid`` x ``grid`` patches that the encoder halves 5 times (a multiple
         of 64 for the default grid 2; 128 in the paper); known and valid options."""
-        opts = cls.resolve_options(cfg)
+        opts = cls.options(cfg)
         size = int(cfg.size or DEFAULT_SIZE)
         check_multiple("--size", size, 32 * opts.grid,
                        f"squid cuts slices into {opts.grid} x {opts.grid} patches of a multiple of 32")
@@ -319,9 +318,9 @@ class SQUIDDetector(Detector):
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "SQUIDDetector":
         run_dir = Path(run_dir)
-        opts = cls.resolve_options(cfg)
+        opts = cls.options(cfg)
         aug_gen = seed_everything(cfg.seed)
-        card = cls.card_for(cfg, len(files), opts)
+        card = cls.card_for(cfg, len(files))
         det = cls.build(card)
         device = resolve_device(cfg.device)
         det.to(device)
@@ -329,19 +328,14 @@ class SQUIDDetector(Detector):
         opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.5, 0.999), eps=1e-7,
                                  weight_decay=opts.weight_decay)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
-        start = 0
-        ckpt = resume_checkpoint(run_dir, cfg.resume)
-        if ckpt is not None:
-            gen.load_state_dict(ckpt["gen"])
-            disc.load_state_dict(ckpt["disc"])
-            opt_g.load_state_dict(ckpt["opt_g"])
-            opt_d.load_state_dict(ckpt["opt_d"])
-            start = int(ckpt["epoch"])
+        engine = Engine(run_dir, cfg, {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d},
+                        resume_enabled=cfg.resume, loss_log=SquidLossLog(run_dir))
+        start = engine.resume()
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
-        losses = SquidLossLog(run_dir)
         amp = cfg.amp and device.type == "cuda"
         bce = F.binary_cross_entropy_with_logits
-        for epoch in range(start, cfg.epochs):
+
+        def batches(epoch: int) -> Iterable[torch.Tensor]:
             gen.train()
             disc.train()
             epoch_seed = cfg.seed * 1_000_003 + epoch  # per-epoch streams: resuming reproduces them
@@ -350,57 +344,39 @@ class SQUIDDetector(Detector):
             lr = cosine_lr(opts.lr, opts.lr * opts.lr_min_factor, epoch, cfg.epochs)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            order = [int(i) for i in np.random.default_rng([cfg.seed, epoch]).permutation(len(store))]
-            loader = slice_loader(store, order, cfg.batch_size, seed=cfg.seed * 7919 + epoch, workers=cfg.workers,
-                                  max_batches_per_volume=cfg.max_batches_per_pair, pin_memory=device.type == "cuda")
-            timer, n_slices, n_steps, n_gen = Timer(), 0, 0, 0
-            sums = dict.fromkeys(("loss", "recon", "teacher", "dist", "adv", "d_loss"), 0.0)
-            bar = tqdm(loader, desc=f"squid {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-            for step, x in enumerate(bar):
-                x = x.to(device, non_blocking=True)
-                if opts.augment:
-                    x = _augment(x, aug_gen)
-                gen_step = step % opts.n_critic == 0
-                with autocast(device, amp), torch.set_grad_enabled(gen_step):
-                    out = gen(x)
-                # discriminator: every step
-                opt_d.zero_grad(set_to_none=True)
-                with autocast(device, amp):
-                    real, fake = disc(x).float(), disc(out.recon.detach()).float()
-                d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
-                d_loss.backward()
-                opt_d.step()
-                sums["d_loss"] += float(d_loss.detach())
-                # generator: every n_critic-th step, against the updated discriminator
-                if gen_step:
-                    opt_g.zero_grad(set_to_none=True)
-                    with autocast(device, amp):
-                        adv_logit = disc(out.recon).float()
-                    terms = {"recon": F.mse_loss(out.recon.float(), x), "teacher": F.mse_loss(out.teacher.float(), x),
-                             "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
-                    loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
-                            + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
-                    loss.backward()
-                    opt_g.step()
-                    gen.commit()  # copy this batch's features into the memory queue
-                    n_gen += 1
-                    sums["loss"] += float(loss.detach())
-                    for k, v in terms.items():
-                        sums[k] += float(v.detach())
-                    bar.set_postfix(g=f"{sums['loss'] / n_gen:.4f}", d=f"{sums['d_loss'] / (n_steps + 1):.4f}")
-                n_steps += 1
-                n_slices += x.shape[0]
-            if n_steps == 0:
-                raise ValueError("no training batches: are all training volumes empty?")
-            secs = timer()
-            row = {k: round(v / max(1, n_gen), 6) for k, v in sums.items() if k != "d_loss"}
-            losses.write(phase="train", epoch=epoch + 1, batches=n_steps, lr=lr, seconds=round(secs, 2),
-                         slices_per_s=round(n_slices / max(secs, 1e-9), 2), d_loss=round(sums["d_loss"] / n_steps, 6),
-                         **row)
-            save_checkpoint(run_dir, {
-                "epoch": epoch + 1, "gen": gen.state_dict(), "disc": disc.state_dict(), "opt_g": opt_g.state_dict(),
-                "opt_d": opt_d.state_dict(),
-                "config": json.dumps(asdict(cfg), sort_keys=True)})
+            return epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair, device)
+
+        def train_step(x: torch.Tensor, epoch: int, step: int) -> Step:
+            """The discriminator every step; the generator every ``n_critic``-th, against the updated
+            discriminator. Generator losses are averaged over the generator's steps."""
+            x = x.to(device, non_blocking=True)
+            if opts.augment:
+                x = _augment(x, aug_gen)
+            gen_step = step % opts.n_critic == 0
+            with autocast(device, amp), torch.set_grad_enabled(gen_step):
+                out = gen(x)
+            opt_d.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                real, fake = disc(x).float(), disc(out.recon.detach()).float()
+            d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
+            d_loss.backward()
+            opt_d.step()
+            if not gen_step:
+                return Step({"d_loss": d_loss}, x.shape[0])
+            opt_g.zero_grad(set_to_none=True)
+            with autocast(device, amp):
+                adv_logit = disc(out.recon).float()
+            terms = {"recon": F.mse_loss(out.recon.float(), x), "teacher": F.mse_loss(out.teacher.float(), x),
+                     "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
+            loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
+                    + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
+            loss.backward()
+            opt_g.step()
+            gen.commit()  # copy this batch's features into the memory queue
+            return Step({"loss": loss, **terms, "d_loss": d_loss}, x.shape[0])
+
+        engine.run([Phase("squid", range(cfg.epochs), batches, train_step, log_name=lambda epoch: "train",
+                          lr=lambda: opt_g.param_groups[0]["lr"])], start)
         if opts.final_bn:  # after the last checkpoint: a resumed run continues from the training statistics
             det.recompute_bn(store, cfg.batch_size, cfg.seed)
         det.calibrate(store, cfg)
@@ -510,10 +486,12 @@ class SQUIDDetector(Detector):
         if not logits:
             raise ValueError("no non-empty training slices for SQUID's score statistics")
         lg = torch.cat(logits).double()
+        def median(values: list[torch.Tensor]) -> float:  # the lower median, as torch.median
+            return quantile_scale(values, 0.5, floor=1e-6, method="lower")
+
         stats = {"logit_mean": float(lg.mean()), "logit_std": max(float(lg.std(unbiased=False)), 1e-6),
-                 "tau_residual": max(float(torch.cat(q99["residual"]).median()), 1e-6),
-                 "tau_gradres": max(float(torch.cat(q99["gradres"]).median()), 1e-6),
-                 "tau_slice": max(float(torch.cat(slice_raw).median()), 1e-6)}
+                 "tau_residual": median(q99["residual"]), "tau_gradres": median(q99["gradres"]),
+                 "tau_slice": median(slice_raw)}
         self.stats = torch.tensor([stats[k] for k in STAT_NAMES], dtype=torch.float32)
         self.card.extra.update(stats)
         self.card.extra["calib_slices_used"] = int(lg.numel())

@@ -1,5 +1,5 @@
 """SQUID networks: the generator (encoder, in-painting block, student and teacher decoders) and the
-discriminator, following the authors' public code (thesis Sec. 3.7 and the project's issue 12).
+discriminator, following the authors' public code (thesis Sec. 3.7).
 
 Generator at width 1 for a 128x128 input cut into 2x2 patches of 64^2 (all convolutions act per patch until
 the patches are put back together):
@@ -16,8 +16,8 @@ the patches are put back together):
 * distillation loss: sum over the four decoder levels of MSE(student feature, teacher feature).
 
 Discriminator: five 5x5 stride-2 convolutions 1 -> 16 -> 32 -> 64 -> 128 -> 128 with LeakyReLU(0.2) and
-BatchNorm after every convolution but the first (the issue's "BN after the first"; the authors' code has the
-first BatchNorm commented out), then a linear layer on the 128 x 4 x 4 map -> one logit (high = real).
+BatchNorm after every convolution but the first (the authors' code has the first BatchNorm commented out),
+then a linear layer on the 128 x 4 x 4 map -> one logit (high = real).
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ points at the score function itself rather than at the training budget:
 Generated data only; nothing here is a MOOD result::
 
     mood-detector make-data brain --n 6 --size 64 --seed 0 --out /tmp/brains64
-    OMP_NUM_THREADS=1 python scripts/research/i18_score_checks.py --volumes /tmp/brains64
+    OMP_NUM_THREADS=1 python scripts/research/score_function_checks.py --volumes /tmp/brains64
 """
 
 from __future__ import annotations

@@ -134,13 +134,9 @@ def _cpu_name() -> str:
 # --- data and model ---------------------------------------------------------------------------------------
 def make_inputs(kind: str, n: int, size: int, out: Path, seed: int) -> list[Path]:
     """``n`` generated volumes of ``kind`` (``size``^3) in ``out``."""
-    if kind == "brain":
-        from mood_detector.data.brain import make_brain_data
+    from mood_detector.pipelines.subjects import make_subjects
 
-        return make_brain_data(out, n, size=size, seed=seed)
-    from mood_detector.data.abdomen import make_abdomen_data
-
-    return make_abdomen_data(out, n, size=size, seed=seed)
+    return make_subjects(kind, out, n, size, seed)
 
 
 def random_model(kind: str, size: int, width: float, mode: str, path: Path) -> Path:
@@ -323,7 +319,7 @@ def memory_probe(kind: str, volume: Path, width: float, out: Path, batch: int,
 
 def run_memory_probes(kinds: list[str], width: float, work: Path, seed: int, res: SpeedResults,
                       size: int | None = None) -> None:
-    """(f): one fresh child process per kind (``python -m mood_detector.inference.speedbench``) scoring one
+    """(f): one fresh child process per kind (``python -m mood_detector.pipelines.speedbench``) scoring one
     volume of ``size``^3 (default: the kind's full size) found in or generated into ``work/mem_<kind>``."""
     for kind in kinds:
         edge = size or KIND_SIZE[kind]

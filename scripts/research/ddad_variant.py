@@ -3,7 +3,7 @@
 A ``dual`` model holds the NDM, the UDM and a 2-channel ASR-Net, so it can also be scored as ``rec``, ``a_intra``
 and ``a_inter`` (each saved file keeps only the networks its variant uses)::
 
-    python -m mood_detector.models.ddad.variant weights/ddad_dual.safetensors weights/ddad_rec.safetensors rec
+    python scripts/research/ddad_variant.py weights/ddad_dual.safetensors weights/ddad_rec.safetensors rec
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from mood_detector.detector import REGISTRY, TrainConfig, check_device, check_train_config
+from mood_detector.detector import REGISTRY, TrainConfig, check_device, check_train_config, detector_class
 from mood_detector.errors import OptionError, WeightsError
 from mood_detector.evaluation.bootstrap import BootstrapConfig, Interval, RowIntervals
 from mood_detector.evaluation.evaluate import OVERALL, TASKS, EvalResult, evaluate, fmt_ci
@@ -28,6 +28,7 @@ from mood_detector.inference.api import find_weights, predict_folder
 from mood_detector.inference.predictor import PredictConfig
 from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import write_text_atomic
+from mood_detector.pipelines.subjects import make_subjects
 from mood_detector.training.api import train_detector
 from mood_detector.weights import ModelCard, card_path
 
@@ -54,7 +55,8 @@ class BenchmarkConfig:
         zscore: add the no-learning voxel-wise z-score row (:mod:`mood_detector.evaluation.zscore`).
         reuse_data: keep ``data/`` and ``testset/`` from an earlier run made with the same data settings
             (recorded in ``data/settings.json``) instead of generating them again; anything else is redone.
-        width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by all detectors.
+        width, epochs, batch_size, max_batches_per_pair, lr: training settings shared by the detectors that use
+            them (lr None: each detector's default).
         anomalous_fraction, types: test set composition.
         seed: one seed for data, test set and training.
         bootstrap, bootstrap_seed: replicates and seed of the bootstrap intervals over test cases (0 = none).
@@ -78,7 +80,7 @@ class BenchmarkConfig:
     epochs: int = 5
     batch_size: int = 16
     max_batches_per_pair: int = 0
-    lr: float = 1e-3
+    lr: float | None = None
     anomalous_fraction: float = 0.5
     types: tuple[str, ...] = OUTLIER_TYPES
     seed: int = 0
@@ -173,13 +175,7 @@ def make_data(kind: str, n: int, out: Path, size: int, seed: int, start: int, cm
     cmd("make-data", kind, "--n", n, "--out", out, "--size", size, "--seed", seed, "--start", start, *extra)
     if not run:
         return []
-    if kind == "brain":
-        from mood_detector.data.brain import make_brain_data
-
-        return make_brain_data(out, n, size, seed, start, templates)
-    from mood_detector.data.abdomen import make_abdomen_data
-
-    return make_abdomen_data(out, n, size, seed, start)
+    return make_subjects(kind, out, n, size, seed, start, templates)
 
 
 def _prepare_data(cfg: BenchmarkConfig, kind: str, out: Path, cmd: CommandLog, reuse: bool, progress: bool) -> None:
@@ -309,7 +305,8 @@ def _weights_for(cfg: BenchmarkConfig, det: str, kind: str, train_dir: Path, cmd
         return find_weights(cfg.weights[det], kind, det)["*"]
     path = cfg.out / "weights" / kind / f"{det}.safetensors"
     tcfg = _train_config(cfg, det, kind)
-    kw = {k: getattr(tcfg, k) for k in TRAIN_FLAGS}
+    used = detector_class(det).train_fields  # the flags this detector reads (others are a usage error)
+    kw = {k: getattr(tcfg, k) for k in TRAIN_FLAGS if k in used and getattr(tcfg, k) is not None}
     opt_flags = [a for k, v in tcfg.options.items() for a in ("--opt", f"{k}={v}")]
     cmd("train", "-i", train_dir, "-o", path, *_flags(kw), *opt_flags, "--training-data", tcfg.training_data)
     return train_detector(train_dir, path, tcfg)

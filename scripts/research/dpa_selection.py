@@ -106,12 +106,13 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
     import torch
 
     from mood_detector.detector import resolve_device
-    from mood_detector.models.dpa.detector import DPAOptions
+    from mood_detector.models.dpa.detector import DPADetector
     from mood_detector.models.dpa.features import make_extractor, save_vgg19
-    from mood_detector.models.dpa.pretrain import pretrain_vgg_fpi
+    from mood_detector.models.dpa.pretrain import feature_phase
+    from mood_detector.training.engine import Engine
     from mood_detector.tasks.fpi import FPIConfig
     from mood_detector.training.data import VolumeStore
-    from mood_detector.training.loop import LossLog, seed_everything
+    from mood_detector.training.loop import seed_everything
 
     path = out_dir / "features_fpi_vgg19.safetensors"
     if path.is_file():
@@ -119,14 +120,15 @@ def shared_fpi_features(train_dir: Path, out_dir: Path, base: TrainConfig, layer
         return path
     deepest = _deepest(layers)
     cfg = replace(base, options={**base.options, "feature_layer": deepest})
-    o = DPAOptions.from_config(cfg)
+    o = DPADetector.options(cfg)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     ext = make_extractor("fpi-vgg19", deepest)
     store = VolumeStore(list_volumes(train_dir), o.max_res, cfg.kind_cfg.slice_axis, cfg.cache_gb)
-    task = FPIConfig(mode="discrete", core=cfg.kind_cfg.core, equal_tol=cfg.kind_cfg.equal_tol)
-    pretrain_vgg_fpi(ext, deepest, store, task, o.feature_epochs, cfg.batch_size, o.feature_lr, cfg.seed, device,
-                     cfg.max_batches_per_pair, cfg.workers, LossLog(out_dir / "features_run"))
+    task = FPIConfig.for_kind(cfg.kind, "discrete")
+    phase, state = feature_phase(ext, deepest, store, task, o.feature_epochs, cfg.batch_size, o.feature_lr, cfg.seed,
+                                 device, cfg.max_batches_per_pair, cfg.workers)
+    Engine(out_dir / "features_run", "{}", {"features": ext, **state}).run([phase])
     ext.to(torch.device("cpu"))
     return save_vgg19(ext, path)
 

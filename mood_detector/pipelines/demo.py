@@ -21,6 +21,7 @@ from mood_detector.inference.api import default_weights_dir, predict_folder
 from mood_detector.inference.predictor import PredictConfig
 from mood_detector.io.folders import check_output_dir
 from mood_detector.kinds import KINDS
+from mood_detector.pipelines.subjects import make_subjects
 from mood_detector.report import ReportConfig, build_report
 from mood_detector.training.api import train_detector
 from mood_detector.weights import read_card
@@ -69,17 +70,6 @@ class DemoConfig:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
-def _make_subjects(kind: str, out: Path, n: int, size: int, seed: int, start: int) -> None:
-    if kind == "brain":
-        from mood_detector.data.brain import make_brain_data
-
-        make_brain_data(out, n, size, seed, start)
-    else:
-        from mood_detector.data.abdomen import make_abdomen_data
-
-        make_abdomen_data(out, n, size, seed, start)
-
-
 def check_demo_config(cfg: DemoConfig) -> None:
     """:class:`OptionError` naming the ``demo`` option for a value that cannot work (before anything is made)."""
     bad = [k for k in cfg.kinds if k not in KINDS]
@@ -114,7 +104,7 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
             continue
         size = cfg.size or (cfg.train_size if cfg.train else DEMO_SIZE[kind])
         normals, testset, pred = out / kind / "normals", out / kind / "testset", out / kind / "pred"
-        _make_subjects(kind, normals, cfg.n_cases, size, cfg.seed, DEMO_START)
+        make_subjects(kind, normals, cfg.n_cases, size, cfg.seed, DEMO_START)
         make_testset(normals, testset, TestsetConfig(kind=kind, anomalous_fraction=cfg.anomalous_fraction,
                                                      seed=cfg.seed))
         predict_folder(testset / "toy", pred, PredictConfig(tasks=("pixel", "sample"), device=cfg.device),
@@ -147,10 +137,8 @@ def _train_config(cfg: DemoConfig) -> TrainConfig:
 
 def _train_small(cfg: DemoConfig, out: Path) -> Path:
     """A small brain model trained on generated subjects (the from-scratch variant of the demo)."""
-    from mood_detector.data.brain import make_brain_data
-
     train_dir = out / "brain" / "train"
-    make_brain_data(train_dir, cfg.n_train, cfg.train_size, cfg.seed, start=0)
+    make_subjects("brain", train_dir, cfg.n_train, cfg.train_size, cfg.seed, start=0)
     weights = out / "brain" / "weights" / f"{cfg.detector}.safetensors"
     train_detector(train_dir, weights, _train_config(cfg))
     cfg.outputs.update({"brain training data": train_dir,

@@ -1,0 +1,229 @@
+"""The one training loop: phases of epochs of steps, with resume, checkpoints, the loss log and progress.
+
+A detector describes its training as :class:`Phase` objects (its batches per epoch and one ``train_step``) and
+hands the engine the named objects whose state a checkpoint holds (networks, optimisers, anything with
+``state_dict``/``load_state_dict``). The engine owns everything around the steps:
+
+- **resume**: :meth:`Engine.resume` loads the run folder's checkpoint (rank 0 reads it and sends it to the
+  others, so the folder need only exist on its node), restores every named object and returns the number of
+  epochs done; :meth:`Engine.run` skips those epochs. A phase's epochs are numbered globally, so a run of several
+  phases resumes inside any of them;
+- **checkpoints** after every ``every_epochs``-th epoch, when ``every_minutes`` have passed since the last one,
+  and after each phase's last epoch, written atomically by rank 0 alone (the other ranks wait at a barrier);
+- **the loss log**: one row per epoch with the mean of each loss the steps returned (each averaged over the
+  steps that returned it; under ``torchrun`` summed over the ranks, so a step returns its rank's share), the
+  learning rate, the time and the throughput;
+- **progress** (``tqdm``, rank 0 only) and the **empty-epoch check**: an epoch without a single step is an error.
+
+Seeding stays with the detector (its per-epoch streams are part of what a fixed seed reproduces):
+``batches(epoch)`` is the place to seed an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import torch
+from tqdm import tqdm
+
+from mood_detector import distributed
+from mood_detector.training.loop import LossLog, Timer, load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+EMPTY = "no training batches: are all training volumes empty?"
+
+
+class Stateful(Protocol):
+    """Anything a checkpoint can hold: networks, optimisers, averaged models."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+@dataclass
+class Step:
+    """What one training step reports: its ``losses`` (tensors or numbers; ``loss`` is the one shown in the
+    progress bar) and the number of ``slices`` it trained on."""
+
+    losses: Mapping[str, torch.Tensor | float]
+    slices: int
+
+
+@dataclass
+class Phase:
+    """Epochs trained the same way.
+
+    Attributes:
+        name: the loss log's ``phase`` column and the progress label.
+        epochs: the global indices of this phase's epochs (``range(first, stop)``).
+        batches: ``epoch -> iterable`` of that epoch's batches; seeds the epoch and sets training mode.
+        step: ``(batch, epoch, index) -> Step`` trains on one batch; ``None`` = the batch was skipped.
+        offset: subtracted from the global epoch index for the progress label and the loss log, so that a group
+            of phases after another (training after pre-training) counts its own epochs from 1.
+        total: the epoch count shown after the slash (default: the phase's last epoch number, less ``offset``).
+        lr: the learning rate logged (default: the first optimiser's, read after the epoch).
+        end: ``(epoch, steps) -> None`` after each epoch, before its checkpoint (averaging, diagnostics).
+        log_name: ``epoch -> name`` for the loss log when it varies within the phase.
+        empty: the error message of an epoch without steps.
+    """
+
+    name: str
+    epochs: range
+    batches: Callable[[int], Iterable[Any]]
+    step: Callable[[Any, int, int], Step | None]
+    offset: int = 0
+    total: int = 0
+    lr: Callable[[], float] | None = None
+    end: Callable[[int, int], None] | None = None
+    log_name: Callable[[int], str] | None = None
+    empty: str = EMPTY
+
+
+class GeneratorState:
+    """A random generator as a checkpointable object (a stream that runs across epochs resumes where it was)."""
+
+    def __init__(self, generator: torch.Generator) -> None:
+        self.generator = generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["state"])
+
+
+@dataclass
+class Engine:
+    """Runs :class:`Phase` objects for one run folder.
+
+    Attributes:
+        run_dir: the run folder (checkpoint and loss log).
+        config: the training configuration, saved with each checkpoint (a dataclass or a JSON string).
+        state: name -> object whose state each checkpoint holds and :meth:`resume` restores.
+        resume_enabled: whether :meth:`resume` may load a checkpoint (``--resume``).
+        same_config: resume only a checkpoint saved with the same ``config`` (a stage that must not continue
+            under other settings; otherwise the settings may change, e.g. more epochs).
+        loss_log: where the epoch rows go (default: ``run_dir/loss_log.csv`` on rank 0).
+        extra: ``() -> dict`` of further plain values (numbers, strings, lists) for each checkpoint.
+        every_epochs, every_minutes: checkpoint cadence within a phase (its last epoch is always saved).
+        device: where the ranks' loss sums are added up (the process group's device).
+    """
+
+    run_dir: Path
+    config: Any
+    state: dict[str, Stateful]
+    resume_enabled: bool = False
+    same_config: bool = False
+    loss_log: LossLog | None = None
+    extra: Callable[[], dict[str, Any]] | None = None
+    every_epochs: int = 1
+    every_minutes: float = 0.0
+    device: torch.device = torch.device("cpu")
+    checkpoint: dict[str, Any] | None = field(default=None, init=False)
+    _last_save: float = field(default_factory=time.monotonic, init=False)
+
+    def __post_init__(self) -> None:
+        self.run_dir = Path(self.run_dir)
+        if self.loss_log is None and distributed.is_main():
+            self.loss_log = LossLog(self.run_dir)
+
+    # --- resume and checkpoints ---------------------------------------------------------------------
+    def _config_text(self) -> str:
+        return self.config if isinstance(self.config, str) else json.dumps(asdict(self.config), sort_keys=True)
+
+    def resume(self, epochs: int | None = None) -> int:
+        """Restore the named objects from the run folder's checkpoint when resuming; the epochs it had done
+        (0 when not resuming, there is none, or it does not fit: another config with :attr:`same_config`, or
+        more than ``epochs`` done). The loaded checkpoint stays in :attr:`checkpoint` for detector-specific
+        values (:attr:`extra`)."""
+        main = distributed.is_main()
+        ckpt = distributed.broadcast_object(load_checkpoint(self.run_dir) if self.resume_enabled and main else None)
+        if ckpt is None:
+            if self.resume_enabled:
+                log.info("no checkpoint in %s: starting from scratch", self.run_dir)
+            return 0
+        if self.same_config and ckpt.get("config") != self._config_text():
+            log.warning("%s: checkpoint was made with other settings; training from scratch", self.run_dir)
+            return 0
+        if epochs is not None and int(ckpt["epoch"]) > epochs:
+            log.warning("%s: checkpoint has %d epochs, more than the %d asked for; training from scratch",
+                        self.run_dir, int(ckpt["epoch"]), epochs)
+            return 0
+        for name, obj in self.state.items():
+            if ckpt.get(name) is not None:
+                obj.load_state_dict(ckpt[name])
+        self.checkpoint = ckpt
+        log.info("resuming %s at epoch %d", self.run_dir, int(ckpt["epoch"]))
+        return int(ckpt["epoch"])
+
+    def save(self, epochs_done: int) -> None:
+        """Write the checkpoint after ``epochs_done`` epochs (rank 0; every rank waits for it)."""
+        if distributed.is_main():
+            save_checkpoint(self.run_dir, {"epoch": epochs_done, **{k: v.state_dict() for k, v in self.state.items()},
+                                           **(self.extra() if self.extra else {}), "config": self._config_text()})
+        self._last_save = time.monotonic()
+        distributed.barrier()
+
+    def _due(self, epoch: int, phase: Phase) -> bool:
+        if epoch == phase.epochs[-1] or (epoch + 1 - phase.epochs.start) % self.every_epochs == 0:
+            return True
+        return self.every_minutes > 0 and time.monotonic() - self._last_save >= 60 * self.every_minutes
+
+    # --- the loop -------------------------------------------------------------------------------------
+    def run(self, phases: Sequence[Phase], start: int = 0) -> None:
+        """Train the epochs of ``phases`` from global epoch ``start`` on (the epochs :meth:`resume` returned)."""
+        for phase in phases:
+            for epoch in phase.epochs:
+                if epoch < start:
+                    continue
+                self._epoch(phase, epoch)
+                if self._due(epoch, phase):
+                    self.save(epoch + 1)
+
+    def _epoch(self, phase: Phase, epoch: int) -> None:
+        main = distributed.is_main()
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        timer, n_steps, n_slices = Timer(), 0, 0
+        total = phase.total or phase.epochs.stop - phase.offset
+        bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch - phase.offset + 1}/{total}", unit="batch",
+                   leave=False, disable=not main)
+        for index, batch in enumerate(bar):
+            out = phase.step(batch, epoch, index)
+            if out is None:
+                continue
+            for key, value in out.losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
+                counts[key] = counts.get(key, 0) + 1
+            n_steps += 1
+            n_slices += out.slices
+            if "loss" in sums and distributed.world_size() == 1:  # (the global loss is known at the epoch's end)
+                bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.4f}")
+        if n_steps == 0:
+            raise ValueError(phase.empty)
+        if distributed.world_size() > 1:  # each rank's share of the global mean loss
+            keys = sorted(sums)
+            summed = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
+                                                             device=self.device))
+            sums = {k: float(v) for k, v in zip(keys, summed)}
+        if phase.end is not None:
+            phase.end(epoch, n_steps)
+        secs = timer()
+        if self.loss_log is not None:
+            self.loss_log.write(phase=phase.log_name(epoch) if phase.log_name else phase.name, epoch=epoch - phase.offset + 1,
+                                batches=n_steps, **{k: round(sums[k] / counts[k], 6) for k in sums},
+                                lr=phase.lr() if phase.lr else self._lr(), seconds=round(secs, 2),
+                                slices_per_s=round(n_slices / max(secs, 1e-9), 2))
+
+    def _lr(self) -> float | str:
+        for obj in self.state.values():
+            if isinstance(obj, torch.optim.Optimizer):
+                return float(obj.param_groups[0]["lr"])
+        return ""
