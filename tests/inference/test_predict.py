@@ -7,6 +7,7 @@ import pytest
 from mood_detector.detector import load_detector
 from mood_detector.inference.api import predict_folder
 from mood_detector.inference.predictor import PredictConfig, Predictor
+from mood_detector.preprocess import prepare
 from tests.conftest import blob_volume, save_nifti
 
 
@@ -101,6 +102,7 @@ def test_all_axes_average_the_three_slicings(source):
     n = 16
     vol = np.random.default_rng(0).random((n, n, n)).astype(np.float32) + 0.1
     vol /= vol.max()
+    x = prepare(vol.copy())[0]  # what the network is given (outside the foreground the map is 0 as x is)
     model = _column_detector(n)
     one = Predictor(model, PredictConfig(device="cpu", axes="model")).score_volume(vol.copy())
     det = _column_detector(n, {"train_axes": "all"} if source == "card" else None)
@@ -108,7 +110,7 @@ def test_all_axes_average_the_three_slicings(source):
     fused = Predictor(det, cfg).score_volume(vol.copy())
     c = np.linspace(0, 1, n, dtype=np.float32)
     # columns of the slices: axis 1 for slice axis 2, axis 2 for slice axes 0 and 1
-    by_axis = [vol * c[None, :, None], vol * c[None, None, :], vol * c[None, None, :]]
+    by_axis = [x * c[None, :, None], x * c[None, None, :], x * c[None, None, :]]
     np.testing.assert_allclose(one.pixel, by_axis[0], atol=1e-5)
     np.testing.assert_allclose(fused.pixel, sum(by_axis) / 3, atol=1e-5)
     samples = [sample_score(np.moveaxis(m, a, 0).mean(axis=(1, 2))) for m, a in zip(by_axis, (2, 0, 1))]
@@ -135,17 +137,18 @@ def test_mirror_averages_the_mirrored_pass_in_the_input_orientation(source):
     n = 16
     vol = np.random.default_rng(1).random((n, n, n)).astype(np.float32) + 0.1
     vol /= vol.max()
+    x = prepare(vol.copy())[0]  # what the network is given
     c = np.linspace(0, 1, n, dtype=np.float32)[None, :, None]
     det = _column_detector(n, {"tta_mirror": "1"} if source == "card" else None)
     res = Predictor(det, PredictConfig(device="cpu", mirror="1" if source == "config" else None)).score_volume(
         vol.copy())
-    np.testing.assert_allclose(res.pixel, vol / 2, atol=1e-5)
-    samples = [sample_score(np.moveaxis(m, 2, 0).mean(axis=(1, 2))) for m in (vol * c, vol * (1 - c))]
+    np.testing.assert_allclose(res.pixel, x / 2, atol=1e-5)
+    samples = [sample_score(np.moveaxis(m, 2, 0).mean(axis=(1, 2))) for m in (x * c, x * (1 - c))]
     assert res.sample == pytest.approx(float(np.mean(samples)), abs=1e-5)
     plain = Predictor(_column_detector(n), PredictConfig(device="cpu")).score_volume(vol.copy())
     same = Predictor(_column_detector(n), PredictConfig(device="cpu", mirror="0")).score_volume(vol.copy())
     np.testing.assert_allclose(same.pixel, plain.pixel, atol=1e-6)
-    np.testing.assert_allclose(plain.pixel, vol * c, atol=1e-5)
+    np.testing.assert_allclose(plain.pixel, x * c, atol=1e-5)
 
 
 @pytest.mark.parametrize("spec", ["3", "x", "", "0,,1", "-1"])

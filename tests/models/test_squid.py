@@ -274,8 +274,10 @@ def test_final_bn_recomputes_statistics_over_mixed_batches_and_refills_the_queue
     in the discriminator (on the reconstructions), and refills the queue with inference-mode features."""
     d = tmp_path / "vols"
     d.mkdir()
-    save_nifti(d / "a.nii.gz", blob_volume(seed=1))            # bright: max 1
-    save_nifti(d / "b.nii.gz", 0.25 * blob_volume(seed=2))     # dim: max 0.25 (already in [0, 1], kept)
+    save_nifti(d / "a.nii.gz", blob_volume(seed=1))
+    # other statistics: the percentile normalisation maps both volumes' peaks to 1, so b differs in contrast
+    # (mostly dark), and it is moved along axis 0 so that its slices can be told apart (object lower down)
+    save_nifti(d / "b.nii.gz", np.roll(blob_volume(seed=2) ** 6, 8, axis=0))
     store = VolumeStore(sorted(d.iterdir()), 64, 2)
     torch.manual_seed(0)
     det = _tiny_detector()
@@ -298,8 +300,9 @@ def test_final_bn_recomputes_statistics_over_mixed_batches_and_refills_the_queue
     assert torch.equal(torch.get_rng_state(), rng_state)  # the shortcut masks drew from a forked generator
 
     pool = mixed_slices(store, 24, 3)  # the slices the recompute used, in its order
-    peaks = pool.flatten(1).amax(1)
-    assert len(pool) == 24 and bool((peaks > 0.3).any()) and bool((peaks <= 0.25).any())  # both volumes
+    rows = torch.arange(pool.shape[2], dtype=torch.float32)[:, None]
+    com = (pool[:, 0] * rows).sum((1, 2)) / pool[:, 0].sum((1, 2)).clamp(min=1e-6)  # centre along axis 0
+    assert len(pool) == 24 and bool((com < 33).any()) and bool((com > 36).any())  # both volumes
     assert not (gen.training or disc.training)
     with torch.no_grad():
         feats = [conv(patchify(c, 2)) for c in pool.split(4)]
