@@ -23,6 +23,12 @@ from mood_detector.cli import mirror_option, slice_rule_option
 @click.option("--mirror", default=None, metavar="none|AXES", callback=mirror_option,
               help="Set the card's tta_mirror, the test-time mirroring predict uses by default: 'none' or a comma "
                    "list of volume axes (see predict --mirror) [default: keep the source's].")
+@click.option("--axes", "score_axes", type=click.Choice(["model", "all"]), default=None,
+              help="Set the card's score_axes, the slicing axes predict uses by default (it overrides the card's "
+                   "train_axes there): 'model' (the model's slice axis only) or 'all' [default: keep the source's].")
+@click.option("--adapt", type=click.Choice(["none", "bn", "finetune"]), default=None,
+              help="Set the card's adapt, the test-time adaptation predict uses by default (see predict --adapt) "
+                   "[default: keep the source's].")
 @click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="FPI and NSA: recompute the BatchNorm statistics as an average over --bn-batches training "
                    "batches from the volumes in this folder (the training data) instead of keeping the running "
@@ -32,7 +38,7 @@ from mood_detector.cli import mirror_option, slice_rule_option
 @click.option("--force", is_flag=True, default=False,
               help="Allow OUTPUT to be a bundled model (a file tracked in weights/); without it export refuses.")
 def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirror: str | None,
-           bn_data: Path | None, bn_batches: int, force: bool) -> None:
+           score_axes: str | None, adapt: str | None, bn_data: Path | None, bn_batches: int, force: bool) -> None:
     """Write SOURCE's model to OUTPUT: to score an unfinished run, or to store weights in float16."""
     from mood_detector.bundled import refuse_bundled
 
@@ -59,6 +65,10 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirr
             det.card.extra["slice_score"] = slice_score
         if mirror is not None:
             det.card.extra["tta_mirror"] = mirror.strip()
+        if score_axes is not None:
+            det.card.extra["score_axes"] = score_axes
+        if adapt is not None:
+            det.card.extra["adapt"] = adapt
         path = det.save(output, dtype=getattr(torch, dtype))
     except (ValueError, MoodError) as exc:
         raise click.ClickException(str(exc)) from None

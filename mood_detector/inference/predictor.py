@@ -64,7 +64,8 @@ class PredictConfig:
         axes: ``model`` (slice along the model card's slice axis only) or ``all`` (score along all three axes
             and average the three pixel maps; the sample score is the mean of the three axes' sample scores;
             three times the network time and one more volume of memory at the network size); ``None`` = the
-            card's ``train_axes`` (what the model was trained on), else ``model``.
+            card's ``score_axes`` (set by ``export --axes``), else its ``train_axes`` (what the model was
+            trained on), else ``model``.
         mirror: test-time mirroring, as nnU-Net's predictor does: ``none``, or a comma list of volume axes
             (e.g. ``0``, the left-right axis of the generated brains); the volume is also scored mirrored along
             each listed axis, and the maps (mirrored back) and sample scores are averaged with the plain ones.
@@ -255,9 +256,11 @@ class Predictor:
 
     def axes_for(self, det: Detector) -> list[int]:
         """The volume axes ``det`` scores along: its slice axis first, then (``axes="all"``) the other two."""
-        axes = self.cfg.axes or str(det.card.extra.get("train_axes", "model"))
+        extra = det.card.extra
+        axes = self.cfg.axes or str(extra.get("score_axes", extra.get("train_axes", "model")))
         if axes not in AXES_CHOICES:
-            raise ValueError(f"the model card's train_axes {axes!r} is not one of {', '.join(AXES_CHOICES)}")
+            raise ValueError(f"the model card's score_axes / train_axes {axes!r} is not one of "
+                             f"{', '.join(AXES_CHOICES)}")
         first = det.slice_axis
         return [first] + ([a for a in range(3) if a != first] if axes == "all" else [])
 

@@ -54,12 +54,16 @@ class ExportSteps:
         stored_dtype: precision of the stored tensors (``float16`` or ``float32``).
         tta_mirror: the test-time mirroring ``predict`` uses by default (``None``: none recorded).
         slice_score: the slice-score rule, for detectors where it is not a training option.
+        score_axes: the slicing axes ``predict`` uses by default (``None``: the card's ``train_axes``).
+        adapt: the test-time adaptation ``predict`` uses by default (``None``: none recorded).
         recipe: the card the steps came from (recorded in the new card as ``extra.recipe``).
     """
 
     stored_dtype: str = "float32"
     tta_mirror: str | None = None
     slice_score: str | None = None
+    score_axes: str | None = None
+    adapt: str | None = None
     recipe: str = ""
 
     def apply(self, det: Detector) -> torch.dtype | None:
@@ -69,6 +73,9 @@ class ExportSteps:
             extra["tta_mirror"] = self.tta_mirror
         if self.slice_score is not None:
             extra["slice_score"] = self.slice_score
+        for key in ("score_axes", "adapt"):
+            if getattr(self, key) is not None:
+                extra[key] = getattr(self, key)
         if self.recipe:
             extra["recipe"] = self.recipe
         if self.stored_dtype == "float32" and "stored_dtype" not in extra:
@@ -111,7 +118,7 @@ def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
     export = ExportSteps(stored_dtype=str(extra.get("stored_dtype", "float32")),
                          tta_mirror=extra.get("tta_mirror"),
                          slice_score=None if "slice_score" in keys else extra.get("slice_score"),
-                         recipe=str(source))
+                         score_axes=extra.get("score_axes"), adapt=extra.get("adapt"), recipe=str(source))
     return Recipe(source=source, values=values, options=options, export=export, data_command=card.data_command)
 
 

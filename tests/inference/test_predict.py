@@ -178,3 +178,11 @@ def test_cli_mirror(tmp_path: Path, tiny_fpi: Path):
     assert 0.0 <= float((tmp_path / "out" / "a.nii.gz.txt").read_text()) <= 1.0
     bad = run_cli(*predict_args("sample", inp, tmp_path / "out2", tiny_fpi, "--mirror", "left"))
     assert bad.exit_code == 2 and "--mirror" in bad.stderr and not (tmp_path / "out2").exists()
+
+
+def test_card_score_axes_overrides_train_axes():
+    det = _column_detector(16, {"train_axes": "all", "score_axes": "model"})
+    assert Predictor(det, PredictConfig(device="cpu")).axes_for(det) == [2]
+    assert len(Predictor(det, PredictConfig(device="cpu", axes="all")).axes_for(det)) == 3
+    det = _column_detector(16, {"train_axes": "all"})
+    assert len(Predictor(det, PredictConfig(device="cpu")).axes_for(det)) == 3

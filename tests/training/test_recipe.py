@@ -81,3 +81,12 @@ def test_the_card_names_the_data_command(tmp_path):
                                     "--width", "0.125", "--epochs", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert json.loads(out.with_suffix(".json").read_text())["data_command"] == command
+
+
+def test_export_steps_replay_score_axes_and_adapt():
+    from mood_detector.training.recipe import ExportSteps
+    from tests.inference.test_predict import _column_detector
+
+    det = _column_detector(16)
+    ExportSteps(score_axes="model", adapt="bn").apply(det)
+    assert det.card.extra["score_axes"] == "model" and det.card.extra["adapt"] == "bn"
