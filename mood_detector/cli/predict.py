@@ -61,12 +61,14 @@ log = logging.getLogger(__name__)
                    "scoring: 'bn' recomputes the network's BatchNorm statistics (seconds); 'finetune' trains the "
                    "fpi or nsa model's own synthetic task on them for 40 small steps (about a minute on a CPU); "
                    "'none' scores as trained [default: the model card's 'adapt', else none].")
+@click.option("--adapt-steps", type=click.IntRange(min=1), default=40, show_default=True,
+              help="Optimiser steps of --adapt finetune (16 slices each).")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
             progress: bool, threads: int, exact: bool, axes: str | None, mirror: str | None, adapt: str | None,
-            compile_: bool) -> None:
+            adapt_steps: int, compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
     An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
@@ -85,7 +87,7 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
-                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt,
+                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt, adapt_steps=adapt_steps,
                         **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
-from mood_detector.inference.adapt import adapt_batchnorm, adapt_finetune
+from mood_detector.inference.adapt import FinetuneConfig, adapt_batchnorm, adapt_finetune
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
 from mood_detector.inference.fastpath import crop_box, occupied
@@ -77,6 +77,7 @@ class PredictConfig:
             with), else ``none``.
         adapt_volumes: how many inputs ``adapt`` reads (a fixed share of the scoring time however large the
             folder).
+        adapt_steps: optimiser steps of ``adapt="finetune"``.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
@@ -99,6 +100,7 @@ class PredictConfig:
     mirror: str | None = None
     adapt: str | None = None
     adapt_volumes: int = 4
+    adapt_steps: int = 40
 
     def __post_init__(self) -> None:
         if self.adapt not in (None, *ADAPT_CHOICES):
@@ -360,7 +362,8 @@ class Predictor:
                     adapt_batchnorm(det, vols, self.axes_for(det), device=self.device)
                 else:
                     with torch.enable_grad():
-                        adapt_finetune(det, vols, self.axes_for(det), device=self.device)
+                        adapt_finetune(det, vols, self.axes_for(det), FinetuneConfig(steps=self.cfg.adapt_steps),
+                                       device=self.device)
 
     # --- folders -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> Volume:
