@@ -159,6 +159,7 @@ class FPIDetector(Detector):
     name = "fpi"
     supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
     supports_presets = True
+    gives_verdict = True
     train_fields = COMMON_FIELDS | {"mode"}
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
