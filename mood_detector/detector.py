@@ -160,6 +160,8 @@ class Detector(ABC):
     supports_distributed: ClassVar[bool] = False
     supports_presets: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-3
+    #: the detector's training scores a held-out task each epoch and announces a verdict (ready or not)
+    gives_verdict: ClassVar[bool] = False
 
     @property
     def crop_stride(self) -> int:
@@ -372,7 +374,7 @@ def check_multiple(option: str, value: int, step: int, why: str) -> None:
 
 #: detector options that ``train`` sets from their own flags rather than ``--opt``
 FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights", "swa_epochs": "--swa-epochs",
-                "batches_per_step": "--batches-per-step"}
+                "batches_per_step": "--batches-per-step", "steps": "--steps", "patience": "--patience"}
 #: the flag options that name folders on the machine that trains (not carried over by a recipe)
 FOLDER_OPTIONS = ("unlabeled", "feature_weights")
 

@@ -12,7 +12,9 @@ from mood_detector.detector import (REGISTRY, TrainConfig, check_used, detector_
                                     parse_options)
 from mood_detector.errors import MoodError, OptionError
 from mood_detector.training.api import train_detector
-from mood_detector.training.presets import PRESETS, apply_preset
+from mood_detector.training.budget import echo_to
+from mood_detector.training.presets import CPU_STEPS, PRESETS, apply_preset
+from mood_detector.training.verdict import PATIENCE
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,15 @@ class TrainCommand(click.Command):
               help="Channel multiplier of the network (1 = published widths).")
 @click.option("--mode", type=click.Choice(["discrete", "continuous"]), default="discrete", show_default=True,
               help="FPI: 5-class discrete factor (softmax, CE) or continuous factor (sigmoid, BCE).")
-@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Training epochs.")
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Training epochs (the budget when --steps is 0).")
+@click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="FPI and NSA: the budget in optimiser steps, whatever the number of volumes (fewer volumes: more "
+                   "epochs over them); the epochs follow from it and the cosine schedule spans them. 0 = --epochs.")
+@click.option("--patience", type=click.IntRange(min=0), default=PATIENCE, show_default=True,
+              help="FPI and NSA: stop when the held-out probe loss has not improved over this many optimiser steps "
+                   "(and 3 epochs); the run keeps the weights of its best probe loss either way. 0 = never stop "
+                   "early.")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True,
               help="Slices per batch (FPI: half the slice indices, each in both swap directions).")
 @click.option("--lr", type=float, default=None,
@@ -94,10 +104,11 @@ class TrainCommand(click.Command):
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad, --opt skips=1 for fpi.")
 @click.option("--preset", type=click.Choice(["none", *PRESETS]), default="none", show_default=True,
-              help="FPI and NSA: a set of option values chosen together: 'cpu' (about 2 hours on 2 CPU cores with 32 "
-                   "volumes: 128^2 slices, width 0.25, skip connections, label tolerance, contrast remaps, 24 "
-                   "cosine-decayed epochs of 4 batches per volume pair; docs/fpi-cpu.md) or 'paper' (the FPI "
-                   "paper's setting). Options given on the command line override the preset.")
+              help="FPI and NSA: a set of option values chosen together: 'cpu' (about 2 hours on 2 CPU cores, "
+                   f"whatever the number of volumes: 128^2 slices, width 0.25, skip connections, label tolerance, "
+                   f"contrast remaps, {CPU_STEPS} cosine-decayed optimiser steps of 4 batches per volume pair and "
+                   "epoch; docs/fpi-cpu.md) or 'paper' (the FPI paper's setting). Options given on the command "
+                   "line override the preset (--epochs replaces its steps).")
 @click.option("--recipe", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="A model card (.json, e.g. weights/brain/nsa.json) whose settings to train with: detector, kind, "
                    "size, width, mode, epochs, batch size, lr, seed, batches per pair, the detector options of its "
@@ -136,9 +147,10 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
         if not detector_class(kw["detector"]).supports_presets:  # presets set FPI's training options
             raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
         options = apply_preset(preset, kw, given, options)
-    for key in ("swa_epochs", "batches_per_step"):  # FPI's options, with flags of their own
+    defaults = {p.name: p.default for p in ctx.command.params}
+    for key in ("swa_epochs", "batches_per_step", "steps", "patience"):  # FPI's options, with flags of their own
         value = kw.pop(key)
-        if key in given:
+        if key in given or value != defaults[key]:  # given, or set by the preset
             options[key] = str(value)
     cfg = TrainConfig(**kw, options=options)
     if unlabeled is not None:
@@ -146,7 +158,8 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
     if feature_weights is not None:
         cfg.options["feature_weights"] = str(feature_weights)
     try:
-        path = train_detector(input_dir, output, cfg, run_dir, data_command=data_command, export=export)
+        with echo_to(click.echo):  # the plan before training, the verdict after it
+            path = train_detector(input_dir, output, cfg, run_dir, data_command=data_command, export=export)
     except OptionError:
         raise  # a bad option value, found before training: the group reports it as a usage error (exit 2)
     except (ValueError, MoodError) as exc:  # bad options, data or weights files: one line, no traceback

@@ -13,8 +13,10 @@ from mood_detector.io.folders import check_output_dir
 from mood_detector.io.nifti import list_volumes, read_shape
 from mood_detector.kinds import get_kind
 from mood_detector.provenance import read_data_command
+from mood_detector.training.budget import announce
 from mood_detector.training.loop import load_checkpoint
 from mood_detector.training.recipe import ExportSteps
+from mood_detector.training.small_data import few_volume_options
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +83,8 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
     if distributed.current().enabled and not cls.supports_distributed:
         raise ValueError(f"detector {cfg.detector!r} does not support torchrun (multi-process) training yet; "
                          "train it in a single process")
+    # a small data set: the options that vary its examples, where none were given (the same on every rank)
+    cfg.options = few_volume_options(len(files), cls.options_cls, cfg.options, say=distributed.is_main())
     # every option value before any work: a usage error naming the option, not a crash minutes later
     check_train_config(cfg)
     if distributed.is_main():  # the rank that writes the weights and the run folder
@@ -95,6 +99,8 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
         path = None
         if distributed.is_main():  # one writer; the others learn the path once it is written
             det.card.data_command = read_data_command(input_dir) if data_command is None else data_command
+            if not cls.gives_verdict:
+                announce("no verdict: this detector has no held-out task diagnostic")
             path = det.save(output, dtype=export.apply(det) if export is not None else None)
             log.info("wrote %s and its card", path)
         path = distributed.broadcast_object(path)

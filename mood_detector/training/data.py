@@ -112,28 +112,39 @@ class PairBatches(IterableDataset):
     shift: SourceShift | None = None
     all_axes: bool = False
 
+    def _plan(self, p: int) -> tuple[np.random.Generator, np.ndarray, np.ndarray, bool, list[np.ndarray]]:
+        """Pair ``p``'s random stream (after the choices made here), its two slice stacks along the chosen axis,
+        whether to transpose the slices, and the slice indices of each of its batches."""
+        ia, ib = self.pairs[p]
+        rng = np.random.default_rng([self.seed, p])
+        a, b = self.store.slices(ia), self.store.slices(ib)
+        transpose = False
+        if self.all_axes:  # one axis per pair, either in-plane orientation (the volumes are cubes)
+            axis = int(rng.integers(3))
+            a, b = np.moveaxis(a, axis, 0), np.moveaxis(b, axis, 0)
+            transpose = bool(rng.integers(2))
+        n = min(len(a), len(b))
+        keep = np.flatnonzero(nonempty(a[:n]) | nonempty(b[:n]))
+        rng.shuffle(keep)
+        k = max(1, self.batch_size // 2)
+        batches = [keep[j:j + k] for j in range(0, len(keep), k)]
+        if self.max_batches_per_pair:
+            batches = batches[: self.max_batches_per_pair]
+        return rng, a, b, transpose, batches
+
+    def batch_counts(self) -> list[int]:
+        """The number of batches each pair yields (all pairs, whatever the shard), without making them."""
+        return [len(self._plan(p)[4]) for p in range(len(self.pairs))]
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         shard = self.rank * nw + wid
         nshards = self.world_size * nw
-        k = max(1, self.batch_size // 2)
-        for p, (ia, ib) in enumerate(self.pairs):
+        for p in range(len(self.pairs)):
             if p % nshards != shard:
                 continue
-            rng = np.random.default_rng([self.seed, p])
-            a, b = self.store.slices(ia), self.store.slices(ib)
-            transpose = False
-            if self.all_axes:  # one axis per pair, either in-plane orientation (the volumes are cubes)
-                axis = int(rng.integers(3))
-                a, b = np.moveaxis(a, axis, 0), np.moveaxis(b, axis, 0)
-                transpose = bool(rng.integers(2))
-            n = min(len(a), len(b))
-            keep = np.flatnonzero(nonempty(a[:n]) | nonempty(b[:n]))
-            rng.shuffle(keep)
-            batches = [keep[j:j + k] for j in range(0, len(keep), k)]
-            if self.max_batches_per_pair:
-                batches = batches[: self.max_batches_per_pair]
+            rng, a, b, transpose, batches = self._plan(p)
             for idx in batches:
                 idx = np.sort(idx)
                 sa, sb = a[idx].astype(np.float32), b[idx].astype(np.float32)

@@ -72,6 +72,8 @@ class Phase:
         end: ``(epoch, steps) -> None`` after each epoch, before its checkpoint (averaging, diagnostics).
         log_name: ``epoch -> name`` for the loss log when it varies within the phase.
         empty: the error message of an epoch without steps.
+        stop: ``() -> bool`` after each epoch and its checkpoint: true ends the run there (an early stop; the
+            checkpoint is saved first).
     """
 
     name: str
@@ -84,6 +86,7 @@ class Phase:
     end: Callable[[int, int], None] | None = None
     log_name: Callable[[int], str] | None = None
     empty: str = EMPTY
+    stop: Callable[[], bool] | None = None
 
 
 class GeneratorState:
@@ -178,14 +181,19 @@ class Engine:
 
     # --- the loop -------------------------------------------------------------------------------------
     def run(self, phases: Sequence[Phase], start: int = 0) -> None:
-        """Train the epochs of ``phases`` from global epoch ``start`` on (the epochs :meth:`resume` returned)."""
+        """Train the epochs of ``phases`` from global epoch ``start`` on (the epochs :meth:`resume` returned),
+        until a phase's ``stop`` says so."""
         for phase in phases:
             for epoch in phase.epochs:
                 if epoch < start:
                     continue
                 self._epoch(phase, epoch)
-                if self._due(epoch, phase):
+                stop = phase.stop is not None and phase.stop()
+                if stop or self._due(epoch, phase):
                     self.save(epoch + 1)
+                if stop:
+                    log.info("stopping after epoch %d", epoch - phase.offset + 1)
+                    return
 
     def _epoch(self, phase: Phase, epoch: int) -> None:
         main = distributed.is_main()

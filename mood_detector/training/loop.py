@@ -19,6 +19,7 @@ from mood_detector.io.atomic import atomic_path
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
 LOSS_LOG = "loss_log.csv"
 
 
@@ -54,6 +55,21 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_best(run_dir: Path, state: dict[str, Any]) -> Path:
+    """Atomically write ``state`` (the best weights so far and what made them best) to ``run_dir/best.pt``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / BEST
+    with atomic_path(path, mode=None) as tmp:
+        torch.save(state, tmp)
+    return path
+
+
+def load_best(run_dir: Path) -> dict[str, Any] | None:
+    """``run_dir/best.pt`` (loaded with ``weights_only=True``), or None."""
+    path = run_dir / BEST
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
 
 def resume_checkpoint(run_dir: Path, resume: bool) -> dict[str, Any] | None:

@@ -7,9 +7,11 @@ per-epoch cyclic learning rate falling from 1e-3 to 1e-4, the weights averaged a
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import math
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import ClassVar, Iterator, Sequence
@@ -29,15 +31,18 @@ from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
 from mood_detector.tasks.augment import ContrastAugment, SourceIntensity, SourceShift
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair, labels_to_classes, logits_to_score
 from mood_detector.training import diagnostic
-from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
+from mood_detector.training.budget import StepPlan, announce, plan_steps, summary
+from mood_detector.training.data import PairBatches, VolumeStore, epoch_pairs, pair_loader
 from mood_detector.training.engine import Engine, Phase, Step
-from mood_detector.training.loop import autocast, load_checkpoint, seed_everything
+from mood_detector.training.loop import autocast, load_best, load_checkpoint, save_best, seed_everything
+from mood_detector.training.verdict import PATIENCE, BestTracker, verdict
 from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
 
 SWA_LR = (1e-4, 1e-3)  # (min, max) of the cyclic learning rate in the SWA phase (paper Sec. 2)
 BN_BATCHES = 64        # FPI batches used to recompute BatchNorm statistics after SWA
+TIMED_STEPS = 3        # optimiser steps timed (on a copy of the network) for the estimate before training
 DIAGNOSTIC_CSV = "diagnostic.csv"
 
 
@@ -78,6 +83,12 @@ class FPIOptions:
         probe_volumes: training volumes held out (the last ones by name) to measure the task each epoch
             (:mod:`mood_detector.training.diagnostic`); only when it is at least 2 and at least 4x as many
             remain, else the probe set is made from the first training volumes (in-sample); 0 = no probe.
+        steps: the training budget in optimiser steps (``train --steps``; 0 = ``--epochs`` sets it): the epochs
+            needed are counted in advance and the last one is cut short, so the number of volumes does not change
+            the amount of training (:mod:`mood_detector.training.budget`).
+        patience: stop when the probe loss has not improved over this many optimiser steps (and at least 3
+            epochs); the run ends with its best weights by probe loss (``best.pt`` in the run folder) either way
+            (``train --patience``; 0 = never stop early; needs the probe, not used with SWA).
     """
 
     skips: bool = False
@@ -94,6 +105,8 @@ class FPIOptions:
     swa_epochs: int = 0
     batches_per_step: int = 0
     disk_cache: str = "auto"
+    steps: int = 0
+    patience: int = PATIENCE
 
     def __post_init__(self) -> None:
         for name in ("contrast", "source_intensity", "source_shift"):
@@ -106,6 +119,8 @@ class FPIOptions:
             raise ValueError(f"train_axes must be 'model' or 'all', got {self.train_axes!r}")
         if self.probe_volumes < 0:
             raise ValueError(f"probe_volumes must be >= 0, got {self.probe_volumes}")
+        if self.steps < 0 or self.patience < 0:
+            raise ValueError(f"steps and patience must be >= 0, got {self.steps}, {self.patience}")
         if self.swa_epochs < 0 or self.batches_per_step < 0:
             raise ValueError(f"swa_epochs and batches_per_step must be >= 0, got {self.swa_epochs}, "
                              f"{self.batches_per_step}")
@@ -144,6 +159,7 @@ class FPIDetector(Detector):
     name = "fpi"
     supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
     supports_presets = True
+    gives_verdict = True
     train_fields = COMMON_FIELDS | {"mode"}
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
@@ -257,6 +273,15 @@ class FPIDetector(Detector):
             raise OptionError("--batches-per-step", f"{per_step} batches per step need at least {per_step} volume "
                                                     f"pairs ({2 * per_step - 1} training volumes); found "
                                                     f"{len(files)} volumes")
+        disk = opts.disk_cache == "on" or (opts.disk_cache == "auto" and cfg.workers > 0)
+        store = VolumeStore(files, cfg.net_size, cfg.kind_cfg.slice_axis, cfg.cache_gb,
+                            cache_dir=run_dir / "cache" if disk else None)
+        store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
+        distributed.barrier()
+        plan = None
+        if opts.steps:  # a step budget: as many epochs as it takes, the last one cut short
+            plan = plan_steps(opts.steps, lambda e: cls._epoch_steps(store, cfg, e, per_step, opts))
+            cfg = replace(cfg, epochs=plan.epochs)
         card = cls.card_for(cfg, len(files))
         card.extra["batches_per_step"] = per_step
         det = cls.build(card)
@@ -273,9 +298,15 @@ class FPIDetector(Detector):
         swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
         swa = _Averaged(net)
         bpe = [0]  # optimiser steps of a training epoch: the length of the SWA phase's learning-rate cycle
-        engine = Engine(run_dir, cfg, {"net": net, "opt": opt, "swa_opt": swa_opt, "swa": swa},
+        final: list[dict | None] = [None]  # the final weights, when they are not the last epoch's (checkpoint)
+        # the best probe loss and the stop rule (the probe is scored on rank 0; SWA averages the last epochs,
+        # so it keeps neither the best weights nor an early stop)
+        tracker = BestTracker(patience=0 if opts.swa_epochs else opts.patience)
+        keep_best = bool(opts.probe_volumes) and not opts.swa_epochs
+        engine = Engine(run_dir, cfg, {"net": net, "opt": opt, "swa_opt": swa_opt, "swa": swa, "best": tracker},
                         resume_enabled=cfg.resume, device=device,
-                        extra=lambda: {"batches_per_epoch": bpe[0], "batches_per_step": per_step})
+                        extra=lambda: {"batches_per_epoch": bpe[0], "batches_per_step": per_step,
+                                       **({"final_net": final[0]} if final[0] is not None else {})})
         start = engine.resume()
         if engine.checkpoint is not None:
             bpe[0] = int(engine.checkpoint["batches_per_epoch"])
@@ -284,11 +315,6 @@ class FPIDetector(Detector):
                 bpe[0] = max(1, round(bpe[0] * old / per_step))
         model = distributed.wrap_ddp(net, device)
         streams = list(range(env.rank, per_step, world))  # this rank's pair streams
-        disk = opts.disk_cache == "on" or (opts.disk_cache == "auto" and cfg.workers > 0)
-        store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb,
-                            cache_dir=run_dir / "cache" if disk else None)
-        store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
-        distributed.barrier()
         probe = None
         if main and k:
             probe_store = VolumeStore(held, card.size, card.slice_axis) if held else store
@@ -297,6 +323,12 @@ class FPIDetector(Detector):
         amp = cfg.amp and device.type == "cuda"
         total = cfg.epochs + opts.swa_epochs
         lr_now = [lr0]
+        if main:  # the plan and its time before any training (timed on one process only)
+            steps = plan.steps if plan else cls._epoch_steps(store, cfg, 0, per_step, opts) * total
+            per, n_timed = (cls._time_steps(net, store, cfg, per_step, streams, task, device, opts, dtype, amp)
+                            if world == 1 else (None, 0))
+            announce(summary(cls.name, len(files), len(held) or (min(len(store), max(2, k)) if k else 0),
+                             bool(held), steps, total, per, n_timed))
 
         def batches(epoch: int) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
             net.train()
@@ -305,7 +337,9 @@ class FPIDetector(Detector):
                 lr_now[0] = lr0 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
                 for group in opt.param_groups:
                     group["lr"] = lr_now[0]
-            return cls._steps(store, cfg, epoch, per_step, streams, device, opts)
+            steps = cls._steps(store, cfg, epoch, per_step, streams, device, opts)
+            limit = plan.limit(epoch) if plan is not None else None
+            return steps if limit is None else itertools.islice(steps, limit)  # the budget's last epoch
 
         def train_step(item: tuple[list[tuple[torch.Tensor, torch.Tensor]], int], epoch: int, step: int) -> Step:
             chunks, n_global = item
@@ -338,10 +372,30 @@ class FPIDetector(Detector):
                 diag = diagnostic.diagnose(net, probe, device=device)
                 log.info("epoch %d %s", epoch + 1, diag.summary())
                 diagnostic.write_row(run_dir / DIAGNOSTIC_CSV, epoch + 1, diag)
+                if epoch < cfg.epochs and tracker.update(diag.loss, epoch + 1, steps, diag.const_loss,
+                                                         diag.prior_loss) and keep_best:
+                    save_best(run_dir, {"net": net.state_dict(), "epoch": epoch + 1, "probe_loss": diag.loss})
+            trained[0] = epoch + 1
 
+        def stop() -> bool:  # the same answer on every rank: rank 0 scores the probe
+            return bool(distributed.broadcast_object(tracker.stop if main else None))
+
+        trained = [start]
         common = dict(batches=batches, step=train_step, total=total, lr=lambda: lr_now[0], end=end_epoch)
-        engine.run([Phase("train", range(cfg.epochs), **common),
+        engine.run([Phase("train", range(cfg.epochs), stop=stop, **common),
                     Phase("swa", range(cfg.epochs, total), **common)], start)
+        card.extra["epochs_trained"] = trained[0]
+        # the last epoch's weights and statistics stay the checkpoint's "net" (a resumed run continues from them,
+        # as an uninterrupted one would); the final weights (best epoch, recomputed statistics) go beside them
+        last = {key: value.detach().clone() for key, value in net.state_dict().items()}
+        restored = False
+        if keep_best and distributed.broadcast_object(tracker.best_epoch if main else 0):
+            best = distributed.broadcast_object(load_best(run_dir) if main else None)
+            if best is not None:  # the run ends with the weights of its best probe loss
+                log.info("keeping the weights of epoch %d (best probe loss %.4f)", int(best["epoch"]),
+                         float(best["probe_loss"]))
+                net.load_state_dict(best["net"])
+                restored = True
         swa_model = swa.model
         if swa_model is not None:
             # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
@@ -358,15 +412,76 @@ class FPIDetector(Detector):
             log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
             update_bn(cls._bn_inputs(store, cfg, total, per_step, streams, task, gen, device, opts, dtype,
                                      BN_BATCHES), net)
-            engine.save(total)  # the last checkpoint holds the final weights (export from it = these weights)
+        if swa_model is None and (opts.final_bn or restored):
+            # the last checkpoint holds the final weights too (export from it = these weights)
+            final[0] = {key: value.detach().clone() for key, value in net.state_dict().items()}
+            net.load_state_dict(last)
+            engine.save(total)
+            net.load_state_dict(final[0])
+        if main:
+            cls._give_verdict(card, tracker, bool(held))
         det.net = distributed.revert_sync_bn(net)
         return det.eval()
+
+    @staticmethod
+    def _give_verdict(card: ModelCard, tracker: BestTracker, held_out: bool) -> None:
+        """Announce the run's verdict and record it in the card (no probe: say so)."""
+        if not tracker.best_epoch:
+            announce("no verdict: no probe set (--opt probe_volumes=0)")
+            return
+        v = verdict(tracker.best_loss, tracker.const_loss, tracker.prior_loss)
+        card.extra.update(v.card_values())
+        card.extra["probe_best_epoch"] = tracker.best_epoch
+        card.extra["probe_held_out"] = held_out
+        where = "held-out" if held_out else "in-sample (too few volumes to hold some out)"
+        announce(f"verdict: {v.text}; {where} probe, best at epoch {tracker.best_epoch}")
+
+    @classmethod
+    def _epoch_steps(cls, store: VolumeStore, cfg: TrainConfig, epoch: int, per_step: int,
+                     opts: FPIOptions) -> int:
+        """The optimiser steps of ``epoch``, counted without making a batch (:meth:`_steps`: the pairs and their
+        batches are fixed by the seed; a step takes one batch from each of ``per_step`` streams of pairs and the
+        epoch ends when a stream runs out)."""
+        pairs = epoch_pairs(len(store), np.random.default_rng([cfg.seed, epoch]))
+        counts = PairBatches(store, pairs, cfg.batch_size, cfg.seed * 7919 + epoch, cfg.max_batches_per_pair,
+                             all_axes=opts.train_axes == "all").batch_counts()
+        return min(sum(counts[c::per_step]) for c in range(per_step))
+
+    @classmethod
+    def _time_steps(cls, net: nn.Module, store: VolumeStore, cfg: TrainConfig, per_step: int, streams: list[int],
+                    task: FPIConfig, device: torch.device, opts: FPIOptions, dtype: torch.dtype,
+                    amp: bool) -> tuple[float | None, int]:
+        """(seconds per optimiser step, steps timed): the first :data:`TIMED_STEPS` steps of epoch 0 run on a
+        copy of the network with its own optimiser, loading and task included, the first one not counted
+        (warm-up). The run's network, optimiser and random streams are left as they were."""
+        copy_net = copy.deepcopy(net)
+        optim = torch.optim.Adam(copy_net.parameters(), lr=1e-6)
+        ends = []
+        with torch.random.fork_rng(devices=[]):
+            t0 = time.perf_counter()
+            items = itertools.islice(cls._steps(store, cfg, 0, per_step, streams, device, opts), TIMED_STEPS)
+            for step, (chunks, n_global) in enumerate(items):
+                batch = cls._step_batch(chunks, streams, task, torch.Generator(), cfg.seed, 0, step, device)
+                optim.zero_grad(set_to_none=True)
+                with autocast(device, amp):
+                    logits = copy_net(batch.images.to(dtype))
+                (cls.loss_sum(logits, batch.labels) / n_global).backward()
+                optim.step()
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                ends.append(time.perf_counter())
+        if not ends:
+            return None, 0
+        if len(ends) == 1:
+            return ends[0] - t0, 1
+        return (ends[-1] - ends[0]) / (len(ends) - 1), len(ends) - 1
 
     @classmethod
     def from_checkpoint(cls, run_dir: Path) -> "FPIDetector":
         """The model of a training run's last checkpoint (``run_dir/checkpoint.pt``, loaded without unpickling
         code), e.g. to score a run that has not finished; the card says at which epoch it stopped. During the
-        SWA phase these are the current (not the averaged) weights."""
+        SWA phase these are the current (not the averaged) weights; after a finished run, its final weights (the
+        best epoch's, with recomputed BatchNorm statistics)."""
         ckpt = load_checkpoint(Path(run_dir))
         if ckpt is None:
             raise ValueError(f"{run_dir}: no {cls.name} training checkpoint (checkpoint.pt) there")
@@ -376,7 +491,7 @@ class FPIDetector(Detector):
         card.extra["checkpoint_of"] = f"{cfg.epochs} + {cls.options(cfg).swa_epochs} SWA epochs planned"
         card.extra.pop("n_train_volumes", None)
         det = cls.build(card)
-        det.net.load_state_dict(ckpt["net"])
+        det.net.load_state_dict(ckpt.get("final_net") or ckpt["net"])
         return det.eval()
 
     def recompute_bn(self, files: Sequence[Path], batches: int = BN_BATCHES, seed: int = 0) -> "FPIDetector":
