@@ -23,6 +23,7 @@ from torch import nn
 
 from mood_detector.errors import OptionError, WeightsError
 from mood_detector.kinds import KINDS, Kind, get_kind
+from mood_detector.preprocess import SCHEMES
 from mood_detector.weights import ModelCard, git_commit, load_weights, save_weights
 
 T = TypeVar("T")
@@ -229,7 +230,8 @@ class Detector(ABC):
         kind = cfg.kind_cfg
         o = cls.options(cfg)
         extra = {**(dataclasses.asdict(o) if o is not None else {}), "batch_size": cfg.batch_size,
-                 "lr": cls.learning_rate(cfg), "n_train_volumes": n_files}
+                 "lr": cls.learning_rate(cfg), "n_train_volumes": n_files,
+                 "preprocess": SCHEMES[0]}  # training reads volumes through preprocess.prepare
         return ModelCard(detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name,
                          slice_axis=kind.slice_axis, size=cfg.net_size, mode="", classes=1,
                          training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),

@@ -21,6 +21,10 @@ volume, in training and at inference, therefore goes through the same two steps 
    mapping for any modality: MRI in arbitrary units, CT in Hounsfield units, data already in [0, 1].
 
 At inference the score map is multiplied by the foreground mask: empty background is never anomalous.
+
+A model card records the intensity scheme its model was trained with (``extra.preprocess``, :data:`SCHEMES`):
+``foreground`` (the rule above; every model trained by this version) or ``minmax`` (earlier models: data
+already in [0, 1] kept as it is, anything else min-max scaled, background kept; a card without the key).
 """
 
 from __future__ import annotations
@@ -148,9 +152,24 @@ def scale_unit(data: np.ndarray) -> np.ndarray:
     return np.clip((arr - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
 
 
-def prepare(data: np.ndarray, inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(normalised volume, foreground mask) of ``data``: what training and inference feed the network."""
+#: intensity schemes a model card can name (``extra.preprocess``); the first is what training uses now
+SCHEMES = ("foreground", "minmax")
+
+
+def scheme_of(extra: dict) -> str:
+    """The intensity scheme of a model card's ``extra`` (``minmax`` for cards written before it was recorded)."""
+    scheme = str(extra.get("preprocess", "minmax"))
+    if scheme not in SCHEMES:
+        raise ValueError(f"the model card's preprocess {scheme!r} is not one of {', '.join(SCHEMES)}")
+    return scheme
+
+
+def prepare(data: np.ndarray, inplace: bool = False, scheme: str = "foreground") -> tuple[np.ndarray, np.ndarray]:
+    """(normalised volume, foreground mask) of ``data``: what training and inference feed the network, by
+    ``scheme`` (:data:`SCHEMES`); the mask is the foreground either way (scores outside it are 0)."""
     mask = foreground_mask(data)
+    if scheme == "minmax":
+        return scale_unit(data), mask
     return normalise_intensity(data, mask, inplace=inplace), mask
 
 

@@ -105,3 +105,17 @@ def test_prepare_properties(vol):
     assert x.shape == vol.shape and m.shape == vol.shape and m.dtype == bool
     assert np.isfinite(x).all() and x.min() >= 0.0 and x.max() <= 1.0
     assert (x[~m] == 0).all()
+
+
+def test_minmax_scheme_keeps_earlier_models_inputs():
+    from mood_detector.preprocess import scheme_of
+
+    vol, head = _head(noise=25.0)
+    x, m = prepare(vol, scheme="minmax")
+    np.testing.assert_array_equal(x, scale_unit(vol))  # background kept, as those models were trained
+    assert m[head].mean() > 0.99
+    assert scheme_of({}) == "minmax" and scheme_of({"preprocess": "foreground"}) == "foreground"
+    import pytest
+
+    with pytest.raises(ValueError, match="preprocess"):
+        scheme_of({"preprocess": "zscore"})

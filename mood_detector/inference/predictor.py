@@ -28,7 +28,7 @@ from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
 from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import kind_for_shape
-from mood_detector.preprocess import prepare, resample, to_slices
+from mood_detector.preprocess import prepare, resample, scheme_of, to_slices
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ class Predictor:
         reads): then a 512^3 volume needs two float32 volume copies, the input and the score map."""
         det = self.detector_for(data.shape)
         with self.timings("preprocess"):
-            norm, mask = prepare(data, inplace=inplace)
+            norm, mask = prepare(data, inplace=inplace, scheme=scheme_of(det.card.extra))
             net = resample(norm, (det.size,) * 3)
             del norm
             # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
@@ -354,7 +354,7 @@ class Predictor:
                     continue
                 if self.adapt_for(det) == "none":
                     continue
-                net = resample(prepare(data, inplace=True)[0], (det.size,) * 3)
+                net = resample(prepare(data, inplace=True, scheme=scheme_of(det.card.extra))[0], (det.size,) * 3)
                 groups.setdefault(id(det), (det, []))[1].append(net)
                 del data
             for det, vols in groups.values():

@@ -355,7 +355,7 @@ def run_speed_benchmark(cfg: SpeedConfig) -> SpeedResults:
     from mood_detector.inference.accel import set_cpu_threads
     from mood_detector.inference.predictor import PredictConfig, Predictor
     from mood_detector.io.nifti import list_volumes, read_volume, write_volume
-    from mood_detector.preprocess import prepare, resample, to_slices
+    from mood_detector.preprocess import prepare, resample, scheme_of, to_slices
 
     if cfg.memory not in MEMORY_PROBES:
         raise MoodError(f"memory must be one of {sorted(MEMORY_PROBES)}, not {cfg.memory!r}")
@@ -440,7 +440,7 @@ def run_speed_benchmark(cfg: SpeedConfig) -> SpeedResults:
         comparable = True
         for f in files[:k]:
             data = read_volume(f, PredictConfig().limits).data
-            norm, mask = prepare(data, inplace=True)
+            norm, mask = prepare(data, inplace=True, scheme=scheme_of(card.extra))
             net = resample(norm, (card.size,) * 3)
             slices = to_slices(net, card.slice_axis)
             pix, secs = naive_forward(naive_det, slices, batch, device)

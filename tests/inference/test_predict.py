@@ -89,7 +89,7 @@ def _column_detector(size: int = 16, extra: dict | None = None):
             raise NotImplementedError
 
     card = ModelCard(detector="column", arch="brain", width=1.0, kind="brain", slice_axis=2, size=size,
-                     mode="continuous", classes=1, extra=dict(extra or {}))
+                     mode="continuous", classes=1, extra={"preprocess": "foreground", **(extra or {})})
     return Column(card)
 
 
