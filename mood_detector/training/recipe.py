@@ -23,6 +23,7 @@ import torch
 
 from mood_detector.detector import FOLDER_OPTIONS, REGISTRY, Detector, detector_class
 from mood_detector.errors import WeightsError
+from mood_detector.preprocess import SCHEMES
 from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,10 @@ def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
     if "mode" in detector_class(card.detector).train_fields:
         values["mode"] = card.mode
     extra = dict(card.extra)
+    if extra.get("preprocess", "minmax") != SCHEMES[0]:  # not a setting: what this version's training does
+        log.warning("%s: the recipe's model was trained with the %r intensity scheme; training now uses %r "
+                    "(mood_detector.preprocess), so the new model sees its inputs differently",
+                    source, extra.get("preprocess", "minmax"), SCHEMES[0])
     keys = option_fields(card.detector) - set(FOLDER_OPTIONS)
     values.update({k: extra[k] for k in EXTRA_VALUES if k in extra and k not in keys})
     options = {k: _as_option(v) for k, v in extra.items() if k in keys}

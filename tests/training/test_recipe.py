@@ -17,7 +17,8 @@ from mood_detector.weights import load_weights
 TINY = {"size": 32, "width": 0.125, "epochs": 1}
 #: what a card says about its data or its build, not about its settings
 DATA_FIELDS = {"training_data", "data_command", "commit", "package_version"}
-DATA_EXTRA = {"n_train_volumes", "bn_recomputed", "recipe"}
+# not settings: what the data and this version's training made (the intensity scheme is the code's, see preprocess)
+DATA_EXTRA = {"n_train_volumes", "bn_recomputed", "recipe", "preprocess"}
 
 
 def _recipe_from_bundled(kind: str, tmp_path: Path) -> Path:
