@@ -118,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the planted outliers [default: 0]")
     ap.add_argument("--adapt", choices=["none", "bn", "finetune"], default=None,
                     help="test-time adaptation [default: the card's]")
-    ap.add_argument("--adapt-steps", type=int, default=40, help="steps of --adapt finetune [default: 40]")
+    ap.add_argument("--adapt-steps", type=int, default=200, help="steps of --adapt finetune [default: 200]")
     ap.add_argument("--axes", choices=["model", "all"], default=None, help="slicing axes [default: the card's]")
     ap.add_argument("--mirror", default=None, help="test-time mirroring [default: the card's]")
     ap.add_argument("--results", type=Path, default=None,
                     help="also write the table as a numbers source (docs/results/*.json) [default: none]")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cfg = PredictConfig(tasks=("pixel", "sample"), device="cpu", progress=False, adapt=args.adapt, adapt_steps=args.adapt_steps, axes=args.axes,
+    cfg = PredictConfig(tasks=("pixel", "sample"), device="cpu", progress=False, adapt=args.adapt,
+                        adapt_steps=args.adapt_steps, axes=args.axes,
                         mirror=args.mirror)
     rows = []
     for name in args.sources.split(","):

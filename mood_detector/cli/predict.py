@@ -59,9 +59,9 @@ log = logging.getLogger(__name__)
 @click.option("--adapt", type=click.Choice(["none", "bn", "finetune"]), default=None,
               help="Test-time adaptation on slices of up to 4 of the inputs (evenly spread; no labels) before "
                    "scoring: 'bn' recomputes the network's BatchNorm statistics (seconds); 'finetune' trains the "
-                   "fpi or nsa model's own synthetic task on them for 40 small steps (about a minute on a CPU); "
+                   "fpi or nsa model's own synthetic task on them (--adapt-steps; minutes on a CPU, seconds on a GPU); "
                    "'none' scores as trained [default: the model card's 'adapt', else none].")
-@click.option("--adapt-steps", type=click.IntRange(min=1), default=40, show_default=True,
+@click.option("--adapt-steps", type=click.IntRange(min=1), default=200, show_default=True,
               help="Optimiser steps of --adapt finetune (16 slices each).")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")

@@ -102,6 +102,7 @@ def test_finetune_through_the_predictor(tmp_path: Path, tiny_fpi: Path):
     inp.mkdir()
     for i in range(2):
         save_nifti(inp / f"v{i}.nii.gz", blob_volume(seed=30 + i))
-    pred = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False, adapt="finetune"))
+    pred = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False, adapt="finetune",
+                                                            adapt_steps=3))
     assert pred.predict_folder(inp, tmp_path / "out").exit_code == 0
     assert pred.timings.seconds["adapt"] > 0
