@@ -20,14 +20,14 @@ from pathlib import Path
 from mood_detector.io.nifti import write_text_atomic
 
 
-def merge(parts: list[tuple[str, Path]], what: str) -> dict:
-    """One source from ``(label, results file)`` pairs."""
+def merge(parts: list[tuple[str, Path]], what: str, drop: frozenset[str] = frozenset()) -> dict:
+    """One source from ``(label, results file)`` pairs, without the rows of the sources in ``drop``."""
     rows, commands, columns = [], [], ["model"]
     for label, path in parts:
         src = json.loads(path.read_text(encoding="utf-8"))
         columns += [c for c in src["columns"] if c not in columns]
         commands.append(f"{label}: {src['command']}")
-        rows += [{"model": label, **row} for row in src["rows"]]
+        rows += [{"model": label, **row} for row in src["rows"] if row["source"] not in drop]
     return {"what": what, "command": commands, "measured": date.today().isoformat(), "columns": columns,
             "rows": rows}
 
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="the merged numbers source to write")
     ap.add_argument("--what", default="held-out real scans with planted outliers", help="what the table shows")
+    ap.add_argument("--drop-source", action="append", default=[],
+                    help="leave out this source's rows (repeatable), e.g. one a model was trained on [default: none]")
     ap.add_argument("parts", nargs="+", help="LABEL=PATH of a heldout_real.py --results file")
     args = ap.parse_args(argv)
     parts = []
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             ap.error(f"{item!r}: expected LABEL=PATH")
         parts.append((label, Path(path)))
-    write_text_atomic(args.out, json.dumps(merge(parts, args.what), indent=2, ensure_ascii=False) + "\n")
+    write_text_atomic(args.out, json.dumps(merge(parts, args.what, frozenset(args.drop_source)), indent=2, ensure_ascii=False) + "\n")
     return 0
 
 
