@@ -171,7 +171,7 @@ def _zoom_matrix(grid: int, size: int) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _smooth_field(rng: np.random.Generator, grid: int, size: int, amplitude: float) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, grid: int, size: int, amplitude: float) -> np.ndarray:
     """A smooth random field: a ``grid``^3 Gaussian lattice zoomed to ``size``^3 with cubic splines.
 
     Same values as ``ndimage.zoom(coarse, size / grid, order=3, mode="nearest", grid_mode=True)`` (spline
@@ -182,7 +182,7 @@ def _smooth_field(rng: np.random.Generator, grid: int, size: int, amplitude: flo
     return np.einsum("ai,bj,ck,ijk->abc", w, w, w, coarse.astype(np.float64), optimize=True).astype(np.float32)
 
 
-def _warp(images: Sequence[np.ndarray], template_affine: np.ndarray, centre_mask: np.ndarray, size: int,
+def warp(images: Sequence[np.ndarray], template_affine: np.ndarray, centre_mask: np.ndarray, size: int,
           rng: np.random.Generator, var: BrainVariation) -> tuple[list[np.ndarray], np.ndarray]:
     """``images`` (same grid, ``template_affine``) under one random subject transform, sampled on a cubic
     ``size``^3 grid covering :data:`FOV_MM` centred on ``centre_mask``'s centre of mass; returns (warped
@@ -206,7 +206,7 @@ def _warp(images: Sequence[np.ndarray], template_affine: np.ndarray, centre_mask
     del idx
     edge = np.sqrt((template_affine[:3, :3] ** 2).sum(0))  # template voxel edges (mm)
     for axis in range(3):  # elastic displacement, in template voxels
-        coords[axis] += _smooth_field(rng, var.elastic_grid, size, var.elastic_mm / 2).reshape(-1) / edge[axis]
+        coords[axis] += smooth_field(rng, var.elastic_grid, size, var.elastic_mm / 2).reshape(-1) / edge[axis]
     # radial deformation about the brain centre: sampling closer to (a > 0) the centre enlarges what is there
     a = rng.uniform(*var.radial)
     centre_vox = inv_t[:3, :3] @ centre_world + inv_t[:3, 3]
@@ -222,10 +222,10 @@ def _warp(images: Sequence[np.ndarray], template_affine: np.ndarray, centre_mask
 def make_brain_subject(template: np.ndarray, template_affine: np.ndarray, size: int, rng: np.random.Generator,
                        var: BrainVariation = BrainVariation()) -> tuple[np.ndarray, np.ndarray]:
     """One pseudo-subject as (float32 volume of ``size``^3 in [0, 1], its affine)."""
-    (vol,), out_affine = _warp([template], template_affine, template > 0, size, rng, var)
+    (vol,), out_affine = warp([template], template_affine, template > 0, size, rng, var)
     fg = vol > 0.02
     vol = np.clip(vol, 0.0, None)
-    bias = np.exp(_smooth_field(rng, 3, size, var.bias / 2))
+    bias = np.exp(smooth_field(rng, 3, size, var.bias / 2))
     vol *= bias
     vol = np.power(vol / max(float(vol.max()), 1e-6), rng.uniform(*var.gamma))
     vol += rng.normal(0.0, rng.uniform(*var.noise), vol.shape).astype(np.float32)

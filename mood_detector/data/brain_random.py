@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +27,12 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
+from tqdm import tqdm
 
-from mood_detector.data.brain import (TEMPLATES, BrainVariation, _smooth_field, _warp, load_template,
-                                     resolve_templates)
+from mood_detector.data.brain import (TEMPLATES, BrainVariation, load_template, resolve_templates, smooth_field,
+                                     warp)
 from mood_detector.data.randomise import Appearance, acquire, apply_curve, class_means
-from mood_detector.io.nifti import write_volume
+from mood_detector.io.nifti import write_text_atomic, write_volume
 
 log = logging.getLogger(__name__)
 
@@ -117,9 +119,9 @@ def make_random_subject(source: str, size: int, rng: np.random.Generator, var: B
     else:
         img, fg, affine, info = source_image(source, rng)
         brain = fg
-    (vol, obj), out_affine = _warp([img, fg.astype(np.float32)], affine, brain, size, rng, var)
+    (vol, obj), out_affine = warp([img, fg.astype(np.float32)], affine, brain, size, rng, var)
     obj = obj > 0.5
-    bias = np.exp(_smooth_field(rng, 3, size, float(rng.uniform(*app.bias)))).astype(np.float32)
+    bias = np.exp(smooth_field(rng, 3, size, float(rng.uniform(*app.bias)))).astype(np.float32)
     vol, acq = acquire(vol, obj, bias, rng, app, skull=bool(info["skull"]))
     return vol, out_affine, {**info, **acq}
 
@@ -142,12 +144,6 @@ def make_random_brain_data(out_dir: str | Path, n: int, size: int = 256, seed: i
                            sources: str | Sequence[str] | None = None) -> list[Path]:
     """Write ``n`` random-contrast brain subjects ``{start:05d}.nii.gz ...`` into ``out_dir`` (subject k from
     source ``k mod len(sources)``, drawn from ``(seed, k)`` only) and ``subjects.json`` with what was drawn."""
-    import json
-
-    from tqdm import tqdm
-
-    from mood_detector.io.nifti import write_text_atomic
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = resolve_sources(sources)

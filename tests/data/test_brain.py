@@ -43,7 +43,7 @@ def test_subjects_cycle_through_the_templates(tmp_path):
 @given(grid=st.integers(2, 7), size=st.integers(2, 40))
 def test_smooth_field_is_the_spline_zoom_of_its_lattice(grid, size):
     """The fast separable field equals scipy's cubic-spline zoom of the same random lattice."""
-    field = brain._smooth_field(np.random.default_rng(3), grid, size, 2.0)
+    field = brain.smooth_field(np.random.default_rng(3), grid, size, 2.0)
     coarse = np.random.default_rng(3).normal(0.0, 2.0, (grid,) * 3).astype(np.float32)
     want = ndimage.zoom(coarse, size / grid, order=3, mode="nearest", grid_mode=True)[:size, :size, :size]
     assert field.shape == (size,) * 3 and field.dtype == np.float32
