@@ -2,7 +2,7 @@
 
 Each detector trains for one short epoch (per phase) on tiny blob volumes on the CPU; a digest of every saved
 tensor (sum, sum of squares, a few values) and of the card's numeric calibration values is compared with
-``fixed_seed_reference.json`` to a relative 1e-6. The reference pins the training behaviour: a refactor of the
+``fixed_seed_reference.json`` to a relative 1e-6 (SQUID: looser, :data:`TOLERANCE`). The reference pins the training behaviour: a refactor of the
 training code must reproduce it exactly. Regenerate it only for an intended change of behaviour::
 
     python -m tests.training.test_fixed_seed --record
@@ -24,6 +24,11 @@ from tests.conftest import blob_volume, save_nifti
 
 REFERENCE = Path(__file__).with_name("fixed_seed_reference.json")
 REL = 1e-6
+#: per detector (relative, absolute) tolerance where other CPU kernels (another ATEN_CPU_CAPABILITY) change the
+#: result beyond REL: SQUID's adversarial training amplifies the kernels' rounding differences (measured under
+#: ATEN_CPU_CAPABILITY=avx2: median 4e-7, largest 0.7% relative, 2e-4 absolute on the weight sums); a change of
+#: behaviour (another step order, another draw) moves them by far more
+TOLERANCE = {"squid": (1e-2, 1e-3)}
 
 _DDAD = {"k": "2", "input_size": "32", "hidden": "32", "latent": "8", "asr_mid": "8", "ae_epochs": "1",
          "ae_batch": "8", "asr_epochs": "1", "asr_batch": "8", "max_slices": "16", "calib_slices": "16"}
@@ -83,8 +88,9 @@ def train_tiny(name: str, root: Path) -> dict[str, Any]:
     return digest(train_detector(train, root / f"{name}.safetensors", cfg, data_command=""))
 
 
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=REL, abs_tol=1e-12)
+def _close(a: float, b: float, name: str = "") -> bool:
+    rel, abs_ = TOLERANCE.get(name, (REL, 1e-12))
+    return math.isclose(a, b, rel_tol=rel, abs_tol=abs_)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -93,9 +99,9 @@ def test_fixed_seed_training_gives_the_recorded_weights(name: str, tmp_path: Pat
     got = train_tiny(name, tmp_path)
     assert sorted(got["tensors"]) == sorted(ref["tensors"]), "the saved tensors differ"
     bad = [k for k, r in ref["tensors"].items()
-           if len(got["tensors"][k]) != len(r) or not all(_close(a, b) for a, b in zip(got["tensors"][k], r))]
+           if len(got["tensors"][k]) != len(r) or not all(_close(a, b, name) for a, b in zip(got["tensors"][k], r))]
     assert not bad, f"{len(bad)} tensors differ from the recorded ones, e.g. {bad[:5]}"
-    bad_card = [k for k, r in ref["card"].items() if k not in got["card"] or not _close(got["card"][k], r)]
+    bad_card = [k for k, r in ref["card"].items() if k not in got["card"] or not _close(got["card"][k], r, name)]
     assert not bad_card, f"card values differ: {bad_card}"
 
 
