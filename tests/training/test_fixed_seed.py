@@ -2,8 +2,8 @@
 
 Each detector trains for one short epoch (per phase) on tiny blob volumes on the CPU; a digest of every saved
 tensor (sum, sum of squares, a few values) and of the card's numeric calibration values is compared with
-``fixed_seed_reference.json`` to a relative 1e-6 (SQUID: looser, :data:`TOLERANCE`). The reference pins the training behaviour: a refactor of the
-training code must reproduce it exactly. Regenerate it only for an intended change of behaviour::
+``fixed_seed_reference.json`` to a relative 1e-6 (SQUID: looser, :data:`TOLERANCE`). The reference pins the
+training behaviour: a refactor of the training code must reproduce it exactly. Regenerate it only for an intended change of behaviour::
 
     python -m tests.training.test_fixed_seed --record
 """
