@@ -5,15 +5,16 @@ fine-tune of the detector's synthetic-anomaly task on them (:func:`adapt_finetun
 
 A network trained on one set of scanners normalises its features with that data's BatchNorm means and
 variances; on another site's scans those statistics are off, and the whole map drifts. Recomputing them on
-the inputs themselves (no labels; AdaBN, Li et al. 2018) is a forward pass over a sample of their slices. The
-detector's weights are not changed, only the running statistics, and the sample is fixed by a seed.
+the inputs themselves (no labels; AdaBN, Li et al. 2018) is a forward pass over a sample of their slices (evenly
+spread, so the same inputs give the same statistics). The detector's weights are not changed, only the running
+statistics.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ def batchnorm_layers(det: Detector) -> list[nn.modules.batchnorm._BatchNorm]:
 
 @torch.no_grad()
 def adapt_batchnorm(det: Detector, volumes: Iterable[np.ndarray], axes: Iterable[int], batch_size: int = 16,
-                    device: torch.device | str = "cpu", run: Callable[[torch.Tensor], object] | None = None) -> int:
+                    device: torch.device | str = "cpu") -> int:
     """Recompute ``det``'s BatchNorm statistics over slices of ``volumes`` (each already at the network size,
     as the predictor feeds it): a cumulative average over all of them. Returns the number of slices used; with
     none (or no BatchNorm layer) the detector is left as it was."""
@@ -68,20 +69,17 @@ def adapt_batchnorm(det: Detector, volumes: Iterable[np.ndarray], axes: Iterable
         m.momentum = None  # cumulative average over every batch
         m.train()
     try:
-        forward = run or det.score_slices
         for i in range(0, len(x), batch_size):
-            forward(torch.from_numpy(x[i:i + batch_size])[:, None].to(device))
-    except BaseException:
-        for m, (mom, mean, var) in zip(layers, saved):
+            det.score_slices(torch.from_numpy(x[i:i + batch_size])[:, None].to(device))
+    except BaseException:  # leave the model as it was
+        for m, (_, mean, var) in zip(layers, saved):
             m.running_mean.copy_(mean)
             m.running_var.copy_(var)
-            m.momentum = mom
         raise
     finally:
-        for m in layers:
+        for m, (momentum, _, _) in zip(layers, saved):
+            m.momentum = momentum
             m.eval()
-    for m, (mom, _, _) in zip(layers, saved):
-        m.momentum = mom
     log.info("--adapt bn: BatchNorm statistics of %d layers recomputed over %d slices", len(layers), len(x))
     return len(x)
 

@@ -73,8 +73,8 @@ class PredictConfig:
             ``tta_mirror``, else ``none``.
         adapt: test-time adaptation before scoring, on slices of up to ``adapt_volumes`` of the inputs
             (evenly spread; :mod:`mood_detector.inference.adapt`): ``none``, ``bn`` (recompute the BatchNorm
-            statistics) or ``finetune`` (a short fine-tune of the detector's own synthetic task; fpi and nsa). ``None`` = the card's ``adapt`` (what it was measured best
-            with), else ``none``.
+            statistics) or ``finetune`` (a short fine-tune of the detector's own synthetic task; fpi and nsa).
+            ``None`` = the card's ``adapt`` (set by ``export --adapt``), else ``none``.
         adapt_volumes: how many inputs ``adapt`` reads (a fixed share of the scoring time however large the
             folder).
         adapt_steps: optimiser steps of ``adapt="finetune"``.
