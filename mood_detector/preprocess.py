@@ -139,17 +139,24 @@ def normalise_intensity(data: np.ndarray, mask: np.ndarray | None = None, inplac
     return out
 
 
-def scale_unit(data: np.ndarray) -> np.ndarray:
+def scale_unit(data: np.ndarray, inplace: bool = False) -> np.ndarray:
     """``data`` as float32 in [0, 1] with nothing removed (background kept): data already inside [0, 1] is
-    returned as it is, anything else is min-max scaled. For writing test cases that keep a scan's look; the
-    network's input is :func:`prepare`'s."""
+    returned as it is, anything else is min-max scaled. The ``minmax`` scheme of earlier models, and how test
+    cases keep a scan's look. Overwrites ``data`` under the same rule as :func:`normalise_intensity` (at most
+    one float32 copy of a 512^3 volume)."""
     arr = np.asarray(data, dtype=np.float32)
     lo, hi = float(arr.min()), float(arr.max())
     if lo >= 0.0 and hi <= 1.0:
         return arr
+    own = (inplace or arr is not data) and arr.flags.writeable
+    out = arr if own else np.empty_like(arr)
     if hi <= lo:
-        return np.zeros_like(arr)
-    return np.clip((arr - np.float32(lo)) * np.float32(1.0 / (hi - lo)), 0.0, 1.0)
+        out.fill(0.0)
+        return out
+    np.subtract(arr, np.float32(lo), out=out)
+    out *= np.float32(1.0 / (hi - lo))
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 #: intensity schemes a model card can name (``extra.preprocess``); the first is what training uses now
@@ -169,7 +176,7 @@ def prepare(data: np.ndarray, inplace: bool = False, scheme: str = "foreground")
     ``scheme`` (:data:`SCHEMES`); the mask is the foreground either way (scores outside it are 0)."""
     mask = foreground_mask(data)
     if scheme == "minmax":
-        return scale_unit(data), mask
+        return scale_unit(data, inplace=inplace), mask
     return normalise_intensity(data, mask, inplace=inplace), mask
 
 

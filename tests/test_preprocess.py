@@ -119,3 +119,12 @@ def test_minmax_scheme_keeps_earlier_models_inputs():
 
     with pytest.raises(ValueError, match="preprocess"):
         scheme_of({"preprocess": "zscore"})
+
+
+def test_scale_unit_inplace_keeps_one_copy():
+    vol, _ = _head(noise=25.0)
+    a = vol.copy()
+    out = scale_unit(a, inplace=True)
+    assert out is a and out.min() == 0.0 and out.max() == 1.0
+    b = vol.copy()
+    assert scale_unit(b) is not b and np.array_equal(scale_unit(b), out)  # without inplace the input is kept
