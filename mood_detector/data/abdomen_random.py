@@ -12,7 +12,6 @@ The phantom's anatomy (:mod:`.abdomen`) with, per subject (see :mod:`.randomise`
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,8 +20,8 @@ import numpy as np
 from scipy import ndimage
 
 from mood_detector.data.abdomen import HU_RANGE, AbdomenVariation, abdomen_affine, make_subject, render_subject
-from mood_detector.data.randomise import thick_slices
-from mood_detector.io.nifti import write_text_atomic, write_volume
+from mood_detector.data.randomise import record_draws, thick_slices
+from mood_detector.io.nifti import write_volume
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +124,6 @@ def make_random_abdomen_data(out_dir: str | Path, n: int, size: int = 512, seed:
         written.append(write_volume(out_dir / f"{k:05d}.nii.gz", vol, affine))
         drawn[f"{k:05d}.nii.gz"] = info
         del vol
-    meta = out_dir / "subjects.json"
-    old = json.loads(meta.read_text()) if meta.exists() else {}
-    write_text_atomic(meta, json.dumps({**old, **drawn}, indent=1, sort_keys=True) + "\n")
+    record_draws(out_dir, drawn)
     log.info("wrote %d random-appearance abdominal phantoms (%d^3) to %s", n, size, out_dir)
     return written

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,8 @@ from tqdm import tqdm
 
 from mood_detector.data.brain import (TEMPLATES, BrainVariation, load_template, resolve_templates, smooth_field,
                                      warp)
-from mood_detector.data.randomise import Appearance, acquire, apply_curve, class_means
-from mood_detector.io.nifti import write_text_atomic, write_volume
+from mood_detector.data.randomise import Appearance, acquire, apply_curve, class_means, record_draws
+from mood_detector.io.nifti import write_volume
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +152,6 @@ def make_random_brain_data(out_dir: str | Path, n: int, size: int = 256, seed: i
         vol, affine, info = make_random_subject(names[k % len(names)], size, rng)
         written.append(write_volume(out_dir / f"{k:05d}.nii.gz", vol, affine))
         drawn[f"{k:05d}.nii.gz"] = info
-    meta = out_dir / "subjects.json"
-    old = json.loads(meta.read_text()) if meta.exists() else {}
-    write_text_atomic(meta, json.dumps({**old, **drawn}, indent=1, sort_keys=True) + "\n")
+    record_draws(out_dir, drawn)
     log.info("wrote %d random-contrast brain volumes (%d^3, sources %s) to %s", n, size, ",".join(names), out_dir)
     return written

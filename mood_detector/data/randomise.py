@@ -24,10 +24,15 @@ they apply (see :class:`Appearance`). Anatomy varies by the spatial deformations
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from mood_detector.io.nifti import write_text_atomic
 
 #: contrast families: per class, the (low, high) range of its mean intensity; classes are
 #: :data:`CLASSES`. ``random`` (not listed) draws every mean uniformly in [0, 1].
@@ -156,3 +161,12 @@ def acquire(vol: np.ndarray, fg: np.ndarray, bias: np.ndarray, rng: np.random.Ge
     top = float(np.percentile(vol[fg], 99.9)) if fg.any() else 1.0
     np.clip(vol / max(top, 1e-6), 0.0, 1.0, out=vol)
     return vol.astype(np.float32, copy=False), info
+
+
+def record_draws(out_dir: Path, drawn: dict[str, Any]) -> Path:
+    """Add what each subject drew (file name -> draws) to ``out_dir/subjects.json``, keeping the entries of
+    earlier runs into the same folder (``--start``); written atomically."""
+    meta = out_dir / "subjects.json"
+    old = json.loads(meta.read_text(encoding="utf-8")) if meta.exists() else {}
+    write_text_atomic(meta, json.dumps({**old, **drawn}, indent=1, sort_keys=True) + "\n")
+    return meta
