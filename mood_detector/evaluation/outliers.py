@@ -112,8 +112,16 @@ class OutlierResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def draw_sphere(volume: np.ndarray, rng: np.random.Generator, cfg: OutlierConfig = OutlierConfig()) -> Sphere:
-    """A random sphere inside the array whose centre is a foreground voxel (see the module notes)."""
+def object_voxels(volume: np.ndarray, cfg: OutlierConfig = OutlierConfig()) -> np.ndarray:
+    """Where sphere centres may be drawn: the object, not a noisy background (the shared foreground rule of the
+    network's preprocessing), above ``fg_threshold``."""
+    return foreground_mask(volume) & (volume > cfg.fg_threshold)
+
+
+def draw_sphere(volume: np.ndarray, rng: np.random.Generator, cfg: OutlierConfig = OutlierConfig(),
+                fg: np.ndarray | None = None) -> Sphere:
+    """A random sphere inside the array whose centre is a foreground voxel (see the module notes); ``fg`` is
+    :func:`object_voxels` of ``volume`` when the caller has it already."""
     shape = volume.shape
     smallest = min(shape)
     radius = float(rng.uniform(*cfg.radius_frac) * smallest)
@@ -121,8 +129,8 @@ def draw_sphere(volume: np.ndarray, rng: np.random.Generator, cfg: OutlierConfig
     r = int(np.floor(radius))
     lo = np.array([r] * 3)
     hi = np.array(shape) - r  # exclusive
-    # the object, not a noisy background: the shared foreground rule of the network's preprocessing
-    fg = foreground_mask(volume) & (volume > cfg.fg_threshold)
+    if fg is None:
+        fg = object_voxels(volume, cfg)
     best: tuple[float, Sphere] | None = None
     for _ in range(max(1, cfg.max_tries)):
         centre = _foreground_voxel(fg, lo, hi, rng)
@@ -225,8 +233,9 @@ def apply_outlier(volume: np.ndarray, kind: str, rng: np.random.Generator,
     if vol.ndim != 3:
         raise ValueError(f"expected a 3D volume, got shape {vol.shape}")
     best: tuple[int, tuple, np.ndarray, np.ndarray, dict, Sphere] | None = None
+    fg = object_voxels(vol, cfg) if sphere is None else None  # once, for every redraw
     for _ in range(max(1, cfg.max_tries)):
-        sph = sphere if sphere is not None else draw_sphere(vol, rng, cfg)
+        sph = sphere if sphere is not None else draw_sphere(vol, rng, cfg, fg)
         box, mask = sph.mask(vol.shape)
         region, params = _OPS[kind](vol, sph, box, mask, rng, cfg)
         np.clip(region, 0.0, 1.0, out=region)
