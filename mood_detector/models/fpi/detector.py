@@ -382,8 +382,9 @@ class FPIDetector(Detector):
 
         trained = [start]
         common = dict(batches=batches, step=train_step, total=total, lr=lambda: lr_now[0], end=end_epoch)
-        engine.run([Phase("train", range(cfg.epochs), stop=stop, **common),
-                    Phase("swa", range(cfg.epochs, total), **common)], start)
+        # split=False: each rank draws its own pair streams (_steps) and DDP with cross-rank BatchNorm syncs them
+        engine.run([Phase("train", range(cfg.epochs), stop=stop, split=False, **common),
+                    Phase("swa", range(cfg.epochs, total), split=False, **common)], start)
         card.extra["epochs_trained"] = trained[0]
         # the last epoch's weights and statistics stay the checkpoint's "net" (a resumed run continues from them,
         # as an uninterrupted one would); the final weights (best epoch, recomputed statistics) go beside them
