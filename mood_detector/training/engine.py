@@ -158,7 +158,6 @@ class Engine:
     device: torch.device = torch.device("cpu")
     checkpoint: dict[str, Any] | None = field(default=None, init=False)
     _last_save: float = field(default_factory=time.monotonic, init=False)
-    _hooked: set[int] = field(default_factory=set, init=False)
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -214,9 +213,11 @@ class Engine:
         """``opt`` with its step preceded, under ``torchrun`` and in a phase the engine splits, by the sum of
         the ranks' gradients of its parameters. The engine does this for every optimiser in ``state``; a
         detector that makes optimisers during training (one per stage) passes each one through here."""
-        if distributed.is_distributed() and id(opt) not in self._hooked:
+        # marked on the optimiser itself (an id() would be reused by the next stage's optimiser once the last one
+        # is freed, and that on one rank but not another)
+        if distributed.is_distributed() and not getattr(opt, "_mood_sums_gradients", False):
             opt.register_step_pre_hook(_sum_gradients)
-            self._hooked.add(id(opt))
+            opt._mood_sums_gradients = True  # type: ignore[attr-defined]
         return opt
 
     def _modules(self) -> list[nn.Module]:
