@@ -11,8 +11,10 @@ destroys it again at the end if it created it. Each rank uses ``cuda:LOCAL_RANK`
 Helpers for detectors: :func:`wrap_ddp` / :func:`unwrap` (DistributedDataParallel), :func:`convert_sync_bn` /
 :func:`revert_sync_bn` (BatchNorm statistics over all ranks' batches: ``torch.nn.SyncBatchNorm`` on CUDA, the
 :class:`DistBatchNorm` below on CPU, where ``SyncBatchNorm`` is not supported), :func:`lockstep` (equal
-optimiser-step counts on all ranks), :func:`shard` (this rank's share of a list), :func:`is_main`,
-:func:`barrier`, :func:`all_gather_object`, :func:`broadcast_object`, :func:`all_reduce_sum`,
+optimiser-step counts on all ranks), :func:`shard` (this rank's share of a list), :func:`split_batch` (this
+rank's part of a batch that every rank drew), :func:`sum_gradients` and :func:`broadcast_module` (what the
+training engine uses to train any detector's networks under ``torchrun``), :func:`all_gather_cat`,
+:func:`is_main`, :func:`barrier`, :func:`all_gather_object`, :func:`broadcast_object`, :func:`all_reduce_sum`,
 :func:`check_same`.
 """
 
@@ -26,6 +28,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -217,6 +220,23 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's ``t`` concatenated along dim 0 in rank order (the ranks' first dimensions may differ; the
+    other dimensions, the dtype and the device must agree); ``t`` itself in a single process."""
+    if not is_distributed():
+        return t
+    t = t.contiguous()
+    sizes = torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device)
+    gathered_sizes = [torch.zeros_like(sizes) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered_sizes, sizes)
+    counts = [int(c) for c in gathered_sizes]
+    padded = t.new_zeros((max(counts),) + tuple(t.shape[1:]))
+    padded[: t.shape[0]] = t
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:c] for part, c in zip(parts, counts)])
+
+
 def check_same(value: Any, what: str) -> None:
     """Raise on every rank if ranks disagree about ``value`` (e.g. the training file list on different nodes)."""
     if not is_distributed():
@@ -243,6 +263,73 @@ def wrap_ddp(module: nn.Module, device: torch.device, **kwargs: Any) -> nn.Modul
 def unwrap(module: nn.Module) -> nn.Module:
     """The module inside a DDP wrapper (or ``module`` itself)."""
     return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def _leaves(batch: Any) -> Iterator[Any]:
+    if isinstance(batch, (torch.Tensor, np.ndarray)):
+        yield batch
+    elif isinstance(batch, (tuple, list)):
+        for item in batch:
+            yield from _leaves(item)
+    elif isinstance(batch, dict):
+        for item in batch.values():
+            yield from _leaves(item)
+
+
+def _take(batch: Any, start: int, stop: int) -> Any:
+    if isinstance(batch, (torch.Tensor, np.ndarray)):
+        return batch[start:stop]
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a NamedTuple
+        return type(batch)(*(_take(item, start, stop) for item in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_take(item, start, stop) for item in batch)
+    if isinstance(batch, dict):
+        return {key: _take(item, start, stop) for key, item in batch.items()}
+    return batch
+
+
+def split_batch(batch: Any, rank_: int | None = None, world: int | None = None) -> tuple[Any, int, int]:
+    """This rank's part of ``batch``, a batch that every rank drew alike: ``(part, n_part, n)``.
+
+    ``batch`` is a tensor or NumPy array of ``n`` examples along its first dimension, or a tuple, list or dict of
+    them (all of ``n`` examples; other values are passed on unchanged). Rank ``r`` of ``N`` takes the ``r``-th of
+    ``N`` contiguous runs of examples (sizes differing by at most one, the longer ones first), so the parts in
+    rank order make up ``batch``."""
+    env = current()
+    r = env.rank if rank_ is None else rank_
+    w = env.world_size if world is None else world
+    first = next(_leaves(batch), None)
+    if first is None:
+        raise TypeError(f"cannot split a batch of {type(batch).__name__} among processes: no tensor or array in it")
+    n = int(first.shape[0])
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    stop = start + base + (1 if r < extra else 0)
+    return _take(batch, start, stop), stop - start, n
+
+
+def sum_gradients(params: Iterable[torch.Tensor]) -> None:
+    """Replace the gradient of every parameter in ``params`` that has one by its sum over the ranks (one
+    all-reduce over all of them; no-op in a single process). Every rank must pass the same parameters, with
+    gradients on the same ones."""
+    if not is_distributed():
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    for g, value in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(value.view_as(g))
+
+
+def broadcast_module(module: nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers of ``module`` to every rank (no-op in a single process)."""
+    if not is_distributed():
+        return
+    with torch.no_grad():
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=src)
 
 
 class _AllReduceSum(torch.autograd.Function):

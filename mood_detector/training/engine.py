@@ -13,7 +13,14 @@ hands the engine the named objects whose state a checkpoint holds (networks, opt
 - **the loss log**: one row per epoch with the mean of each loss the steps returned (each averaged over the
   steps that returned it; under ``torchrun`` summed over the ranks, so a step returns its rank's share), the
   learning rate, the time and the throughput;
-- **progress** (``tqdm``, rank 0 only) and the **empty-epoch check**: an epoch without a single step is an error.
+- **progress** (``tqdm``, rank 0 only) and the **empty-epoch check**: an epoch without a single step is an error;
+- **distributed training** (``torchrun``; see :meth:`Engine.run`): every rank draws the same batches (the
+  detector seeds its streams alike on every rank) and the engine hands each rank its part of every batch
+  (:func:`~mood_detector.distributed.split_batch`), so all ranks make the same steps in lockstep. For the
+  duration of :meth:`Engine.run` the networks in ``state`` have cross-rank BatchNorm layers and the same initial
+  weights on every rank, and each optimiser's step first sums the ranks' gradients. A step backpropagates
+  :func:`rank_share` of its loss (its rank's share of the loss of the whole batch), so the summed gradient is
+  the one-process gradient of that batch; it returns its losses as before (the engine weights them).
 
 Seeding stays with the detector (its per-epoch streams are part of what a fixed seed reproduces):
 ``batches(epoch)`` is the place to seed an epoch.
@@ -29,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from mood_detector import distributed
@@ -37,6 +45,18 @@ from mood_detector.training.loop import LossLog, Timer, load_checkpoint, save_ch
 log = logging.getLogger(__name__)
 
 EMPTY = "no training batches: are all training volumes empty?"
+
+#: this rank's share of the batch of the step being run (None: the whole batch, one process)
+_SHARE: list[float | None] = [None]
+
+
+def rank_share(loss: torch.Tensor) -> torch.Tensor:
+    """The part of a step's ``loss`` (a mean over the step's examples) to backpropagate on this rank: under
+    ``torchrun`` the rank's share of the whole batch's mean (``loss * n_rank / n_batch``), so that the gradients
+    the engine sums over the ranks are those of the whole batch, cross-rank BatchNorm included; ``loss`` itself
+    in a single process (and in a phase that makes its own shares, ``split=False``)."""
+    share = _SHARE[0]
+    return loss if share is None else loss * share
 
 
 class Stateful(Protocol):
@@ -74,6 +94,10 @@ class Phase:
         empty: the error message of an epoch without steps.
         stop: ``() -> bool`` after each epoch and its checkpoint: true ends the run there (an early stop; the
             checkpoint is saved first).
+        split: under ``torchrun``, every rank draws the same batches and the engine gives each rank its part
+            (the default). A step must then not skip (return ``None`` for) a batch that is not empty: filter
+            batches in ``batches`` instead. ``False``: ``batches`` already gives this rank's own batches and the
+            detector synchronises the ranks itself (FPI's streams of volume pairs with DDP).
     """
 
     name: str
@@ -87,6 +111,7 @@ class Phase:
     log_name: Callable[[int], str] | None = None
     empty: str = EMPTY
     stop: Callable[[], bool] | None = None
+    split: bool = True
 
 
 class GeneratorState:
@@ -113,7 +138,8 @@ class Engine:
         resume_enabled: whether :meth:`resume` may load a checkpoint (``--resume``).
         same_config: resume only a checkpoint saved with the same ``config`` (a stage that must not continue
             under other settings; otherwise the settings may change, e.g. more epochs).
-        loss_log: where the epoch rows go (default: ``run_dir/loss_log.csv`` on rank 0).
+        loss_log: where the epoch rows go (default: a ``log_class`` in ``run_dir``); rank 0 alone writes rows.
+        log_class: the loss log's class (a detector's extra loss columns) when ``loss_log`` is not given.
         extra: ``() -> dict`` of further plain values (numbers, strings, lists) for each checkpoint.
         every_epochs, every_minutes: checkpoint cadence within a phase (its last epoch is always saved).
         device: where the ranks' loss sums are added up (the process group's device).
@@ -125,6 +151,7 @@ class Engine:
     resume_enabled: bool = False
     same_config: bool = False
     loss_log: LossLog | None = None
+    log_class: type[LossLog] = LossLog
     extra: Callable[[], dict[str, Any]] | None = None
     every_epochs: int = 1
     every_minutes: float = 0.0
@@ -134,8 +161,10 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
-        if self.loss_log is None and distributed.is_main():
-            self.loss_log = LossLog(self.run_dir)
+        if not distributed.is_main():
+            self.loss_log = None
+        elif self.loss_log is None:
+            self.loss_log = self.log_class(self.run_dir)
 
     # --- resume and checkpoints ---------------------------------------------------------------------
     def _config_text(self) -> str:
@@ -179,10 +208,55 @@ class Engine:
             return True
         return self.every_minutes > 0 and time.monotonic() - self._last_save >= 60 * self.every_minutes
 
+    # --- distributed training ----------------------------------------------------------------------------
+    def optimizer(self, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+        """``opt`` with its step preceded, under ``torchrun`` and in a phase the engine splits, by the sum of
+        the ranks' gradients of its parameters. The engine does this for every optimiser in ``state``; a
+        detector that makes optimisers during training (one per stage) passes each one through here."""
+        # marked on the optimiser itself (an id() would be reused by the next stage's optimiser once the last one
+        # is freed, and that on one rank but not another)
+        if distributed.is_distributed() and not getattr(opt, "_mood_sums_gradients", False):
+            opt.register_step_pre_hook(_sum_gradients)
+            opt._mood_sums_gradients = True  # type: ignore[attr-defined]
+        return opt
+
+    def _modules(self) -> list[nn.Module]:
+        return [obj for obj in self.state.values() if isinstance(obj, nn.Module)]
+
+    def _distribute(self) -> None:
+        """Under ``torchrun``: the networks of ``state`` with cross-rank BatchNorm and rank 0's weights, the
+        optimisers of ``state`` summing the ranks' gradients."""
+        for module in self._modules():
+            distributed.convert_sync_bn(module, self.device)  # in place: the children are replaced
+            distributed.broadcast_module(module)
+        for obj in self.state.values():
+            if isinstance(obj, torch.optim.Optimizer):
+                self.optimizer(obj)
+
+    def _undistribute(self) -> None:
+        for module in self._modules():
+            distributed.revert_sync_bn(module)  # plain BatchNorm again (same parameters and buffers)
+
     # --- the loop -------------------------------------------------------------------------------------
     def run(self, phases: Sequence[Phase], start: int = 0) -> None:
         """Train the epochs of ``phases`` from global epoch ``start`` on (the epochs :meth:`resume` returned),
-        until a phase's ``stop`` says so."""
+        until a phase's ``stop`` says so.
+
+        Under ``torchrun``, for phases the engine splits (``Phase.split``), the networks in ``state`` train with
+        cross-rank BatchNorm from rank 0's weights and every optimiser step sums the ranks' gradients (see the
+        module docstring); afterwards they have plain BatchNorm layers again, with the same statistics on every
+        rank, so what follows training (calibration, final statistics) runs alike on every rank without
+        collectives."""
+        split = distributed.is_distributed() and any(p.split for p in phases)
+        if split:
+            self._distribute()
+        try:
+            self._run(phases, start)
+        finally:
+            if split:
+                self._undistribute()
+
+    def _run(self, phases: Sequence[Phase], start: int) -> None:
         for phase in phases:
             for epoch in phase.epochs:
                 if epoch < start:
@@ -203,12 +277,24 @@ class Engine:
         total = phase.total or phase.epochs.stop - phase.offset
         bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch - phase.offset + 1}/{total}", unit="batch",
                    leave=False, disable=not main)
+        world = distributed.world_size()
+        split = phase.split and distributed.is_distributed()
         for index, batch in enumerate(bar):
-            out = phase.step(batch, epoch, index)
+            weight = 1.0
+            if split:  # this rank's part of the batch every rank drew
+                batch, n_part, n_batch = distributed.split_batch(batch)
+                if n_batch < world:  # (the same on every rank) too small to give every rank an example
+                    continue
+                weight = _SHARE[0] = n_part / n_batch
+            try:
+                out = phase.step(batch, epoch, index)
+            finally:
+                _SHARE[0] = None
             if out is None:
                 continue
             for key, value in out.losses.items():
-                sums[key] = sums.get(key, 0.0) + float(value.detach() if isinstance(value, torch.Tensor) else value)
+                value = float(value.detach() if isinstance(value, torch.Tensor) else value)
+                sums[key] = sums.get(key, 0.0) + (value * weight if split else value)
                 counts[key] = counts.get(key, 0) + 1
             n_steps += 1
             n_slices += out.slices
@@ -235,3 +321,9 @@ class Engine:
             if isinstance(obj, torch.optim.Optimizer):
                 return float(obj.param_groups[0]["lr"])
         return ""
+
+
+def _sum_gradients(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    """Optimiser step pre-hook: the ranks' gradients summed, during a step of a phase the engine splits."""
+    if _SHARE[0] is not None:
+        distributed.sum_gradients(p for group in opt.param_groups for p in group["params"])

@@ -40,6 +40,11 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 when it is in a lower precision (bf16 autocast); float32 and float64 kept."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> Path:
     """Atomically write ``state`` (tensors, dicts, numbers only) to ``run_dir/checkpoint.pt``."""
     run_dir.mkdir(parents=True, exist_ok=True)

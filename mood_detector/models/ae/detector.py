@@ -23,11 +23,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, resolve_device
+from mood_detector import distributed
+from mood_detector.detector import Detector, SliceScores, TrainConfig
 from mood_detector.models.ae.network import ConvAutoencoder
 from mood_detector.training.data import VolumeStore, epoch_slices
-from mood_detector.training.engine import Engine, Phase, Step
-from mood_detector.training.loop import autocast, seed_everything
+from mood_detector.training.engine import Engine, Phase, Step, rank_share
+from mood_detector.training.loop import at_least_float32, autocast, seed_everything
 from mood_detector.weights import ModelCard
 
 
@@ -54,6 +55,7 @@ class AEDetector(Detector):
 
     name = "ae"
     options_cls = AEOptions
+    supports_distributed = True  # through the training engine (each rank its part of every batch)
 
     def __init__(self, card: ModelCard, net: ConvAutoencoder) -> None:
         super().__init__(card)
@@ -82,14 +84,16 @@ class AEDetector(Detector):
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "AEDetector":
-        """Adam on the MSE between normal slices and their reconstructions; checkpoint every epoch."""
+        """Adam on the MSE between normal slices and their reconstructions; checkpoint every epoch. Under
+        ``torchrun`` the engine trains it distributed (:mod:`mood_detector.training.engine`)."""
         seed_everything(cfg.seed)
         det = cls.build(cls.card_for(cfg, len(files)))
-        device = resolve_device(cfg.device)
+        device = distributed.device_for_rank(cfg.device)
         det.to(device)
         net = det.net
+        dtype = next(net.parameters()).dtype  # torch's default dtype (float32; float64 in the distributed tests)
         opt = torch.optim.Adam(net.parameters(), lr=cls.learning_rate(cfg))
-        engine = Engine(Path(run_dir), cfg, {"net": net, "opt": opt}, resume_enabled=cfg.resume)
+        engine = Engine(Path(run_dir), cfg, {"net": net, "opt": opt}, resume_enabled=cfg.resume, device=device)
         start = engine.resume()
         store = VolumeStore(files, det.size, det.slice_axis, cfg.cache_gb)
         amp = cfg.amp and device.type == "cuda"
@@ -100,12 +104,12 @@ class AEDetector(Detector):
             return epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair, device)
 
         def train_step(x: torch.Tensor, epoch: int, index: int) -> Step:
-            x = x.to(device, non_blocking=True)
+            x = x.to(device, dtype, non_blocking=True)
             opt.zero_grad(set_to_none=True)
             with autocast(device, amp):
                 recon = net(x)
-            loss = F.mse_loss(recon.float(), x)
-            loss.backward()
+            loss = F.mse_loss(at_least_float32(recon), x)
+            rank_share(loss).backward()
             opt.step()
             return Step({"loss": loss}, x.shape[0])
 

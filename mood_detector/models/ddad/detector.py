@@ -37,7 +37,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,14 +45,15 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, resolve_device
+from mood_detector import distributed
+from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig
 from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
 from mood_detector.models.ddad.scores import Discrepancy, discrepancy, squash
 from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty
-from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.engine import Engine, Phase, Step, rank_share
 from mood_detector.training.loop import LossLog, seed_everything
 from mood_detector.weights import ModelCard
 
@@ -194,6 +195,8 @@ class DDADDetector(Detector):
 
     name = "ddad"
     options_cls = DDADOptions
+    #: through the training engine: each stage's network trains on every rank's part of each batch
+    supports_distributed = True
     #: the networks' schedules are options (ae_epochs, ae_batch, ae_lr, ...); the slice bank is float16 in RAM
     train_fields = COMMON_FIELDS - {"epochs", "batch_size", "lr", "max_batches_per_pair", "workers", "cache_gb", "amp"}
     #: all-background slices never reach the networks in training (the slice bank keeps non-empty slices only),
@@ -354,9 +357,9 @@ class DDADDetector(Detector):
         card = cls.card_for(cfg, len(files))
         card.extra["n_unlabeled_volumes"] = len(unl_files)
         det = cls.build(card)
-        device = resolve_device(cfg.device)
+        device = distributed.device_for_rank(cfg.device)
         det.to(device)
-        losses = LossLog(run_dir)
+        losses = LossLog(run_dir) if distributed.is_main() else None  # rank 0 writes the loss log
         bank = SliceBank.from_files(files, card.size, card.slice_axis, o.input_size, o.max_slices, cfg.seed,
                                     desc="normal slices")
         ran = 0  # epochs of reconstruction training done in this call (0: all stage-1 nets came from checkpoints)
@@ -396,12 +399,12 @@ class DDADDetector(Detector):
         return json.dumps(sig, sort_keys=True)
 
     @staticmethod
-    def _engine(stage_dir: Path, cfg: TrainConfig, signature: str, state: dict[str, Any], losses: LossLog,
-                every: int, may_resume: bool = True) -> Engine:
+    def _engine(stage_dir: Path, cfg: TrainConfig, signature: str, state: dict[str, Any], losses: LossLog | None,
+                every: int, device: torch.device, may_resume: bool = True) -> Engine:
         """The engine of one stage: its own checkpoint in ``stage_dir``, resumed only under the same settings
-        (``signature``), rows in the run's common loss log."""
+        (``signature``), rows in the run's common loss log (``None`` on the ranks that write none)."""
         return Engine(stage_dir, signature, state, resume_enabled=cfg.resume and may_resume, same_config=True,
-                      loss_log=losses, every_epochs=every)
+                      loss_log=losses, every_epochs=every, device=device)
 
     @staticmethod
     def _fresh(module: nn.Module, seed: int) -> None:
@@ -413,7 +416,7 @@ class DDADDetector(Detector):
 
     @classmethod
     def _train_reconstruction(cls, stage: str, stage_no: int, net: ReconstructionNet, bank: SliceBank,
-                              o: DDADOptions, cfg: TrainConfig, run_dir: Path, losses: LossLog,
+                              o: DDADOptions, cfg: TrainConfig, run_dir: Path, losses: LossLog | None,
                               device: torch.device) -> int:
         """Train one ensemble member; returns the number of epochs run (0 when its checkpoint was complete)."""
         n = len(bank)
@@ -422,24 +425,23 @@ class DDADDetector(Detector):
         cls._fresh(net, cfg.seed * 1_000_003 + stage_no)
         opt = torch.optim.Adam(net.parameters(), lr=o.ae_lr, betas=(0.5, 0.999))
         engine = cls._engine(run_dir / stage, cfg, cls._signature(o, cfg, stage), {"net": net, "opt": opt}, losses,
-                             o.ckpt_every)
+                             o.ckpt_every, device)
         start = engine.resume(o.ae_epochs)
         bs = min(o.ae_batch, n)
-        perm = np.arange(n)
+        dtype = next(net.parameters()).dtype  # torch's default dtype (float32; float64 in the distributed tests)
 
-        def batches(epoch: int) -> range:
-            nonlocal perm
+        def batches(epoch: int) -> list[np.ndarray]:
             net.train()
             perm = np.random.default_rng([cfg.seed, stage_no, epoch]).permutation(n)
-            return range(n // bs)  # drop_last, as the authors' loader
+            return [perm[b * bs:(b + 1) * bs] for b in range(n // bs)]  # drop_last, as the authors' loader
 
-        def train_step(b: int, epoch: int, index: int) -> Step:
-            x = bank.images[torch.from_numpy(perm[b * bs:(b + 1) * bs])].float().to(device)
+        def train_step(idx: np.ndarray, epoch: int, index: int) -> Step:
+            x = bank.images[torch.from_numpy(idx)].to(device, dtype)
             loss, _ = reconstruction_loss(net(x), x)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            rank_share(loss).backward()
             opt.step()
-            return Step({"loss": loss}, bs)
+            return Step({"loss": loss}, len(idx))
 
         engine.run([Phase(stage, range(o.ae_epochs), batches, train_step, lr=lambda: o.ae_lr)], start)
         net.eval()
@@ -470,13 +472,13 @@ class DDADDetector(Detector):
 
     @classmethod
     def _train_asr(cls, det: "DDADDetector", bank: SliceBank, o: DDADOptions, cfg: TrainConfig, run_dir: Path,
-                   losses: LossLog, device: torch.device, may_resume: bool = True) -> None:
+                   losses: LossLog | None, device: torch.device, may_resume: bool = True) -> None:
         asr = det.asr
         assert asr is not None
         cls._fresh(asr, cfg.seed * 1_000_003 + 1000)
         opt = torch.optim.Adam(asr.parameters(), lr=o.asr_lr, betas=(0.5, 0.999), weight_decay=o.asr_wd)
         engine = cls._engine(run_dir / "asr", cfg, cls._signature(o, cfg, "asr"), {"net": asr, "opt": opt}, losses,
-                             o.ckpt_every, may_resume)
+                             o.ckpt_every, device, may_resume)
         start = engine.resume(o.asr_epochs)
         if cfg.resume and not may_resume:
             log.info("stage-1 networks were (re)trained: training the ASR-Net from scratch")
@@ -485,28 +487,31 @@ class DDADDetector(Detector):
         steps = n // bs if not o.asr_steps else min(o.asr_steps, n // bs)
         for m in det.ndm + det.udm:
             m.eval()
-        epoch_state: dict[str, Any] = {}
+        dtype = next(asr.parameters()).dtype
 
-        def batches(epoch: int) -> range:
+        def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            """The epoch's synthesised batches (whole batches: under torchrun the engine gives each rank its
+            part)."""
             asr.train()
             rng = np.random.default_rng([cfg.seed, 1000, epoch])
-            epoch_state.update(rng=rng, gen=torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1000 + epoch),
-                               perm=rng.permutation(n))
-            return range(steps)
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + 1000 + epoch)
+            perm = rng.permutation(n)
+            for b in range(steps):
+                idx = perm[b * bs:(b + 1) * bs]
+                src = partner_indices(bank.position, bank.volume, rng, idx)
+                x = bank.images[torch.from_numpy(idx)].to(device, dtype)
+                s = bank.images[torch.from_numpy(src)].to(device, dtype)
+                yield synthesise(x, s, gen)
 
-        def train_step(b: int, epoch: int, index: int) -> Step:
-            idx = epoch_state["perm"][b * bs:(b + 1) * bs]
-            src = partner_indices(bank.position, bank.volume, epoch_state["rng"], idx)
-            x = bank.images[torch.from_numpy(idx)].float().to(device)
-            s = bank.images[torch.from_numpy(src)].float().to(device)
-            xs, target = synthesise(x, s, epoch_state["gen"])
+        def train_step(batch: tuple[torch.Tensor, torch.Tensor], epoch: int, index: int) -> Step:
+            xs, target = batch
             with torch.no_grad():
                 inp = cls.asr_input(det.maps(xs), asr.in_channels, det.with_rec)
             loss = focal_loss(asr(inp), target)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            rank_share(loss).backward()
             opt.step()
-            return Step({"loss": loss}, bs)
+            return Step({"loss": loss}, len(xs))
 
         engine.run([Phase("asr", range(o.asr_epochs), batches, train_step, lr=lambda: o.asr_lr)], start)
         asr.eval()

@@ -37,7 +37,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as, resolve_device
+from mood_detector import distributed
+from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as
 from mood_detector.errors import WeightsError
 from mood_detector.models.dpa.features import (EXTRACTORS, FeatureExtractor, VGG19Features, build_extractor,
                                                fpi_card_of, make_extractor)
@@ -47,7 +48,7 @@ from mood_detector.models.fpi.network import scaled
 from mood_detector.tasks.fpi import FPIConfig
 from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, nonempty, slice_loader
-from mood_detector.training.engine import Engine, Phase, Stateful, Step
+from mood_detector.training.engine import Engine, Phase, Stateful, Step, rank_share
 from mood_detector.training.loop import autocast, seed_everything
 from mood_detector.weights import ModelCard
 
@@ -138,6 +139,9 @@ class DPADetector(Detector):
 
     name = "dpa"
     options_cls = DPAOptions
+    #: through the training engine: the feature pre-training and every growth stage train on every rank's part
+    #: of each batch
+    supports_distributed = True
 
     def __init__(self, card: ModelCard, ae: ProgressiveAE, extractor: FeatureExtractor) -> None:
         super().__init__(card)
@@ -241,7 +245,7 @@ class DPADetector(Detector):
         run_dir = Path(run_dir)
         seed_everything(cfg.seed)
         o = cls.options(cfg)
-        device = resolve_device(cfg.device)
+        device = distributed.device_for_rank(cfg.device)
         extractor = make_extractor(o.features, o.feature_layer, o.feature_weights)
         extractor.to(device)
         with torch.no_grad():
@@ -269,7 +273,8 @@ class DPADetector(Detector):
         # 2. progressive growing of the autoencoder, after the feature epochs
         trainer = _Trainer(det, o, cfg, store, device, amp)
         state.update({"ae": det.ae, "opt": trainer.opt})
-        engine = Engine(run_dir, cfg, state, resume_enabled=cfg.resume)
+        engine = Engine(run_dir, cfg, state, resume_enabled=cfg.resume, device=device)
+        trainer.opt.prepare = engine.optimizer  # each stage's fresh optimiser sums the ranks' gradients
         start = engine.resume()
         engine.run(phases + trainer.phases(first=phases[0].epochs.stop if phases else 0), start)
         det.extractor.freeze()
@@ -407,9 +412,12 @@ class _Trainer:
             self.det.ae.train()
             local = epoch - self.first  # the growth schedule's epoch: its streams do not depend on pre-training
             order = [int(i) for i in np.random.default_rng([self.cfg.seed, local]).permutation(len(self.store))]
-            return slice_loader(self.store, order, self.cfg.batch_size, seed=self.cfg.seed * 1_000_003 + local,
-                                workers=self.cfg.workers, max_batches_per_volume=self.cfg.max_batches_per_pair,
-                                pin_memory=self.device.type == "cuda")
+            loader = slice_loader(self.store, order, self.cfg.batch_size, seed=self.cfg.seed * 1_000_003 + local,
+                                  workers=self.cfg.workers, max_batches_per_volume=self.cfg.max_batches_per_pair,
+                                  pin_memory=self.device.type == "cuda")
+            # small-area slices removed here, from whole batches (under torchrun the engine then gives each rank
+            # its part; a batch left empty is skipped by the step, on every rank alike)
+            return (x[keep_mask(x, self.o.min_mean)] for x in (xb.to(self.device, non_blocking=True) for xb in loader))
         return batches
 
     def _schedule_phase(self, local: int) -> GrowthStage:
@@ -430,8 +438,7 @@ class _Trainer:
             fading = g < fade_steps
             alpha = min(1.0, (g + 1) / fade_steps) if fading else 1.0
             opt = self.opt.for_stage((ph.res, "fade" if fading else "stab"), ae)
-            x = xb.to(self.device, non_blocking=True)
-            x = x[keep_mask(x, o.min_mean)]
+            x = xb.to(self.device, non_blocking=True)  # small-area slices already removed (batches)
             if x.shape[0] == 0:
                 return None
             x = mix_resolution(resize(x, ph.res), alpha)
@@ -439,7 +446,7 @@ class _Trainer:
                 y = ae(x, ph.res, alpha)
                 loss = self.loss.progressive(x, y, layer, prev_layer, alpha)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            rank_share(loss).backward()
             opt.step()
             return Step({"loss": loss}, x.shape[0])
         return train_step
@@ -454,10 +461,13 @@ class _StageOptimiser:
         self.stage: tuple[int, str] | None = None
         self.opt: torch.optim.Adam | None = None
         self._pending: dict[str, Any] | None = None
+        #: applied to each new optimiser (the engine's :meth:`~Engine.optimizer` under torchrun)
+        self.prepare: Callable[[torch.optim.Optimizer], Any] = lambda opt: opt
 
     def for_stage(self, stage: tuple[int, str], module: nn.Module) -> torch.optim.Adam:
         if stage != self.stage or self.opt is None:
             self.opt = torch.optim.Adam(module.parameters(), lr=self.lr)
+            self.prepare(self.opt)
             if self._pending is not None and self._pending["stage"] == list(stage):
                 self.opt.load_state_dict(self._pending["opt"])
             self._pending = None

@@ -20,7 +20,7 @@ from torch.nn import functional as F
 from mood_detector.models.dpa.features import VGG19Features
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIConfig, fpi_pair, labels_to_classes
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
-from mood_detector.training.engine import GeneratorState, Phase, Stateful, Step
+from mood_detector.training.engine import GeneratorState, Phase, Stateful, Step, rank_share
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +42,22 @@ def feature_phase(ext: VGG19Features, layer: str, store: VolumeStore, task: FPIC
     gen = torch.Generator().manual_seed(seed * 31 + 7)
 
     def batches(epoch: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's FPI examples ``(images, labels)``, made from whole batches (under torchrun the engine
+        then gives each rank its part)."""
         pairs = epoch_pairs(len(store), np.random.default_rng([seed, 10_000 + epoch]))
-        return pair_loader(store, pairs, batch_size, seed=seed * 7919 + 10_000 + epoch, workers=workers,
-                           max_batches_per_pair=max_batches_per_pair, pin_memory=device.type == "cuda")
+        loader = pair_loader(store, pairs, batch_size, seed=seed * 7919 + 10_000 + epoch, workers=workers,
+                             max_batches_per_pair=max_batches_per_pair, pin_memory=device.type == "cuda")
+        return ((b.images, b.labels) for b in (fpi_pair(a.to(device), s.to(device), task, gen) for a, s in loader))
 
-    def train_step(ab: tuple[torch.Tensor, torch.Tensor], epoch: int, index: int) -> Step:
-        batch = fpi_pair(ab[0].to(device), ab[1].to(device), task, gen)
-        logits = F.interpolate(head(ext(batch.images, layer)), size=batch.images.shape[-2:],
-                               mode="bilinear", align_corners=False)
-        loss = F.cross_entropy(logits.float(), labels_to_classes(batch.labels))
+    def train_step(batch: tuple[torch.Tensor, torch.Tensor], epoch: int, index: int) -> Step:
+        images, labels = batch
+        logits = F.interpolate(head(ext(images, layer)), size=images.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        loss = F.cross_entropy(logits.float(), labels_to_classes(labels))
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        rank_share(loss).backward()
         opt.step()
-        return Step({"loss": loss}, batch.images.shape[0])
+        return Step({"loss": loss}, images.shape[0])
 
     def end(epoch: int, steps: int) -> None:
         if epoch == epochs - 1:

@@ -382,8 +382,9 @@ class FPIDetector(Detector):
 
         trained = [start]
         common = dict(batches=batches, step=train_step, total=total, lr=lambda: lr_now[0], end=end_epoch)
-        engine.run([Phase("train", range(cfg.epochs), stop=stop, **common),
-                    Phase("swa", range(cfg.epochs, total), **common)], start)
+        # split=False: each rank draws its own pair streams (_steps) and DDP with cross-rank BatchNorm syncs them
+        engine.run([Phase("train", range(cfg.epochs), stop=stop, split=False, **common),
+                    Phase("swa", range(cfg.epochs, total), split=False, **common)], start)
         card.extra["epochs_trained"] = trained[0]
         # the last epoch's weights and statistics stay the checkpoint's "net" (a resumed run continues from them,
         # as an uninterrupted one would); the final weights (best epoch, recomputed statistics) go beside them
@@ -521,16 +522,17 @@ class FPIDetector(Detector):
         epochs' pair lists from ``first_epoch`` on (each seeded like training: seed, epoch, step, stream); stops
         early when an epoch has no batches (all volumes empty)."""
         one = replace(cfg, max_batches_per_pair=1)
-        left = batches
-        for epoch in itertools.count(first_epoch):
-            made = 0
-            for step, (chunks, _) in enumerate(cls._steps(store, one, epoch, per_step, streams, device, opts)):
-                if left == 0:
-                    return
-                yield cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device).images.to(dtype)
-                made, left = made + 1, left - 1
-            if made == 0 or left == 0:
-                return
+
+        def epoch_batches(epoch: int) -> Iterator[torch.Tensor] | None:
+            """The batches of ``epoch``, made as they are drawn; None when it has none (the stream ends)."""
+            steps = enumerate(cls._steps(store, one, epoch, per_step, streams, device, opts))
+            made = (cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device).images.to(dtype)
+                    for step, (chunks, _) in steps)
+            first = next(made, None)
+            return None if first is None else itertools.chain([first], made)
+
+        epochs = itertools.takewhile(lambda made: made is not None, map(epoch_batches, itertools.count(first_epoch)))
+        return itertools.islice(itertools.chain.from_iterable(epochs), batches)
 
     @staticmethod
     def _probe_set(stacks: list[np.ndarray], task: FPIConfig, seed: int) -> FPIBatch:

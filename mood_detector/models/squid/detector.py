@@ -66,13 +66,13 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import update_bn
 from tqdm import tqdm
 
-from mood_detector.detector import (Detector, SliceScores, TrainConfig, check_multiple, parse_options_as,
-                                    resolve_device)
+from mood_detector import distributed
+from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple, parse_options_as
 from mood_detector.errors import OptionError
 from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGenerator, scaled
 from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, epoch_slices, nonempty, slice_loader
-from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.engine import Engine, Phase, Step, rank_share
 from mood_detector.training.loop import LossLog, autocast, seed_everything
 from mood_detector.weights import ModelCard
 
@@ -213,6 +213,9 @@ class SQUIDDetector(Detector):
     name = "squid"
     options_cls = SquidOptions
     default_lr = PAPER_LR
+    #: through the training engine; the memory queue takes every rank's features in rank order (the whole
+    #: batch's, as in one process), so it is the same on every rank
+    supports_distributed = True
 
     def __init__(self, card: ModelCard, gen: SquidGenerator, disc: Discriminator, opts: SquidOptions) -> None:
         super().__init__(card)
@@ -322,14 +325,14 @@ class SQUIDDetector(Detector):
         aug_gen = seed_everything(cfg.seed)
         card = cls.card_for(cfg, len(files))
         det = cls.build(card)
-        device = resolve_device(cfg.device)
+        device = distributed.device_for_rank(cfg.device)
         det.to(device)
         gen, disc = det.gen, det.disc
         opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.5, 0.999), eps=1e-7,
                                  weight_decay=opts.weight_decay)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
         engine = Engine(run_dir, cfg, {"gen": gen, "disc": disc, "opt_g": opt_g, "opt_d": opt_d},
-                        resume_enabled=cfg.resume, loss_log=SquidLossLog(run_dir))
+                        resume_enabled=cfg.resume, log_class=SquidLossLog, device=device)
         start = engine.resume()
         store = VolumeStore(files, card.size, card.slice_axis, cfg.cache_gb)
         amp = cfg.amp and device.type == "cuda"
@@ -344,14 +347,15 @@ class SQUIDDetector(Detector):
             lr = cosine_lr(opts.lr, opts.lr * opts.lr_min_factor, epoch, cfg.epochs)
             for group in opt_g.param_groups:
                 group["lr"] = lr
-            return epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair, device)
+            loader = epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair,
+                                  device)
+            # augmented here, whole batches (under torchrun the engine then gives each rank its part)
+            return (_augment(x.to(device, non_blocking=True), aug_gen) if opts.augment else x for x in loader)
 
         def train_step(x: torch.Tensor, epoch: int, step: int) -> Step:
             """The discriminator every step; the generator every ``n_critic``-th, against the updated
             discriminator. Generator losses are averaged over the generator's steps."""
             x = x.to(device, non_blocking=True)
-            if opts.augment:
-                x = _augment(x, aug_gen)
             gen_step = step % opts.n_critic == 0
             with autocast(device, amp), torch.set_grad_enabled(gen_step):
                 out = gen(x)
@@ -359,7 +363,7 @@ class SQUIDDetector(Detector):
             with autocast(device, amp):
                 real, fake = disc(x).float(), disc(out.recon.detach()).float()
             d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
-            d_loss.backward()
+            rank_share(d_loss).backward()
             opt_d.step()
             if not gen_step:
                 return Step({"d_loss": d_loss}, x.shape[0])
@@ -370,9 +374,9 @@ class SQUIDDetector(Detector):
                      "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
             loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
                     + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
-            loss.backward()
+            rank_share(loss).backward()
             opt_g.step()
-            gen.commit()  # copy this batch's features into the memory queue
+            gen.commit()  # copy this batch's features (all ranks' parts, in rank order) into the memory queue
             return Step({"loss": loss, **terms, "d_loss": d_loss}, x.shape[0])
 
         engine.run([Phase("squid", range(cfg.epochs), batches, train_step, log_name=lambda epoch: "train",

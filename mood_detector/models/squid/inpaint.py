@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mood_detector import distributed
 from mood_detector.models.squid.memory import MemoryQueue
 
 
@@ -130,7 +131,9 @@ class InpaintBlock(nn.Module):
 
     @torch.no_grad()
     def commit(self) -> None:
-        """Copy the features of the last training forward into the queue (call after the optimiser step)."""
+        """Copy the features of the last training forward into the queue (call after the optimiser step);
+        under ``torchrun``, every rank's (the whole batch's, in rank order), so the queue stays the same on every
+        rank."""
         if self._pending is not None:
-            self.queue.push(self._pending)
+            self.queue.push(distributed.all_gather_cat(self._pending))
             self._pending = None
