@@ -28,6 +28,7 @@ Seeding stays with the detector (its per-epoch streams are part of what a fixed 
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
@@ -46,8 +47,9 @@ log = logging.getLogger(__name__)
 
 EMPTY = "no training batches: are all training volumes empty?"
 
-#: this rank's share of the batch of the step being run (None: the whole batch, one process)
-_SHARE: list[float | None] = [None]
+#: this rank's share of the batch of the step being run (None: the whole batch, one process); a context
+#: variable because the detector's step, not the engine, calls :func:`rank_share` and the optimiser hook
+_SHARE: contextvars.ContextVar[float | None] = contextvars.ContextVar("rank_share", default=None)
 
 
 def rank_share(loss: torch.Tensor) -> torch.Tensor:
@@ -55,7 +57,7 @@ def rank_share(loss: torch.Tensor) -> torch.Tensor:
     ``torchrun`` the rank's share of the whole batch's mean (``loss * n_rank / n_batch``), so that the gradients
     the engine sums over the ranks are those of the whole batch, cross-rank BatchNorm included; ``loss`` itself
     in a single process (and in a phase that makes its own shares, ``split=False``)."""
-    share = _SHARE[0]
+    share = _SHARE.get()
     return loss if share is None else loss * share
 
 
@@ -285,11 +287,12 @@ class Engine:
                 batch, n_part, n_batch = distributed.split_batch(batch)
                 if n_batch < world:  # (the same on every rank) too small to give every rank an example
                     continue
-                weight = _SHARE[0] = n_part / n_batch
+                weight = n_part / n_batch
+            token = _SHARE.set(weight if split else None)
             try:
                 out = phase.step(batch, epoch, index)
             finally:
-                _SHARE[0] = None
+                _SHARE.reset(token)
             if out is None:
                 continue
             for key, value in out.losses.items():
@@ -325,5 +328,5 @@ class Engine:
 
 def _sum_gradients(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
     """Optimiser step pre-hook: the ranks' gradients summed, during a step of a phase the engine splits."""
-    if _SHARE[0] is not None:
+    if _SHARE.get() is not None:
         distributed.sum_gradients(p for group in opt.param_groups for p in group["params"])
