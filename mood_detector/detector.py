@@ -46,6 +46,10 @@ class VolumeScores(NamedTuple):
     slice_scores: np.ndarray
 
 
+#: FPI options that :class:`TrainConfig` once held as fields, with the value that left the option at its default
+_FORMER_FIELDS: dict[str, Any] = {"swa_epochs": 0, "batches_per_step": 0, "disk_cache": False, "mode": "discrete"}
+
+
 @dataclass
 class TrainConfig:
     """Options shared by all detectors' training; detector-specific ones go in ``options``.
@@ -55,7 +59,6 @@ class TrainConfig:
         kind: ``brain`` or ``abdom``.
         size: in-plane network size; volumes are resampled to ``size`` cubed (default: the kind's size).
         width: channel multiplier of the network.
-        mode: detector mode (FPI: ``discrete`` or ``continuous``).
         epochs, batch_size: schedule (defaults per the FPI paper).
         lr: learning rate; ``None`` = the detector's default (:attr:`Detector.default_lr`).
         seed: random seed; a fixed seed makes a CPU run repeatable.
@@ -72,7 +75,6 @@ class TrainConfig:
     kind: str = "brain"
     size: int | None = None
     width: float = 1.0
-    mode: str = "discrete"
     epochs: int = 50
     batch_size: int = 32
     lr: float | None = None
@@ -88,13 +90,14 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        """A configuration saved as JSON (a checkpoint's); the FPI schedule settings that configurations once
-        held as fields (``swa_epochs``, ``batches_per_step``, ``disk_cache``) are read into ``options``."""
+        """A configuration saved as JSON (a checkpoint's); the FPI settings that configurations once held as
+        fields (``swa_epochs``, ``batches_per_step``, ``disk_cache``, ``mode``) are read into ``options``, except
+        a value that left the option at its default (0, false, ``discrete``)."""
         values = json.loads(text)
         options = dict(values.pop("options", {}) or {})
-        for key in ("swa_epochs", "batches_per_step", "disk_cache"):
+        for key, unset in _FORMER_FIELDS.items():
             value = values.pop(key, None)
-            if key not in options and value not in (None, 0):
+            if key not in options and value is not None and value != unset:
                 options[key] = {True: "on", False: "off"}.get(value, str(value))
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known}, options=options)
@@ -375,8 +378,9 @@ def check_multiple(option: str, value: int, step: int, why: str) -> None:
 
 
 #: detector options that ``train`` sets from their own flags rather than ``--opt``
-FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights", "swa_epochs": "--swa-epochs",
-                "batches_per_step": "--batches-per-step", "steps": "--steps", "patience": "--patience"}
+FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights", "mode": "--mode",
+                "swa_epochs": "--swa-epochs", "batches_per_step": "--batches-per-step", "steps": "--steps",
+                "patience": "--patience"}
 #: the flag options that name folders on the machine that trains (not carried over by a recipe)
 FOLDER_OPTIONS = ("unlabeled", "feature_weights")
 

@@ -62,7 +62,8 @@ class TrainCommand(click.Command):
 @click.option("--width", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Channel multiplier of the network (1 = published widths).")
 @click.option("--mode", type=click.Choice(["discrete", "continuous"]), default="discrete", show_default=True,
-              help="FPI: 5-class discrete factor (softmax, CE) or continuous factor (sigmoid, BCE).")
+              help="FPI: 5-class discrete factor (softmax, CE) or continuous factor (sigmoid, BCE); stored as the "
+                   "option 'mode'. NSA's output is always continuous.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True,
               help="Training epochs (the budget when --steps is 0).")
 @click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True,
@@ -148,7 +149,7 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
             raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
         options = apply_preset(preset, kw, given, options)
     defaults = {p.name: p.default for p in ctx.command.params}
-    for key in ("swa_epochs", "batches_per_step", "steps", "patience"):  # FPI's options, with flags of their own
+    for key in ("mode", "swa_epochs", "batches_per_step", "steps", "patience"):  # FPI's options, with own flags
         value = kw.pop(key)
         if key in given or value != defaults[key]:  # given, or set by the preset
             options[key] = str(value)

@@ -128,8 +128,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Path]:
 
 def _train_config(cfg: DemoConfig) -> TrainConfig:
     """The small brain model's training configuration."""
-    return TrainConfig(detector=cfg.detector, kind="brain", size=cfg.train_size, width=cfg.width, mode="discrete",
-                       epochs=cfg.epochs, batch_size=16, seed=cfg.seed, device=cfg.device,
+    return TrainConfig(detector=cfg.detector, kind="brain", size=cfg.train_size, width=cfg.width, epochs=cfg.epochs,
+                       batch_size=16, seed=cfg.seed, device=cfg.device,
                        options={"skips": "1", "lr_schedule": "cosine"},
                        training_data=f"{cfg.n_train} generated brain pseudo-subjects (MNI152 template, "
                                      f"{cfg.train_size}^3)")

@@ -144,7 +144,7 @@ def random_model(kind: str, size: int, width: float, mode: str, path: Path) -> P
     from mood_detector.detector import TrainConfig
     from mood_detector.models.fpi.detector import FPIDetector
 
-    card = FPIDetector.card_for(TrainConfig(kind=kind, size=size, width=width, mode=mode), 0)
+    card = FPIDetector.card_for(TrainConfig(kind=kind, size=size, width=width, options={"mode": mode}), 0)
     card.training_data = "random initialisation (speed benchmark)"
     return FPIDetector.build(card).save(path)
 

@@ -12,7 +12,8 @@ from typing import Any
 #: the ``cpu`` preset's budget in optimiser steps
 CPU_STEPS = 1440
 
-#: preset name -> train option values (CLI parameter names); ``options`` holds detector ``--opt`` values
+#: preset name -> train option values (CLI parameter names; ``mode`` and ``steps`` become FPI options as their flags
+#: do); ``options`` holds detector ``--opt`` values
 PRESETS: dict[str, dict[str, Any]] = {
     # The FPI paper: full-size slices, full width, 50 epochs of Adam at 1e-3, no skips, no contrast remap.
     "paper": {"size": None, "width": 1.0, "mode": "discrete", "epochs": 50, "batch_size": 32, "lr": 1e-3,

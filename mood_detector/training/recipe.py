@@ -109,9 +109,6 @@ def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
     values: dict[str, Any] = {k: getattr(card, k) for k in CARD_VALUES}
     if card.detector not in REGISTRY:
         raise WeightsError(f"{source}: the card's detector {card.detector!r} is not one of this package's")
-    # ``--mode`` is a setting where the detector reads it (FPI); other cards' ``mode`` names what they derive
-    if "mode" in detector_class(card.detector).train_fields:
-        values["mode"] = card.mode
     extra = dict(card.extra)
     if extra.get("preprocess", "minmax") != SCHEMES[0]:  # not a setting: what this version's training does
         log.warning("%s: the recipe's model was trained with the %r intensity scheme; training now uses %r "
@@ -120,6 +117,10 @@ def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
     keys = option_fields(card.detector) - set(FOLDER_OPTIONS)
     values.update({k: extra[k] for k in EXTRA_VALUES if k in extra and k not in keys})
     options = {k: _as_option(v) for k, v in extra.items() if k in keys}
+    # the card's ``mode`` is an option where the detector has one (FPI's task mode); other cards' ``mode`` names
+    # what they derive from their options
+    if "mode" in keys:
+        options["mode"] = card.mode
     export = ExportSteps(stored_dtype=str(extra.get("stored_dtype", "float32")),
                          tta_mirror=extra.get("tta_mirror"),
                          slice_score=None if "slice_score" in keys else extra.get("slice_score"),

@@ -41,7 +41,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
-    cfg = TrainConfig(kind=args.kind, size=args.size, width=args.width, mode=args.mode, device=str(device))
+    cfg = TrainConfig(kind=args.kind, size=args.size, width=args.width, device=str(device),
+                      options={"mode": args.mode})
     det = FPIDetector.build(FPIDetector.card_for(cfg, 0)).to(device)
     n_params = sum(p.numel() for p in det.net.parameters())
     task = FPIDetector.task_config(det.card)

@@ -74,6 +74,9 @@ CASES = [
     (TRAIN_BARE + " --detector ddad --opt input_size=40", "'--opt': bad ddad option value: ddad input_size must be a positive multiple of 16"),
     (TRAIN + " --detector ddad", "'--batch-size': the ddad detector does not use it"),
     (TRAIN_BARE + " --detector ae --swa-epochs 2", "'--swa-epochs': the ae detector does not use it"),
+    (TRAIN_BARE + " --detector dpa --mode continuous", "'--mode': the dpa detector does not use it"),
+    (TRAIN + " --size 32 --detector nsa --mode discrete", "'--mode': 'discrete': the nsa detector's output is always "
+                                                          "one continuous channel"),
     (TRAIN + " --detector dpa --opt max_res=48", "'--opt': max_res must be a power of two >= 8, got 48"),
     (TRAIN + " --unlabeled {data}", "'--unlabeled': the fpi detector does not use it"),
     (TRAIN + " --detector ae --feature-weights {file}", "'--feature-weights': the ae detector does not use it"),

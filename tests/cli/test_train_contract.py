@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,23 @@ def test_cli_modules_import_no_concrete_detector():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom):
                 assert not (node.module or "").startswith("mood_detector.models"), (path.name, node.module)
+
+
+def test_help_explains_mode_with_its_default():
+    res = CliRunner().invoke(main, ["train", "--help"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.strip().startswith("--mode "))
+    end = next(i for i in range(start + 1, len(lines)) if lines[i].strip().startswith("-"))
+    text = " ".join(ln.strip() for ln in lines[start:end])
+    assert "discrete|continuous" in text and "[default: discrete]" in text and "'mode'" in text
+
+
+def test_mode_flag_is_the_fpi_option(volume_dir, tmp_path):
+    out = tmp_path / "fpi.safetensors"
+    res = CliRunner().invoke(main, ["train", "-i", str(volume_dir), "-o", str(out), "--mode", "continuous",
+                                    "--size", "32", "--width", "0.125", "--epochs", "1", "--batch-size", "8",
+                                    "--max-batches-per-pair", "1", "--device", "cpu", "--opt", "probe_volumes=0"])
+    assert res.exit_code == 0, res.output
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert (card["mode"], card["classes"]) == ("continuous", 1) and "mode" not in card["extra"]

@@ -67,7 +67,10 @@ def test_options_are_checked():
         check_train_config(_cfg(options={"p_poisson": "2"}))
     with pytest.raises(OptionError, match="--opt"):
         check_train_config(_cfg(options={"no_such": "1"}))
-    check_train_config(_cfg(mode="discrete"))  # --mode is not used by nsa
+    # the output is always one continuous channel: --mode continuous is what nsa does, discrete is refused by name
+    check_train_config(_cfg(options={"probe_volumes": "0", "mode": "continuous"}))
+    with pytest.raises(OptionError, match="--mode"):
+        check_train_config(_cfg(options={"probe_volumes": "0", "mode": "discrete"}))
     assert NSAOptions(label_x0=0.1).task("abdom").label_x0 == 0.1
     assert NSAOptions().task("abdom").label_x0 == LABEL_DEFAULTS["abdom"][0]
 

@@ -91,3 +91,15 @@ def test_export_steps_replay_score_axes_and_adapt():
     det = _column_detector(16)
     ExportSteps(score_axes="model", adapt="bn").apply(det)
     assert det.card.extra["score_axes"] == "model" and det.card.extra["adapt"] == "bn"
+
+
+def test_the_card_mode_is_the_fpi_and_nsa_option(tmp_path):
+    root = bundled_weights_dir()
+    card = json.loads((root / "brain" / "fpi.json").read_text())
+    (tmp_path / "fpi.json").write_text(json.dumps({**card, "mode": "continuous"}))
+    for path, mode in ((root / "brain" / "fpi.json", "discrete"), (tmp_path / "fpi.json", "continuous"),
+                       (root / "brain" / "nsa.json", "continuous")):
+        recipe = read_recipe(path)
+        assert recipe.options["mode"] == mode and "mode" not in recipe.values, path
+    dpa = read_recipe(root / "abdom" / "dpa.json")  # dpa's card mode names its features: not a setting
+    assert "mode" not in dpa.options and "mode" not in dpa.values

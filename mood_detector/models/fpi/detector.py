@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, update_bn
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, check_multiple
+from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple
 from mood_detector.errors import OptionError
 from mood_detector.inference.aggregate import parse_slice_rule
 from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
@@ -44,6 +44,7 @@ SWA_LR = (1e-4, 1e-3)  # (min, max) of the cyclic learning rate in the SWA phase
 BN_BATCHES = 64        # FPI batches used to recompute BatchNorm statistics after SWA
 TIMED_STEPS = 3        # optimiser steps timed (on a copy of the network) for the estimate before training
 DIAGNOSTIC_CSV = "diagnostic.csv"
+MODES = ("discrete", "continuous")  # the task's output: 5 classes (softmax, CE) or one channel (sigmoid, BCE)
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ class FPIOptions:
             sliced along a random one of the three axes, in either in-plane orientation), for a model that
             ``predict`` then runs along all three axes and averages (the card's ``train_axes`` sets the
             predictor's default; ``predict --axes`` overrides it).
+        mode: the task's output (``train --mode``): ``discrete`` (five classes of the foreign fraction, softmax
+            and cross-entropy) or ``continuous`` (the fraction itself, sigmoid and binary cross-entropy); the
+            model card records it as its ``mode``.
         swa_epochs: extra SWA epochs after training (``train --swa-epochs``; 0 = off).
         batches_per_step: loader batches (of ``--batch-size`` each) per optimiser step, split across the
             distributed ranks (``train --batches-per-step``; a multiple of the world size; 0 = the world size, one
@@ -102,6 +106,7 @@ class FPIOptions:
     slice_score: str = "mean"
     final_bn: bool = True
     train_axes: str = "model"
+    mode: str = "discrete"
     swa_epochs: int = 0
     batches_per_step: int = 0
     disk_cache: str = "auto"
@@ -115,6 +120,8 @@ class FPIOptions:
         if self.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
         parse_slice_rule(self.slice_score)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be 'continuous' or 'discrete', got {self.mode!r}")
         if self.train_axes not in ("model", "all"):
             raise ValueError(f"train_axes must be 'model' or 'all', got {self.train_axes!r}")
         if self.probe_volumes < 0:
@@ -160,7 +167,6 @@ class FPIDetector(Detector):
     supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
     supports_presets = True
     gives_verdict = True
-    train_fields = COMMON_FIELDS | {"mode"}
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
     skip_empty_slices = True
@@ -211,20 +217,23 @@ class FPIDetector(Detector):
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        """Slices must tile the network's stride-2 stages (16 for brain, 32 for abdom); known options."""
+        """Slices must tile the network's stride-2 stages (16 for brain, 32 for abdom); a known mode; known
+        options."""
         arch = cfg.kind_cfg.name
         stride = 2 ** sum(1 for _, _, s in ENCODER[arch] if s == 2)
         check_multiple("--size", cfg.net_size, stride, f"the total stride of the fpi {arch} network")
-        if cfg.mode not in ("continuous", "discrete"):
-            raise OptionError("--mode", f"{cfg.mode!r} is not an fpi mode; choose discrete or continuous")
+        mode = cfg.options.get("mode", cls.options_cls.mode)
+        if mode not in MODES:
+            raise OptionError("--mode", f"{mode!r} is not an fpi mode; choose discrete or continuous")
         cls.options(cfg)
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        if cfg.mode not in ("continuous", "discrete"):
-            raise ValueError(f"FPI mode must be 'continuous' or 'discrete', got {cfg.mode!r}")
-        card = replace(super().card_for(cfg, n_files), mode=cfg.mode,
-                       classes=len(CLASS_VALUES) if cfg.mode == "discrete" else 1)
+        """The common card with the ``mode`` option as the card's ``mode`` (not in ``extra``) and its classes."""
+        mode = cls.options(cfg).mode
+        card = super().card_for(cfg, n_files)
+        card.extra.pop("mode")
+        card = replace(card, mode=mode, classes=len(CLASS_VALUES) if mode == "discrete" else 1)
         card.extra["max_batches_per_pair"] = cfg.max_batches_per_pair
         return card
 
@@ -500,9 +509,10 @@ class FPIDetector(Detector):
         SWA phase does). Training batches each come from one volume pair, so the running statistics follow the
         last few pairs seen; averaging over many pairs removes that drift."""
         card = self.card
-        cfg = TrainConfig(detector=self.name, kind=card.kind, size=card.size, width=card.width, mode=card.mode,
+        cfg = TrainConfig(detector=self.name, kind=card.kind, size=card.size, width=card.width,
                           batch_size=int(card.extra.get("batch_size", 32)), seed=seed,
-                          options={k: str(card.extra[k]) for k in ("contrast",) if k in card.extra})
+                          options={"mode": card.mode, **{k: str(card.extra[k]) for k in ("contrast",)
+                                                         if k in card.extra}})
         store = VolumeStore(files, card.size, card.slice_axis)
         opts = self.options(cfg)
         dtype = next(self.net.parameters()).dtype

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mood_detector.detector import TrainConfig
+from mood_detector.errors import OptionError
 from mood_detector.models.fpi.detector import FPIDetector, FPIOptions
 from mood_detector.tasks.fpi import FPIBatch
 from mood_detector.tasks.nsa import NSAConfig, nsa_pair
@@ -33,6 +34,8 @@ class NSAOptions(FPIOptions):
     parameters (:class:`mood_detector.tasks.nsa.NSAConfig`).
 
     Attributes:
+        mode: always ``continuous``: the output is one channel, the amount of change (``train --mode discrete``
+            is refused).
         max_patches: patches per example, uniform in 1..max_patches.
         half_width_min, half_width_max: range of a box's half height / half width (fraction of the slice size).
         scale_min, scale_max: range of the source box size relative to the destination box.
@@ -50,6 +53,7 @@ class NSAOptions(FPIOptions):
 
     skips: bool = True
     slice_score: str = "top:0.01"
+    mode: str = "continuous"
     # the task's parameters, flat for --opt; their defaults are NSAConfig's (the ranges split into _min/_max)
     max_patches: int = NSAConfig.max_patches
     half_width_min: float = NSAConfig.half_width[0]
@@ -98,16 +102,20 @@ class NSADetector(FPIDetector):
 
     name = "nsa"
     options_cls = NSAOptions
-    train_fields = FPIDetector.train_fields - {"mode"}  # the output is always one continuous channel
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
-        """As FPI's; the output is always one continuous channel, so ``--mode`` is not used."""
-        super().check_config(replace(cfg, mode="continuous"))
+        """As FPI's; the output is always one continuous channel, so the only ``mode`` is ``continuous``."""
+        mode = cfg.options.get("mode", NSAOptions.mode)
+        if mode != "continuous":
+            raise OptionError("--mode", f"{mode!r}: the nsa detector's output is always one continuous channel; "
+                                        f"leave --mode out")
+        super().check_config(cfg)
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        return super().card_for(replace(cfg, mode="continuous"), n_files)
+        """FPI's card, in ``continuous`` mode whatever the options say (:meth:`check_config` refuses another)."""
+        return super().card_for(replace(cfg, options={**cfg.options, "mode": "continuous"}), n_files)
 
     @staticmethod
     def task_config(card: ModelCard) -> NSAConfig:  # type: ignore[override]
