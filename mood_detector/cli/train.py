@@ -105,7 +105,7 @@ class TrainCommand(click.Command):
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad, --opt skips=1 for fpi.")
 @click.option("--preset", type=click.Choice(["none", *PRESETS]), default="none", show_default=True,
-              help="FPI and NSA: a set of option values chosen together: 'cpu' (about 2 hours on 2 CPU cores, "
+              help="FPI and NSA: a set of option values chosen together: 'cpu' (about 25 minutes on 2 CPU cores, "
                    f"whatever the number of volumes: 128^2 slices, width 0.25, skip connections, label tolerance, "
                    f"contrast remaps, {CPU_STEPS} cosine-decayed optimiser steps of 4 batches per volume pair and "
                    "epoch; docs/fpi-cpu.md) or 'paper' (the FPI paper's setting). Options given on the command "
