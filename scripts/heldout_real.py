@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="seed of the planted outliers [default: 0]")
     ap.add_argument("--adapt", choices=["none", "bn", "finetune"], default=None,
                     help="test-time adaptation [default: the card's]")
-    ap.add_argument("--adapt-steps", type=int, default=200, help="steps of --adapt finetune [default: 200]")
+    ap.add_argument("--adapt-steps", type=int, default=600, help="steps of --adapt finetune [default: 600]")
     ap.add_argument("--axes", choices=["model", "all"], default=None, help="slicing axes [default: the card's]")
     ap.add_argument("--mirror", default=None, help="test-time mirroring [default: the card's]")
     ap.add_argument("--results", type=Path, default=None,

@@ -61,8 +61,9 @@ log = logging.getLogger(__name__)
                    "scoring: 'bn' recomputes the network's BatchNorm statistics (seconds); 'finetune' trains the "
                    "fpi or nsa model's own synthetic task on them (--adapt-steps; minutes on a CPU, seconds on a GPU); "
                    "'none' scores as trained [default: the model card's 'adapt', else none].")
-@click.option("--adapt-steps", type=click.IntRange(min=1), default=200, show_default=True,
-              help="Optimiser steps of --adapt finetune (16 slices each).")
+@click.option("--adapt-steps", type=click.IntRange(min=1), default=600, show_default=True,
+              help="Optimiser steps of --adapt finetune (16 slices each; 600 chosen on a validation source, "
+                   "docs/generalisation.md).")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,

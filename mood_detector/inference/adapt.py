@@ -95,7 +95,7 @@ class FinetuneConfig:
         seed: fixes the slices and the task's draws.
     """
 
-    steps: int = 200
+    steps: int = 600
     batch_size: int = 16
     lr: float = 1e-4
     seed: int = 0

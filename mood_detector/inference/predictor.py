@@ -100,7 +100,7 @@ class PredictConfig:
     mirror: str | None = None
     adapt: str | None = None
     adapt_volumes: int = 4
-    adapt_steps: int = 200
+    adapt_steps: int = 600
 
     def __post_init__(self) -> None:
         if self.adapt not in (None, *ADAPT_CHOICES):

@@ -49,3 +49,11 @@ def test_heldout_real_end_to_end_and_merged_table(tmp_path: Path, tiny_fpi: Path
     assert _script("heldout_table").main(["--out", str(merged), f"tiny={results}", f"again={results}"]) == 0
     table = json.loads(merged.read_text())
     assert table["columns"][0] == "model" and [r["model"] for r in table["rows"]] == ["tiny", "again"]
+    per_type = tmp_path / "per_type.json"
+    assert _script("heldout_table").main(["--per-type", "--out", str(per_type), f"tiny={tmp_path / 'out'}"]) == 0
+    table = json.loads(per_type.read_text())
+    (row,) = table["rows"]
+    assert row["source"] == "scan" and table["columns"][-1] == "overall"
+    pixel = summary[0]["pixel"]
+    assert row["overall"] == round(pixel["overall"]["ap"], 3)
+    assert all(c in row for c in table["columns"] if c.replace(" ", "_") in pixel)
