@@ -8,13 +8,9 @@ detector checks the result.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -24,10 +20,9 @@ from mood_detector.training.api import train_detector
 from mood_detector.training.loop import LossLog
 from mood_detector.weights import load_weights
 from tests.conftest import blob_volume, save_nifti
-from tests.distributed.test_torchrun import float64, rel_diff
+from tests.distributed.test_torchrun import float64, one_thread, rel_diff, torchrun
 from tests.training.test_fixed_seed import CASES
 
-REPO = Path(__file__).resolve().parents[2]
 NAMES = ("ae", "squid", "dpa", "ddad")
 
 
@@ -74,25 +69,9 @@ def job(tmp_path_factory) -> dict[str, Any]:
                                   output=str(root / f"n2_{name}" / "w.safetensors"),
                                   run_dir=str(root / f"n2_{name}_run"), cfg=cfg))
     (root / "spec.json").write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "distributed" / "detectors_job.py"), str(root / "spec.json")]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+    res = torchrun("detectors_job.py", root / "spec.json", root)
     assert res.returncode == 0, res.stdout + res.stderr[-5000:]
     return dict(root=root, ref=ref)
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """1 torch thread inside (as each torchrun rank has here), restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def check_common(job: dict[str, Any], name: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -72,6 +72,28 @@ def float64() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def torchrun(job_script: str, spec: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Run ``tests/distributed/<job_script> <spec>`` under ``torchrun --standalone`` with 2 CPU processes of one
+    thread each, in an environment without a surrounding run's rank variables."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "distributed" / job_script), str(spec)]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """1 torch thread inside (as each torchrun rank has here), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def rel_diff(a: Path, b: Path) -> float:
     ta, tb = load_weights(a)[0], load_weights(b)[0]
     assert ta.keys() == tb.keys()
@@ -103,13 +125,9 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
     # Prediction (float32) is per file, with no cross-rank sums: CPU results are bit-identical for the same number
     # of torch threads per process; each torchrun rank gets cores // LOCAL_WORLD_SIZE threads (1 here; and
     # --threads 1), so the reference runs with 1 thread too.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         one = predict_folder(inp, root / "one", PredictConfig(tasks=("pixel", "sample"), device="cpu", threads=1,
                                                               progress=False), weights=tiny_fpi)
-    finally:
-        torch.set_num_threads(threads)
     spec = {"out": str(root), "dtype": "float64", "train": [
         dict(input=str(data), output=str(w / "n2.safetensors"), run_dir=str(w / "n2_run"), cfg=FULL),
         # resume under N=2 what N=1 started ... (and below: N=1 resumes what N=2 started)
@@ -119,13 +137,8 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
         "predict": ["predict", "both", "-i", str(inp), "-o", str(root / "two"), "-w", str(tiny_fpi),
                     "--device", "cpu", "--threads", "1", "--no-progress"]}
     (root / "spec.json").write_text(json.dumps(spec))
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "distributed" / "job.py"), str(root / "spec.json")]
     shutil.copytree(w / "from1_run", root / "from1_run.before")  # what the job resumes, kept for a rerun
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+    res = torchrun("job.py", root / "spec.json", root)
     first = ""
     if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
         # Seen once in a fresh-clone CI run on a loaded machine: a rank aborted in C++ at interpreter exit after
@@ -135,7 +148,7 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
         for sub in ("w/n2_run", "w/from1_run", "w/from2_run", "two"):
             shutil.rmtree(root / sub, ignore_errors=True)
         shutil.copytree(root / "from1_run.before", w / "from1_run")
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+        res = torchrun("job.py", root / "spec.json", root)
     assert res.returncode == 0, first + res.stdout + res.stderr
     with float64():  # N=1 finishes what N=2 started
         resumed = train_detector(data, w / "from2.safetensors", TrainConfig(**dict(FULL, resume=True)))
