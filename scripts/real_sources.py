@@ -39,14 +39,12 @@ COLIN = Path("/usr/share/mricron/templates/ch2.nii.gz")
 CRANIUM = Path("/usr/share/doc/invesalius-examples/examples/Cranium.inv3")
 
 
-def colin27_head() -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(COLIN))
-    return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
-
-
-def colin27_brain() -> tuple[np.ndarray, np.ndarray]:
-    img = nib.load(str(COLIN.with_name("ch2bet.nii.gz")))
-    return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
+def nifti(path: Path) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
+    """A source that reads the NIfTI file ``path`` as it is."""
+    def read() -> tuple[np.ndarray, np.ndarray]:
+        img = nib.load(str(path))
+        return np.asarray(img.get_fdata(dtype=np.float32)), img.affine
+    return read
 
 
 def epi_b0_t2w() -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +73,8 @@ def head_ct() -> tuple[np.ndarray, np.ndarray]:
 
 
 SOURCES: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {
-    "colin27-head": colin27_head, "colin27-brain": colin27_brain, "epi-b0-t2w": epi_b0_t2w, "head-ct": head_ct}
+    "colin27-head": nifti(COLIN), "colin27-brain": nifti(COLIN.with_name("ch2bet.nii.gz")),
+    "epi-b0-t2w": epi_b0_t2w, "head-ct": head_ct}
 
 
 def to_cube(vol: np.ndarray, affine: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
