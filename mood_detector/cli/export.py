@@ -26,7 +26,7 @@ from mood_detector.cli import mirror_option, slice_rule_option
 @click.option("--axes", "score_axes", type=click.Choice(["model", "all"]), default=None,
               help="Set the card's score_axes, the slicing axes predict uses by default (it overrides the card's "
                    "train_axes there): 'model' (the model's slice axis only) or 'all' [default: keep the source's].")
-@click.option("--adapt", type=click.Choice(["none", "bn", "finetune"]), default=None,
+@click.option("--adapt", type=click.Choice(["none", "bn", "finetune", "auto"]), default=None,
               help="Set the card's adapt, the test-time adaptation predict uses by default (see predict --adapt) "
                    "[default: keep the source's].")
 @click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

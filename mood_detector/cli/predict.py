@@ -56,20 +56,24 @@ log = logging.getLogger(__name__)
               help="Test-time mirroring: also score the volume mirrored along each listed axis (e.g. 0, or 0,1) and "
                    "average the maps and sample scores; each axis repeats the network passes (one per slicing axis) "
                    "[default: the model card's tta_mirror, else none].")
-@click.option("--adapt", type=click.Choice(["none", "bn", "finetune"]), default=None,
+@click.option("--adapt", type=click.Choice(["none", "bn", "finetune", "auto"]), default=None,
               help="Test-time adaptation on slices of up to 4 of the inputs (evenly spread; no labels) before "
                    "scoring: 'bn' recomputes the network's BatchNorm statistics (seconds); 'finetune' trains the "
                    "fpi or nsa model's own synthetic task on them (--adapt-steps; minutes on a CPU, seconds on a GPU); "
-                   "'none' scores as trained [default: the model card's 'adapt', else none].")
+                   "'auto' fine-tunes only where that costs at most --adapt-budget of the estimated scoring time on "
+                   "this machine (timed on the first input it reads; never for fewer than 1/--adapt-budget inputs), "
+                   "else scores as trained; 'none' scores as trained [default: the model card's 'adapt', else none].")
 @click.option("--adapt-steps", type=click.IntRange(min=1), default=600, show_default=True,
               help="Optimiser steps of --adapt finetune (16 slices each; 600 chosen on a validation source, "
                    "docs/generalisation.md).")
+@click.option("--adapt-budget", type=click.FloatRange(min=0, max=1, min_open=True), default=0.2, show_default=True,
+              help="--adapt auto: the largest share of the estimated scoring time spent on adapting.")
 @click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
               help="torch.compile the network (GPU); ignored with a warning where its cache cannot be written.")
 def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, kind: str, detector: str | None,
             device: str, batch_size: int, amp: bool, skip_existing: bool, strict: bool, nonfinite: str,
             progress: bool, threads: int, exact: bool, axes: str | None, mirror: str | None, adapt: str | None,
-            adapt_steps: int, compile_: bool) -> None:
+            adapt_steps: int, adapt_budget: float, compile_: bool) -> None:
     """Score every volume in INPUT for TASK (pixel, sample or both) and write the results to OUTPUT.
 
     An input that cannot be scored (not NIfTI, corrupt or truncated, not 3D, over the size caps, ...) fails
@@ -88,7 +92,7 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
-                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt, adapt_steps=adapt_steps,
+                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt, adapt_steps=adapt_steps, adapt_budget=adapt_budget,
                         **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)

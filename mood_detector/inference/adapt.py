@@ -1,7 +1,9 @@
 """Test-time adaptation to the scans at hand, without labels.
 
 ``bn``: BatchNorm statistics recomputed on the input folder's own slices. ``finetune``: a short self-supervised
-fine-tune of the detector's synthetic-anomaly task on them (:func:`adapt_finetune`).
+fine-tune of the detector's synthetic-anomaly task on them (:func:`adapt_finetune`). ``auto`` (decided by the
+predictor): the fine-tune where it fits a share of the folder's scoring time, as
+:func:`finetune_seconds` estimates it on the machine at hand.
 
 A network trained on one set of scanners normalises its features with that data's BatchNorm means and
 variances; on another site's scans those statistics are off, and the whole map drifts. Recomputing them on
@@ -12,9 +14,11 @@ statistics.
 
 from __future__ import annotations
 
+import copy
 import logging
-from dataclasses import dataclass
-from typing import Iterable
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -102,7 +106,8 @@ class FinetuneConfig:
 
 
 def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int],
-                   cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu") -> int:
+                   cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu",
+                   quiet: bool = False, step_done: Callable[[int], None] | None = None) -> int:
     """Train ``det`` for ``cfg.steps`` steps of its own synthetic-anomaly task on slices of ``volumes`` (at the
     network size): the inputs' tissue becomes "normal" to it, planted patches stay anomalous. For the FPI
     family (``fpi``, ``nsa``), whose task makes examples from two slice stacks; returns the steps run (0 for
@@ -133,8 +138,38 @@ def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int]
             loss = det.loss(net(batch.images.to(device)), batch.labels.to(device))
             loss.backward()
             opt.step()
+            if step_done is not None:
+                step_done(step)
     finally:
         net.eval()
-    log.info("--adapt finetune: %d steps of the %s task on %d slices (last loss %.4f)", cfg.steps, det.name,
+    log.log(logging.DEBUG if quiet else logging.INFO, "--adapt finetune: %d steps of the %s task on %d slices "
+            "(last loss %.4f)", cfg.steps, det.name,
              sum(len(s) for s in stacks), float(loss.detach()))
     return cfg.steps
+
+
+#: fine-tune steps timed (on a copy of the detector) to estimate a whole fine-tune's time
+PROBE_STEPS = 5
+
+
+def finetune_seconds(det: Detector, volumes: list[np.ndarray], axes: Iterable[int],
+                     cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu") -> float:
+    """Seconds that :func:`adapt_finetune` with ``cfg`` would take here: the time of its first step (slice
+    stacks, first allocations) plus the mean of the :data:`PROBE_STEPS` steps after it times the rest, all run
+    on a copy of ``det`` (``det`` itself is not changed). ``inf`` for a detector without a synthetic task."""
+    probe = min(PROBE_STEPS + 1, cfg.steps)
+    cuda = torch.device(device).type == "cuda"
+    stamps = [time.perf_counter()]
+
+    def stamp(_: int) -> None:
+        if cuda:  # CUDA runs the step asynchronously: wait for it
+            torch.cuda.synchronize(device)
+        stamps.append(time.perf_counter())
+
+    if adapt_finetune(copy.deepcopy(det), volumes, axes, replace(cfg, steps=probe), device, quiet=True,
+                      step_done=stamp) == 0:
+        return float("inf")
+    first = stamps[1] - stamps[0]
+    if probe == 1:
+        return first * cfg.steps
+    return first + (stamps[-1] - stamps[1]) / (probe - 1) * (cfg.steps - 1)

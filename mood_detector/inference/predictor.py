@@ -8,7 +8,10 @@ recorded and reported; the other inputs are still processed (unless ``strict``).
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +23,13 @@ from tqdm import tqdm
 
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
-from mood_detector.inference.adapt import FinetuneConfig, adapt_batchnorm, adapt_finetune
+from mood_detector.inference.adapt import FinetuneConfig, adapt_batchnorm, adapt_finetune, finetune_seconds
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
 from mood_detector.inference.fastpath import crop_box, occupied
 from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
-from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
+from mood_detector.io.nifti import ReadLimits, Volume, read_shape, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import kind_for_shape
 from mood_detector.preprocess import prepare, resample, scheme_of, to_slices
 
@@ -73,11 +76,15 @@ class PredictConfig:
             ``tta_mirror``, else ``none``.
         adapt: test-time adaptation before scoring, on slices of up to ``adapt_volumes`` of the inputs
             (evenly spread; :mod:`mood_detector.inference.adapt`): ``none``, ``bn`` (recompute the BatchNorm
-            statistics) or ``finetune`` (a short fine-tune of the detector's own synthetic task; fpi and nsa).
-            ``None`` = the card's ``adapt`` (set by ``export --adapt``), else ``none``.
+            statistics), ``finetune`` (a short fine-tune of the detector's own synthetic task; fpi and nsa) or
+            ``auto`` (``finetune`` where its estimated time, adaptation reads included, is at most
+            ``adapt_budget`` of the estimated time to score the inputs on this machine, else ``none``; folders
+            of fewer than ``1 / adapt_budget`` inputs are never adapted). ``None`` = the card's ``adapt`` (set
+            by ``export --adapt``), else ``none``.
         adapt_volumes: how many inputs ``adapt`` reads (a fixed share of the scoring time however large the
             folder).
         adapt_steps: optimiser steps of ``adapt="finetune"``.
+        adapt_budget: the largest share of the estimated scoring time ``adapt="auto"`` spends on adapting.
     """
 
     tasks: tuple[str, ...] = ("pixel",)
@@ -101,6 +108,7 @@ class PredictConfig:
     adapt: str | None = None
     adapt_volumes: int = 4
     adapt_steps: int = 600
+    adapt_budget: float = 0.2
 
     def __post_init__(self) -> None:
         if self.adapt not in (None, *ADAPT_CHOICES):
@@ -109,6 +117,8 @@ class PredictConfig:
             raise ValueError(f"axes must be one of {', '.join(AXES_CHOICES)}, got {self.axes!r}")
         if self.mirror is not None:
             parse_mirror(self.mirror)
+        if not 0 < self.adapt_budget <= 1:
+            raise ValueError(f"adapt_budget must be in (0, 1], got {self.adapt_budget}")
 
 
 def parse_mirror(spec: str) -> tuple[int, ...]:
@@ -127,7 +137,7 @@ def parse_mirror(spec: str) -> tuple[int, ...]:
 #: values of :attr:`PredictConfig.axes` (and of a model card's ``train_axes``)
 AXES_CHOICES = ("model", "all")
 #: values of :attr:`PredictConfig.adapt` (and of a model card's ``adapt``)
-ADAPT_CHOICES = ("none", "bn", "finetune")
+ADAPT_CHOICES = ("none", "bn", "finetune", "auto")
 
 
 @dataclass
@@ -336,34 +346,132 @@ class Predictor:
             raise ValueError(f"the model card's adapt {mode!r} is not one of {', '.join(ADAPT_CHOICES)}")
         return mode
 
-    def adapt(self, files: Sequence[Path]) -> None:
+    def adapt(self, files: Sequence[Path]) -> bool:
         """Adapt every detector whose adaptation is not ``none`` (:meth:`adapt_for`) on slices of up to
         :attr:`PredictConfig.adapt_volumes` of ``files`` (evenly spread). An input that cannot be read is left
-        to the scoring loop to report."""
+        to the scoring loop to report. ``auto`` decides on the first input it reads for a detector
+        (:meth:`_auto_fits`); a fine-tune it chose that fails is logged and the detector scores as trained.
+        Returns whether any detector was adapted."""
         if not files or all(self.adapt_for(d) == "none" for d in self.detectors.values()):
-            return
+            return False
+        started = time.perf_counter()
+        # reading even one input for the adaptation costs about one input's share of the scoring time
+        auto_ok = len(files) * self.cfg.adapt_budget >= 1
+        if not auto_ok and all(self.adapt_for(d) in ("none", "auto") for d in self.detectors.values()):
+            log.info("--adapt auto: no adaptation for %d inputs (it needs at least %d)", len(files),
+                     math.ceil(1 / self.cfg.adapt_budget))
+            return False
         pick = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, max(1, self.cfg.adapt_volumes)).round()
                                            .astype(int))]
         groups: dict[int, tuple[Detector, list[np.ndarray]]] = {}
+        declined: set[int] = set()
         with self.timings("adapt"):
             for path in pick:
+                t0 = time.perf_counter()
+                det = self._detector_or_none(path)  # from the header: inputs not needed are not read
+                if det is None:
+                    continue
+                mode = self.adapt_for(det)
+                if mode == "none" or (mode == "auto" and (not auto_ok or id(det) in declined)):
+                    continue
                 try:
                     data = read_volume(path, self.cfg.limits).data
-                    det = self.detector_for(data.shape)
                 except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
                     continue
-                if self.adapt_for(det) == "none":
-                    continue
                 net = resample(prepare(data, inplace=True, scheme=scheme_of(det.card.extra))[0], (det.size,) * 3)
-                groups.setdefault(id(det), (det, []))[1].append(net)
                 del data
+                if mode == "auto" and id(det) not in groups and not self._auto_fits(
+                        det, net, files, time.perf_counter() - t0, started):
+                    declined.add(id(det))
+                    continue
+                groups.setdefault(id(det), (det, []))[1].append(net)
+            adapted = False
             for det, vols in groups.values():
-                if self.adapt_for(det) == "bn":
-                    adapt_batchnorm(det, vols, self.axes_for(det), device=self.device)
-                else:
+                mode = self.adapt_for(det)
+                if mode == "bn":
+                    adapted |= adapt_batchnorm(det, vols, self.axes_for(det), device=self.device) > 0
+                    continue
+                saved = ({name: copy.deepcopy(m.state_dict()) for name, m in det.modules().items()}
+                         if mode == "auto" else {})
+                try:
                     with torch.enable_grad():
-                        adapt_finetune(det, vols, self.axes_for(det), FinetuneConfig(steps=self.cfg.adapt_steps),
-                                       device=self.device)
+                        adapted |= adapt_finetune(det, vols, self.axes_for(det), self._finetune_config(),
+                                                  device=self.device) > 0
+                except Exception as exc:  # noqa: BLE001 - auto's fine-tune is optional: score as trained
+                    if mode != "auto":
+                        raise
+                    for name, m in det.modules().items():
+                        m.load_state_dict(saved[name])
+                    log.warning("--adapt auto: the fine-tune failed (%s: %s); scoring as trained",
+                                type(exc).__name__, exc)
+        return adapted
+
+    def _finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(steps=self.cfg.adapt_steps)
+
+    def _auto_fits(self, det: Detector, net: np.ndarray, files: Sequence[Path], read_s: float,
+                   started: float) -> bool:
+        """Whether ``auto`` fine-tunes ``det``: the adaptation (what it has spent so far, the other inputs it
+        reads, the fine-tune) must take at most ``adapt_budget`` of the estimated time to score ``det``'s inputs.
+
+        Estimates, on this machine, on the side that keeps the adaptation within its share: the scoring time
+        per input from below, as the larger of ``read_s`` (reading and preparing ``net``) and the network time
+        of ``net``'s non-empty slices (the reader threads overlap the two at best; resampling back and writing
+        are left out), the latter extrapolated from the fastest of three timed batches; the fine-tune from a few
+        timed steps (:func:`finetune_seconds`), skipped where even its forward passes alone (each step runs a
+        batch forward and backward) at the scoring's time per slice would not fit. The machine's speed varies
+        (on the 2-core development machine, the same volume's network time by up to 50% between runs), so the
+        decision near the threshold can go either way; the log reports the share measured after scoring."""
+        n = len(files)
+        if len(self.detectors) > 1:  # a mixed folder: count this detector's inputs by their headers
+            n = sum(1 for f in files if self._detector_or_none(f) is det)
+        per_slice, network_s = self._network_seconds(det, net)
+        volume_s = max(read_s, network_s)
+        log.debug("--adapt auto: per input: read and prepare %.2f s, network %.2f s", read_s, network_s)
+        budget = self.cfg.adapt_budget * n * volume_s
+        tune = self._finetune_config()
+        reads = min(n, self.cfg.adapt_volumes) - 1
+        spent = time.perf_counter() - started + reads * read_s
+        if spent + tune.steps * tune.batch_size * per_slice > budget:
+            tune_s = tune.steps * tune.batch_size * per_slice  # a lower bound: reject without a probe
+        else:
+            with torch.enable_grad():
+                tune_s = finetune_seconds(det, [net], self.axes_for(det), tune, device=self.device)
+            spent = time.perf_counter() - started + reads * read_s
+        fits = spent + tune_s <= budget
+        log.info("--adapt auto: %s: adapting would take %s%.0f s against a budget of %.0f s (%.0f%% of ~%.1f s "
+                 "per input x %d inputs; deciding took %.1f s)", "fine-tuning" if fits else "no fine-tune",
+                 "" if fits else "at least ", spent + tune_s, budget, 100 * self.cfg.adapt_budget, volume_s, n,
+                 time.perf_counter() - started)
+        return fits
+
+    def _detector_or_none(self, path: Path) -> Detector | None:
+        try:
+            return self.detector_for(read_shape(path, self.cfg.limits))
+        except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+            return None
+
+    def _network_seconds(self, det: Detector, net: np.ndarray) -> tuple[float, float]:
+        """Network seconds per slice and for all of ``net`` (a volume at the network size) on every pass
+        (:meth:`axes_for`, :meth:`mirror_for`), extrapolated from the fastest of three timed batches."""
+        slices = to_slices(net, self.axes_for(det)[0])
+        skip = det.skip_empty_slices and self.cfg.skip_empty is not False
+        todo = np.flatnonzero(occupied(slices)) if skip else np.arange(len(slices))
+        if not len(todo):
+            return 0.0, 0.0
+        bs = self._batch_size(det)
+        # one batch at each quartile: slice areas (and so the crop boxes) vary along the volume
+        probes = [todo[int(q * len(todo)):][:bs] for q in (0.25, 0.5, 0.75)]
+        for probe in probes:  # untimed: the set-up of the first call with each shape
+            self.score_slices(det, np.asarray(slices[probe]), need_pixel=False)
+        times = []
+        for probe in probes:
+            t0 = time.perf_counter()
+            self.score_slices(det, np.asarray(slices[probe]), need_pixel="pixel" in self.cfg.tasks)
+            times.append((time.perf_counter() - t0) / len(probe))
+        per_slice = min(times)
+        passes = len(self.axes_for(det)) * (1 + len(self.mirror_for(det)))
+        return per_slice, per_slice * len(todo) * passes
 
     # --- folders -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> Volume:
@@ -393,7 +501,9 @@ class Predictor:
                 report.skipped.append(Path(f))
             else:
                 todo.append(Path(f))
-        self.adapt(todo)
+        adapt_start = time.perf_counter()
+        adapted = self.adapt(todo)
+        scoring_start = time.perf_counter()
         if report.skipped:
             log.info("skipping %d inputs whose outputs exist", len(report.skipped))
         elif any(o.exists() for f in todo for o in output_paths(f, out_dir, self.cfg.tasks).values()):
@@ -443,6 +553,11 @@ class Predictor:
             for item in pending:
                 self._finish(item, report, fail)
             bar.close()
+        if "adapt" in self.timings.seconds:  # inputs were read to adapt (or to decide, for auto)
+            spent, scoring = scoring_start - adapt_start, time.perf_counter() - scoring_start
+            log.info("%s took %.1f s, %.0f%% of the %.1f s spent scoring %d inputs",
+                     "adaptation" if adapted else "deciding on adaptation", spent,
+                     100 * spent / max(scoring, 1e-9), scoring, len(todo))
         return report
 
     @staticmethod

@@ -94,6 +94,7 @@ CASES = [
     (PREDICT + " -w {file}", "'-w' / '--weights': {file}: weights must be a .safetensors file"),
     (PREDICT + " -w {fake}", "'-w' / '--weights': {fake}: weights file or its card"),
     (PREDICT + " -w {fpi} --kind abdom", "'--kind': abdom: the weights {fpi} are for brain volumes"),
+    (PREDICT + " -w {fpi} --adapt auto --adapt-budget 0", "'--adapt-budget': 0.0 is not in the range 0<x<=1"),
     (PREDICT + " -w {fpi} --detector ae", "'--detector': ae: the weights {fpi} are fpi weights"),
     (PREDICT + " -w {fpi} --detector nosuch", "'--detector': 'nosuch' is not one of"),
     (PREDICT + " -w {fpi} --device foo", "'--device': 'foo' is not a device"),

@@ -1,4 +1,5 @@
-"""Test-time BatchNorm adaptation (mood_detector/inference/adapt.py) and the background rule of the predictor."""
+"""Test-time adaptation (mood_detector/inference/adapt.py: bn, finetune, the predictor's auto rule) and the
+background rule of the predictor."""
 
 from pathlib import Path
 
@@ -106,3 +107,109 @@ def test_finetune_through_the_predictor(tmp_path: Path, tiny_fpi: Path):
                                                             adapt_steps=3))
     assert pred.predict_folder(inp, tmp_path / "out").exit_code == 0
     assert pred.timings.seconds["adapt"] > 0
+
+
+def test_finetune_seconds_estimates_without_changing_the_detector(tiny_fpi: Path):
+    from mood_detector.inference.adapt import FinetuneConfig, finetune_seconds
+
+    det = load_detector(tiny_fpi)
+    before = {k: v.clone() for k, v in det.net.state_dict().items()}
+    vols = [blob_volume(seed=7)]
+    est = finetune_seconds(det, vols, [det.slice_axis], FinetuneConfig(steps=1000, batch_size=4))
+    short = finetune_seconds(det, vols, [det.slice_axis], FinetuneConfig(steps=10, batch_size=4))
+    assert 0 < short < est < float("inf")
+    assert all(torch.equal(before[k], v) for k, v in det.net.state_dict().items())
+
+
+def auto_folder(tmp_path: Path, n: int) -> Path:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(n):
+        save_nifti(inp / f"v{i}.nii.gz", blob_volume(seed=40 + i))
+    return inp
+
+
+def fake_costs(monkeypatch, tune_s: float, network_s: float) -> list[str]:
+    """Fix auto's two time estimates (fine-tune, network per input); returns the calls of the fine-tune probe."""
+    from mood_detector.inference import predictor as predictor_module
+
+    probes: list[str] = []
+
+    def finetune_seconds(*args, **kwargs):
+        probes.append("probe")
+        return tune_s
+
+    monkeypatch.setattr(predictor_module, "finetune_seconds", finetune_seconds)
+    monkeypatch.setattr(Predictor, "_network_seconds", lambda self, det, net: (network_s / 1000, network_s))
+    return probes
+
+
+def predict_samples(tiny_fpi: Path, inp: Path, out: Path, **cfg) -> tuple[Predictor, dict[str, float]]:
+    pred = Predictor(load_detector(tiny_fpi), PredictConfig(device="cpu", progress=False, tasks=("pixel", "sample"),
+                                                            adapt_steps=3, **cfg))
+    report = pred.predict_folder(inp, out)
+    assert report.exit_code == 0
+    return pred, report.samples
+
+
+def test_auto_fine_tunes_a_large_enough_folder_exactly_as_finetune(tmp_path: Path, tiny_fpi: Path, monkeypatch):
+    inp = auto_folder(tmp_path, 6)
+    _, plain = predict_samples(tiny_fpi, inp, tmp_path / "none", adapt="none")
+    _, tuned = predict_samples(tiny_fpi, inp, tmp_path / "finetune", adapt="finetune")
+    probes = fake_costs(monkeypatch, tune_s=0.0, network_s=100.0)  # cheap next to 6 x 100 s of scoring
+    pred, auto = predict_samples(tiny_fpi, inp, tmp_path / "auto", adapt="auto")
+    assert probes and auto == tuned != plain
+    for name in plain:
+        assert (tmp_path / "auto" / name).read_bytes() == (tmp_path / "finetune" / name).read_bytes()
+    assert pred.timings.seconds["adapt"] > 0
+
+
+def test_auto_declines_when_the_fine_tune_would_exceed_its_share(tmp_path: Path, tiny_fpi: Path, monkeypatch):
+    inp = auto_folder(tmp_path, 6)
+    _, plain = predict_samples(tiny_fpi, inp, tmp_path / "none", adapt="none")
+    probes = fake_costs(monkeypatch, tune_s=100.0, network_s=50.0)  # 100 s > 20% of 6 x 50 s
+    _, declined = predict_samples(tiny_fpi, inp, tmp_path / "auto", adapt="auto")
+    assert probes and declined == plain
+    probes.clear()
+    _, generous = predict_samples(tiny_fpi, inp, tmp_path / "auto1", adapt="auto", adapt_budget=1.0)
+    assert probes and generous != plain  # 100 s fits 100% of 300 s
+    # the forward passes alone would not fit: rejected without probing the fine-tune
+    probes = fake_costs(monkeypatch, tune_s=0.0, network_s=1e-3)
+    monkeypatch.setattr(Predictor, "_network_seconds", lambda self, det, net: (1.0, 1e-3))  # 1 s per slice
+    _, bound = predict_samples(tiny_fpi, inp, tmp_path / "auto2", adapt="auto")
+    assert not probes and bound == plain
+
+
+def test_auto_never_adapts_a_small_folder(tmp_path: Path, tiny_fpi: Path, monkeypatch):
+    inp = auto_folder(tmp_path, 4)  # fewer than 1 / 0.2 inputs
+    _, plain = predict_samples(tiny_fpi, inp, tmp_path / "none", adapt="none")
+    probes = fake_costs(monkeypatch, tune_s=0.0, network_s=100.0)
+    pred, auto = predict_samples(tiny_fpi, inp, tmp_path / "auto", adapt="auto")
+    assert auto == plain and not probes and "adapt" not in pred.timings.seconds
+
+
+def test_auto_scores_as_trained_when_its_fine_tune_fails(tmp_path: Path, tiny_fpi: Path, monkeypatch, caplog):
+    from mood_detector.inference import predictor as predictor_module
+
+    inp = auto_folder(tmp_path, 6)
+    _, plain = predict_samples(tiny_fpi, inp, tmp_path / "none", adapt="none")
+    fake_costs(monkeypatch, tune_s=0.0, network_s=100.0)
+
+    def broken(det, *args, **kwargs):  # changes the weights, then fails
+        with torch.no_grad():
+            for p in det.net.parameters():
+                p.add_(1.0)
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(predictor_module, "adapt_finetune", broken)
+    _, auto = predict_samples(tiny_fpi, inp, tmp_path / "auto", adapt="auto")
+    assert auto == plain
+    assert "fine-tune failed (RuntimeError: out of memory); scoring as trained" in caplog.text
+    with pytest.raises(RuntimeError):  # an explicit --adapt finetune does not hide the failure
+        predict_samples(tiny_fpi, inp, tmp_path / "ft", adapt="finetune")
+
+
+def test_adapt_budget_is_checked():
+    with pytest.raises(ValueError, match="adapt_budget"):
+        PredictConfig(adapt_budget=0)
+    assert PredictConfig(adapt="auto").adapt == "auto"
