@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kind", choices=["brain", "abdom"], default="brain", help="kind recorded in the test set")
     ap.add_argument("--cases", type=int, default=10, help="cases per source, half anomalous [default: 10]")
     ap.add_argument("--seed", type=int, default=0, help="seed of the planted outliers [default: 0]")
-    ap.add_argument("--adapt", choices=["none", "bn", "finetune"], default=None,
+    ap.add_argument("--adapt", choices=["none", "bn", "finetune", "auto"], default=None,
                     help="test-time adaptation [default: the card's]")
     ap.add_argument("--adapt-steps", type=int, default=600, help="steps of --adapt finetune [default: 600]")
     ap.add_argument("--axes", choices=["model", "all"], default=None, help="slicing axes [default: the card's]")

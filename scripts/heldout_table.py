@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave out this source's rows (repeatable), e.g. one a model was trained on [default: none]")
     ap.add_argument("--per-type", action="store_true",
                     help="PATH is a heldout_real.py --out folder; one column per outlier type [default: off]")
-    ap.add_argument("parts", nargs="+", help="LABEL=PATH of a heldout_real.py --results file (--per-type: --out folder)")
+    ap.add_argument("parts", nargs="+",
+                    help="LABEL=PATH of a heldout_real.py --results file (--per-type: --out folder)")
     args = ap.parse_args(argv)
     parts = []
     for item in args.parts:
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep:
             ap.error(f"{item!r}: expected LABEL=PATH")
         parts.append((label, Path(path)))
-    table = per_type(parts, args.what, frozenset(args.drop_source)) if args.per_type else merge(parts, args.what, frozenset(args.drop_source))
+    build = per_type if args.per_type else merge
+    table = build(parts, args.what, frozenset(args.drop_source))
     write_text_atomic(args.out, json.dumps(table, indent=2, ensure_ascii=False) + "\n")
     return 0
 

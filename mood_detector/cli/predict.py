@@ -92,7 +92,8 @@ def predict(task: str, input_dir: Path, output_dir: Path, weights: Path | None, 
     tasks = ("pixel", "sample") if task == "both" else (task,)
     cfg = PredictConfig(tasks=tasks, device=device, batch_size=batch_size, amp=amp, skip_existing=skip_existing,
                         strict=strict, progress=progress, limits=ReadLimits(nonfinite=nonfinite), threads=threads,
-                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt, adapt_steps=adapt_steps, adapt_budget=adapt_budget,
+                        compile=compile_, axes=axes, mirror=mirror, adapt=adapt, adapt_steps=adapt_steps,
+                        adapt_budget=adapt_budget,
                         **(dict(skip_empty=False, crop=False) if exact else {}))
     try:
         report = predict_folder(input_dir, output_dir, cfg, weights, kind, detector)

@@ -143,8 +143,7 @@ def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int]
     finally:
         net.eval()
     log.log(logging.DEBUG if quiet else logging.INFO, "--adapt finetune: %d steps of the %s task on %d slices "
-            "(last loss %.4f)", cfg.steps, det.name,
-             sum(len(s) for s in stacks), float(loss.detach()))
+            "(last loss %.4f)", cfg.steps, det.name, sum(len(s) for s in stacks), float(loss.detach()))
     return cfg.steps
 
 

@@ -220,6 +220,13 @@ class Predictor:
                                                                             self.device, self._autocast)
         return self.batch_sizes[key]
 
+    def _slices_to_run(self, det: Detector, slices: np.ndarray) -> np.ndarray:
+        """Indices of the slices (S, H, W) the network runs on: the non-empty ones where ``det`` allows
+        skipping empty slices and the config does not turn it off, else all."""
+        if det.skip_empty_slices and self.cfg.skip_empty is not False:
+            return np.flatnonzero(occupied(slices))
+        return np.arange(len(slices))
+
     def score_slices(self, det: Detector, slices: np.ndarray, out: np.ndarray | None = None,
                      need_pixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Pixel scores (S, H, W) and slice scores (S,) for slices (S, H, W) at the network size.
@@ -229,11 +236,10 @@ class Predictor:
         array is returned). Empty slices and the area outside the crop box keep score 0 (see
         :mod:`mood_detector.inference.fastpath`)."""
         n, h, w = slices.shape
-        skip = det.skip_empty_slices and self.cfg.skip_empty is not False
         crop = det.supports_crop and self._crop_enabled()
         pixel = out if out is not None else np.zeros(slices.shape if need_pixel else 0, dtype=np.float32)
         per_slice = np.zeros(n, dtype=np.float64)
-        todo = np.flatnonzero(occupied(slices)) if skip else np.arange(n)
+        todo = self._slices_to_run(det, slices)
         score = self._scorers[id(det)]
         i = 0
         while i < len(todo):
@@ -455,8 +461,7 @@ class Predictor:
         """Network seconds per slice and for all of ``net`` (a volume at the network size) on every pass
         (:meth:`axes_for`, :meth:`mirror_for`), extrapolated from the fastest of three timed batches."""
         slices = to_slices(net, self.axes_for(det)[0])
-        skip = det.skip_empty_slices and self.cfg.skip_empty is not False
-        todo = np.flatnonzero(occupied(slices)) if skip else np.arange(len(slices))
+        todo = self._slices_to_run(det, slices)
         if not len(todo):
             return 0.0, 0.0
         bs = self._batch_size(det)
