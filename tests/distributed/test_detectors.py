@@ -9,6 +9,7 @@ detector checks the result.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from mood_detector.training.api import train_detector
 from mood_detector.training.loop import LossLog
 from mood_detector.weights import load_weights
 from tests.conftest import blob_volume, save_nifti
-from tests.distributed.test_torchrun import float64, one_thread, rel_diff, torchrun
+from tests.distributed.test_torchrun import float64, one_thread, rel_diff, torchrun_job
 from tests.training.test_fixed_seed import CASES
 
 NAMES = ("ae", "squid", "dpa", "ddad")
@@ -69,8 +70,16 @@ def job(tmp_path_factory) -> dict[str, Any]:
                                   output=str(root / f"n2_{name}" / "w.safetensors"),
                                   run_dir=str(root / f"n2_{name}_run"), cfg=cfg))
     (root / "spec.json").write_text(json.dumps(spec))
-    res = torchrun("detectors_job.py", root / "spec.json", root)
-    assert res.returncode == 0, res.stdout + res.stderr[-5000:]
+
+    def reset() -> None:  # from scratch: no run folder to resume, no weights or rank tensors
+        for name in NAMES:
+            for path in (root / f"n2_{name}", root / f"n2_{name}_run"):
+                shutil.rmtree(path, ignore_errors=True)
+            for rank_file in root.glob(f"{name}_rank*.pt"):
+                rank_file.unlink()
+
+    res = torchrun_job("detectors_job.py", root / "spec.json", root, reset)
+    assert res.returncode == 0, res.stdout + res.stderr[-8000:]
     return dict(root=root, ref=ref)
 
 

@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 import torch
@@ -83,6 +83,23 @@ def torchrun(job_script: str, spec: Path, cwd: Path) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 
 
+#: what a rank prints when it aborts in C++ after its work was done (SIGABRT at interpreter exit; about one run in
+#: ten of these two-process jobs on the 2-core development machine; root cause open)
+ABORT_AT_EXIT = "terminate called without an active exception"
+
+
+def torchrun_job(job_script: str, spec: Path, cwd: Path, reset: Callable[[], None]) -> subprocess.CompletedProcess:
+    """:func:`torchrun`, run once more from scratch (after ``reset`` removes what the first run wrote) if a rank
+    aborted at exit; a second failure of any kind is returned with both runs' output in ``stderr``."""
+    res = torchrun(job_script, spec, cwd)
+    if res.returncode != 0 and ABORT_AT_EXIT in res.stderr:
+        first = res.stderr[-3000:]
+        reset()
+        res = torchrun(job_script, spec, cwd)
+        res.stderr = f"FIRST RUN (aborted at exit):\n{first}\nSECOND RUN:\n{res.stderr}"
+    return res
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """1 torch thread inside (as each torchrun rank has here), restored afterwards."""
@@ -138,18 +155,16 @@ def job(tmp_path_factory, tiny_fpi: Path) -> dict[str, Any]:
                     "--device", "cpu", "--threads", "1", "--no-progress"]}
     (root / "spec.json").write_text(json.dumps(spec))
     shutil.copytree(w / "from1_run", root / "from1_run.before")  # what the job resumes, kept for a rerun
-    res = torchrun("job.py", root / "spec.json", root)
-    first = ""
-    if res.returncode != 0 and "terminate called without an active exception" in res.stderr:
-        # Seen once in a fresh-clone CI run on a loaded machine: a rank aborted in C++ at interpreter exit after
-        # its work was done (not reproduced in 10 local runs; root cause open). One rerun of the whole job from
-        # scratch; a second failure of any kind fails the test with both outputs.
-        first = "FIRST RUN (aborted at exit):\n" + res.stderr[-3000:] + "\nSECOND RUN:\n"
+
+    def reset() -> None:  # the job's outputs gone, the run it resumes as it was
         for sub in ("w/n2_run", "w/from1_run", "w/from2_run", "two"):
             shutil.rmtree(root / sub, ignore_errors=True)
+        for log_file in root.glob("checkpoint_writes_rank*.txt"):  # appended to by every run
+            log_file.unlink()
         shutil.copytree(root / "from1_run.before", w / "from1_run")
-        res = torchrun("job.py", root / "spec.json", root)
-    assert res.returncode == 0, first + res.stdout + res.stderr
+
+    res = torchrun_job("job.py", root / "spec.json", root, reset)
+    assert res.returncode == 0, res.stdout + res.stderr
     with float64():  # N=1 finishes what N=2 started
         resumed = train_detector(data, w / "from2.safetensors", TrainConfig(**dict(FULL, resume=True)))
     return dict(root=root, w=w, ref=ref, control=control, resumed=resumed, one=one, log=res.stdout + res.stderr)
