@@ -5,7 +5,8 @@
 #   docker run ... detector <command...>      anything else is run as given, so the harness's
 #                                             `sh /workspace/run_pixel_brain.sh /mnt/data /mnt/pred` works
 #
-# The kind (default auto = by volume shape) picks the bundled weights <weights>/<kind>/<detector>.safetensors.
+# The kind (default auto = per volume, by its shape or its intensities: docs/container.md) picks the bundled
+# weights <weights>/<kind>/<detector>.safetensors.
 # Environment (defaults are the container's):
 #   MOOD_INPUT_DIR   /mnt/data            folder of *.nii / *.nii.gz to score
 #   MOOD_OUTPUT_DIR  /mnt/pred            results: <name> (pixel) or <name>.txt (sample)

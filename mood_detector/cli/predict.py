@@ -29,7 +29,9 @@ log = logging.getLogger(__name__)
               help="A .safetensors file, or a folder holding <kind>/<detector>.safetensors "
                    "[default: $MOOD_WEIGHTS_DIR or the bundled weights/].")
 @click.option("--kind", type=click.Choice(["auto", "brain", "abdom"]), default="auto", show_default=True,
-              help="Which weights to use when --weights is a folder; auto picks by volume shape.")
+              help="Which weights to use when --weights is a folder; auto picks per volume: 256^3 brain, 512^3 abdom, "
+                   "any other shape guessed (with a warning) from the intensities (CT in Hounsfield units: abdom), "
+                   "else the nearest size.")
 @click.option("--detector", type=click.Choice(sorted(REGISTRY)), default=None,
               help=f"Detector whose weights to look up in a --weights folder [default: {DEFAULT_DETECTOR}]; with a "
                    "weights file, the file must hold this detector.")

@@ -30,7 +30,7 @@ from mood_detector.inference.fastpath import crop_box, occupied
 from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
 from mood_detector.io.nifti import ReadLimits, Volume, read_shape, read_volume, write_text_atomic, write_volume
-from mood_detector.kinds import kind_for_shape
+from mood_detector.kinds import guess_kind, is_canonical
 from mood_detector.preprocess import prepare, resample, scheme_of, to_slices
 
 log = logging.getLogger(__name__)
@@ -166,7 +166,7 @@ def output_paths(input_path: Path, out_dir: Path, tasks: Sequence[str]) -> dict[
 
 
 class Predictor:
-    """Scores volumes with one detector, or with one detector per kind chosen by volume shape."""
+    """Scores volumes with one detector, or with one detector per kind chosen per volume (:func:`guess_kind`)."""
 
     def __init__(self, detectors: Detector | Mapping[str, Detector], cfg: PredictConfig | None = None) -> None:
         self.cfg = cfg or PredictConfig()
@@ -197,14 +197,21 @@ class Predictor:
                          for det in self.detectors.values()}
 
     # --- one volume --------------------------------------------------------------------------------
-    def detector_for(self, shape: Sequence[int]) -> Detector:
-        """The detector for a volume of ``shape``: the only one, or the one of the kind the shape implies."""
+    def detector_for(self, shape: Sequence[int], data: np.ndarray | None = None,
+                     source: str | Path | None = None) -> Detector:
+        """The detector for a volume of ``shape``: the only one, or the one of the kind :func:`guess_kind` picks
+        from the shape and, where given, the intensities ``data``.
+
+        Where that kind is a guess (the shape is not a canonical cube) and ``source`` (the file) is given, one
+        warning names it, the kind and why; callers pass ``source`` once per volume, when it is scored."""
         if "*" in self.detectors:
             return self.detectors["*"]
-        kind = kind_for_shape(shape).name
-        if kind not in self.detectors:
-            raise MoodError(f"no weights for kind {kind!r} (volume shape {tuple(shape)})")
-        return self.detectors[kind]
+        kind, reason = guess_kind(shape, data)
+        if reason is not None and source is not None:
+            log.warning("%s: kind guessed as %r (%s); pass --kind to choose", source, kind.name, reason)
+        if kind.name not in self.detectors:
+            raise MoodError(f"no weights for kind {kind.name!r} ({reason or f'volume shape {tuple(shape)}'})")
+        return self.detectors[kind.name]
 
     def _autocast(self):
         enabled = self.cfg.amp and self.device.type == "cuda"
@@ -297,13 +304,15 @@ class Predictor:
         _, scores = self.score_slices(det, to_slices(net, axis), out=view, need_pixel=need_pixel)
         return scores
 
-    def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False) -> VolumeScores:
+    def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False,
+                     source: str | Path = "volume") -> VolumeScores:
         """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape.
 
         Outside the foreground (:func:`mood_detector.preprocess.foreground_mask`) the pixel score is 0.
         ``inplace`` lets intensity normalisation overwrite ``data`` (the predictor does so with the volumes it
-        reads): then a 512^3 volume needs two float32 volume copies, the input and the score map."""
-        det = self.detector_for(data.shape)
+        reads): then a 512^3 volume needs two float32 volume copies, the input and the score map. ``source``
+        names the volume in the warning of a guessed kind (:meth:`detector_for`)."""
+        det = self.detector_for(data.shape, data, source)  # before normalisation: the raw intensities tell CT
         with self.timings("preprocess"):
             norm, mask = prepare(data, inplace=inplace, scheme=scheme_of(det.card.extra))
             net = resample(norm, (det.size,) * 3)
@@ -374,16 +383,18 @@ class Predictor:
         with self.timings("adapt"):
             for path in pick:
                 t0 = time.perf_counter()
-                det = self._detector_or_none(path)  # from the header: inputs not needed are not read
-                if det is None:
-                    continue
-                mode = self.adapt_for(det)
-                if mode == "none" or (mode == "auto" and (not auto_ok or id(det) in declined)):
+                det = self._header_detector(path)  # where the header decides, inputs not needed are not read
+                if det is not None and self._adapt_skips(det, auto_ok, declined):
                     continue
                 try:
                     data = read_volume(path, self.cfg.limits).data
+                    if det is None:  # the kind is a guess: from the intensities too, as when the input is scored
+                        det = self.detector_for(data.shape, data)
                 except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
                     continue
+                if self._adapt_skips(det, auto_ok, declined):
+                    continue
+                mode = self.adapt_for(det)
                 net = resample(prepare(data, inplace=True, scheme=scheme_of(det.card.extra))[0], (det.size,) * 3)
                 del data
                 if mode == "auto" and id(det) not in groups and not self._auto_fits(
@@ -430,7 +441,7 @@ class Predictor:
         decision near the threshold can go either way; the log reports the share measured after scoring."""
         n = len(files)
         if len(self.detectors) > 1:  # a mixed folder: count this detector's inputs by their headers
-            n = sum(1 for f in files if self._detector_or_none(f) is det)
+            n = sum(1 for f in files if self._may_go_to(f, det))
         per_slice, network_s = self._network_seconds(det, net)
         volume_s = max(read_s, network_s)
         log.debug("--adapt auto: per input: read and prepare %.2f s, network %.2f s", read_s, network_s)
@@ -451,10 +462,34 @@ class Predictor:
                  time.perf_counter() - started)
         return fits
 
-    def _detector_or_none(self, path: Path) -> Detector | None:
+    def _adapt_skips(self, det: Detector, auto_ok: bool, declined: set[int]) -> bool:
+        """Whether :meth:`adapt` leaves ``det`` as it is: its adaptation is ``none``, or ``auto`` that cannot pay
+        off (too few inputs) or that has declined it already."""
+        mode = self.adapt_for(det)
+        return mode == "none" or (mode == "auto" and (not auto_ok or id(det) in declined))
+
+    def _may_go_to(self, path: Path, det: Detector) -> bool:
+        """Whether ``path`` may be scored by ``det``, from its header alone: a canonical cube's kind is known; any
+        other shape's kind is told by the voxels (:func:`guess_kind`), so it counts for every detector (an
+        over-count only in folders that mix such volumes of both kinds)."""
         try:
-            return self.detector_for(read_shape(path, self.cfg.limits))
+            shape = read_shape(path, self.cfg.limits)
+            return not is_canonical(shape) or self.detector_for(shape) is det
         except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+            return False
+
+    def _header_detector(self, path: Path) -> Detector | None:
+        """The detector for ``path`` where its header decides it (one detector, or a canonical cube), else
+        ``None`` (the intensities are needed, or the header cannot be read)."""
+        try:
+            shape = read_shape(path, self.cfg.limits)
+        except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+            return None
+        if "*" not in self.detectors and not is_canonical(shape):
+            return None
+        try:
+            return self.detector_for(shape)
+        except MoodError:  # no weights for that kind: the scoring loop reports it
             return None
 
     def _network_seconds(self, det: Detector, net: np.ndarray) -> tuple[float, float]:
@@ -533,7 +568,8 @@ class Predictor:
                 fut = reads.pop(0)
                 try:
                     vol = fut.result()
-                    scores = self.score_volume(vol.data, need_pixel="pixel" in self.cfg.tasks, inplace=True)
+                    scores = self.score_volume(vol.data, need_pixel="pixel" in self.cfg.tasks, inplace=True,
+                                               source=path)
                     vol.data = np.empty(0, dtype=np.float32)  # writing needs only the geometry: free the input
                 except InputError as exc:
                     fail(path, exc.reason)

@@ -20,7 +20,7 @@ import numpy as np
 from mood_detector.errors import InputError, MoodError
 from mood_detector.inference.aggregate import parse_slice_rule, sample_score
 from mood_detector.io.nifti import ReadLimits, list_volumes, read_volume
-from mood_detector.kinds import kind_for_shape
+from mood_detector.kinds import guess_kind
 from mood_detector.preprocess import to_slices
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ class Case:
         pixel: voxel scores with the input's shape, clipped to [0, 1], or ``None`` (sample predictions only).
         sample: the volume's sample score.
         sample_source: ``"txt"`` (read from ``<name>.txt``) or ``"pixel map"`` (computed here).
-        slice_axis: the slicing axis of the volume's kind (:func:`mood_detector.kinds.kind_for_shape`).
+        slice_axis: the slicing axis of the volume's kind (:func:`mood_detector.kinds.guess_kind`).
         slice_scores: score of every slice along ``slice_axis`` by ``slice_rule`` (``None`` without a pixel map).
         label_mask: boolean label mask or ``None``.
         label_sample: volume label (True = anomalous) or ``None``.
@@ -148,7 +148,7 @@ def load_case(files: CaseFiles, limits: ReadLimits | None = None, slice_rule: st
         raise InputError(files.input, "no prediction found (neither <name> nor <name>.txt in PREDICTIONS)")
     vol = read_volume(files.input, limits)
     shape = vol.shape
-    axis = kind_for_shape(shape).slice_axis
+    axis = guess_kind(shape, vol.data)[0].slice_axis  # as predict picks it without --kind
     pixel = slices = None
     if files.pixel is not None:
         pred = read_volume(files.pixel, limits)
