@@ -248,7 +248,8 @@ class Detector(ABC):
 
     def recompute_bn(self, files: Sequence[Path], batches: int = 64, seed: int = 0) -> "Detector":
         """Recompute the BatchNorm statistics over training batches from ``files`` (``export --bn-data``)."""
-        raise ValueError(f"--bn-data is for fpi and nsa models, not {self.name}")
+        raise ValueError(f"--bn-data: the {self.name} detector has no BatchNorm recompute (fpi, nsa and squid "
+                         f"models have one)")
 
     # --- shared behaviour ---------------------------------------------------------------------------
     @property

@@ -30,11 +30,12 @@ from mood_detector.cli import mirror_option, slice_rule_option
               help="Set the card's adapt, the test-time adaptation predict uses by default (see predict --adapt) "
                    "[default: keep the source's].")
 @click.option("--bn-data", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="FPI and NSA: recompute the BatchNorm statistics as an average over --bn-batches training "
+              help="FPI, NSA and SQUID: recompute the BatchNorm statistics as an average over --bn-batches training "
                    "batches from the volumes in this folder (the training data) instead of keeping the running "
-                   "statistics.")
+                   "statistics (SQUID also refills its memory queue and recomputes its score statistics from them).")
 @click.option("--bn-batches", type=click.IntRange(min=1), default=64, show_default=True,
-              help="Batches for --bn-data (one per volume pair, as many pairs as there are).")
+              help="Batches for --bn-data (FPI and NSA: one per volume pair, as many pairs as there are; SQUID: "
+                   "batches of slices mixed from all the volumes).")
 @click.option("--force", is_flag=True, default=False,
               help="Allow OUTPUT to be a bundled model (a file tracked in weights/); without it export refuses.")
 def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirror: str | None,
@@ -57,9 +58,7 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirr
         else:
             det = load_detector(source)
         if bn_data is not None:
-            from mood_detector.io.nifti import list_volumes
-
-            det.recompute_bn(list_volumes(bn_data), bn_batches)
+            det.recompute_bn(_bn_volumes(bn_data), bn_batches)
         det.card.extra["stored_dtype"] = dtype
         if slice_score is not None:
             det.card.extra["slice_score"] = slice_score
@@ -73,3 +72,13 @@ def export(source: Path, output: Path, dtype: str, slice_score: str | None, mirr
     except (ValueError, MoodError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"weights: {path}")
+
+
+def _bn_volumes(folder: Path) -> list[Path]:
+    """The volumes in the ``--bn-data`` folder; a ``ValueError`` where there are none."""
+    from mood_detector.io.nifti import list_volumes
+
+    files = list_volumes(folder)
+    if not files:
+        raise ValueError(f"--bn-data {folder}: no .nii or .nii.gz volumes in it to recompute BatchNorm from")
+    return files

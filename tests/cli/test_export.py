@@ -79,3 +79,58 @@ def test_mirror_set_in_the_card_is_what_predict_uses(tiny_fpi, tmp_path):
     assert Predictor(det, PredictConfig(device="cpu", mirror="none")).mirror_for(det) == ()
     plain = load_detector(tiny_fpi)
     assert Predictor(plain, PredictConfig(device="cpu")).mirror_for(plain) == ()
+
+
+def _tiny_squid(path):
+    """An untrained tiny SQUID model (64² slices) saved to ``path``, as the fixed-seed test's SQUID case sizes it."""
+    from mood_detector.detector import TrainConfig
+    from mood_detector.models.squid.detector import SQUIDDetector
+
+    torch.manual_seed(0)
+    cfg = TrainConfig(detector="squid", size=64, width=0.0625, batch_size=2,
+                      options={"queue_slots": "8", "mem_slots": "8", "calib_slices": "8"})
+    return SQUIDDetector.build(SQUIDDetector.card_for(cfg, 4)).eval().save(path)
+
+
+def test_squid_batchnorm_recomputed_from_data(volume_dir, tmp_path):
+    """``export --bn-data`` on a SQUID model: the statistics and the memory queue are recomputed from the folder's
+    volumes and the score statistics follow; the weights stay; the model scores."""
+    src, out = _tiny_squid(tmp_path / "squid.safetensors"), tmp_path / "bn.safetensors"
+    res = CliRunner().invoke(main, ["export", "-i", str(src), "-o", str(out), "--bn-data", str(volume_dir),
+                                    "--bn-batches", "3"])
+    assert res.exit_code == 0, res.output
+    a, card = load_weights(out)
+    b, _ = load_weights(src)
+    assert card.extra["bn_recomputed"] == "3 batches of 2 slices mixed from 4 volumes; queue refilled"
+    assert "logit_mean" in card.extra and not torch.equal(a["extra.stats"], b["extra.stats"])
+    stats = [k for k in a if k.endswith("running_mean")]
+    assert stats and all(not torch.equal(a[k], b[k]) for k in stats if k.startswith("disc."))
+    assert any(not torch.equal(a[k], b[k]) for k in stats if k.startswith("gen."))
+    weights = [k for k in a if k.endswith(".weight") and "bn" not in k and a[k].ndim > 1]
+    assert weights and all(torch.equal(a[k], b[k]) for k in weights)
+    scores = load_detector(out).score_slices(torch.rand(2, 1, 64, 64))
+    assert scores.pixel.shape == (2, 64, 64) and bool(torch.isfinite(scores.slice).all())
+
+
+def test_bn_data_for_a_detector_without_a_recompute_is_one_line(tmp_path, volume_dir):
+    """A detector without a BatchNorm recompute (here ae) gets one error line naming it, no traceback, no file."""
+    from mood_detector.detector import TrainConfig
+    from mood_detector.models.ae.detector import AEDetector
+
+    cfg = TrainConfig(detector="ae", size=32, width=0.125, options={"latent": "4"})
+    src = AEDetector.build(AEDetector.card_for(cfg, 4)).save(tmp_path / "ae.safetensors")
+    res = CliRunner().invoke(main, ["export", "-i", str(src), "-o", str(tmp_path / "o.safetensors"),
+                                    "--bn-data", str(volume_dir)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
+    assert res.output.strip().splitlines() == [
+        "Error: --bn-data: the ae detector has no BatchNorm recompute (fpi, nsa and squid models have one)"]
+    assert not (tmp_path / "o.safetensors").exists()
+
+
+def test_bn_data_folder_without_volumes_is_one_line(tiny_fpi, tmp_path):
+    empty = tmp_path / "none"
+    empty.mkdir()
+    res = CliRunner().invoke(main, ["export", "-i", str(tiny_fpi), "-o", str(tmp_path / "o.safetensors"),
+                                    "--bn-data", str(empty)])
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), res.exception
+    assert len(res.output.strip().splitlines()) == 1 and "no .nii or .nii.gz volumes" in res.output

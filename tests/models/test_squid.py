@@ -295,7 +295,7 @@ def test_final_bn_recomputes_statistics_over_mixed_batches_and_refills_the_queue
     drift = bn.running_mean.clone()
     rng_state = torch.get_rng_state()
 
-    det.recompute_bn(store, batch_size=4, seed=3, batches=6)
+    det.recompute_bn_store(store, batch_size=4, seed=3, batches=6)
 
     assert torch.equal(torch.get_rng_state(), rng_state)  # the shortcut masks drew from a forked generator
 

@@ -43,7 +43,7 @@ rate per epoch towards 0.2 lr (thesis Sec. 4.1.5: 1e-4 -> 2e-5; :func:`cosine_lr
 constant learning rate without weight decay (as in the authors' code). The memory queue is filled after every
 generator step with the detached bottleneck features of that step's batch. With ``final_bn`` (default), the
 BatchNorm statistics are then recomputed over batches that mix training volumes and the queue is refilled
-(:meth:`SQUIDDetector.recompute_bn`; deviation: training batches each hold slices of one volume, so the
+(:meth:`SQUIDDetector.recompute_bn_store`; deviation: training batches each hold slices of one volume, so the
 statistics would otherwise follow the last volumes seen). Augmentation (thesis Sec. 4.1.5 /
 authors' data loader): random scaling in [0.95, 1.05] and translation up to 5% per slice.
 
@@ -109,7 +109,7 @@ class SquidOptions:
             score).
         slice_quantile: the quantile of the ``residual`` slice score.
         final_bn: after training, recompute the BatchNorm statistics over mixed batches of training slices
-            and refill the memory queue (:meth:`SQUIDDetector.recompute_bn`).
+            and refill the memory queue (:meth:`SQUIDDetector.recompute_bn_store`).
         calib_slices: training slices used for the score statistics.
     """
 
@@ -382,14 +382,28 @@ class SQUIDDetector(Detector):
         engine.run([Phase("squid", range(cfg.epochs), batches, train_step, log_name=lambda epoch: "train",
                           lr=lambda: opt_g.param_groups[0]["lr"])], start)
         if opts.final_bn:  # after the last checkpoint: a resumed run continues from the training statistics
-            det.recompute_bn(store, cfg.batch_size, cfg.seed)
+            det.recompute_bn_store(store, cfg.batch_size, cfg.seed)
         det.calibrate(store, cfg)
         return det.eval()
 
     # --- final BatchNorm statistics ---------------------------------------------------------------------------
     @torch.no_grad()
-    def recompute_bn(self, store: VolumeStore, batch_size: int, seed: int = 0,
-                     batches: int = BN_BATCHES) -> "SQUIDDetector":
+    def recompute_bn(self, files: Sequence[Path], batches: int = BN_BATCHES, seed: int = 0) -> "SQUIDDetector":
+        """``export --bn-data``: recompute the BatchNorm statistics and refill the memory queue from the volumes
+        ``files`` (the training data), as training ends (:meth:`recompute_bn_store`, batches of the card's
+        training batch size), then recompute the score statistics (:meth:`calibrate`) from them, as training
+        does: they were measured on the discriminator's logits and the reconstructions that the new statistics
+        change."""
+        cfg = TrainConfig(detector=self.name, kind=self.card.kind, size=self.size, width=self.card.width,
+                          batch_size=int(self.card.extra.get("batch_size", 16)), seed=seed)
+        store = VolumeStore(files, self.size, self.slice_axis)
+        self.recompute_bn_store(store, cfg.batch_size, seed, batches)
+        self.calibrate(store, cfg)
+        return self.eval()
+
+    @torch.no_grad()
+    def recompute_bn_store(self, store: VolumeStore, batch_size: int, seed: int = 0,
+                           batches: int = BN_BATCHES) -> "SQUIDDetector":
         """Recompute every BatchNorm statistic over up to ``batches`` batches of ``batch_size`` training slices
         that mix volumes (:func:`mixed_slices`), and refill the memory queue to match.
 
