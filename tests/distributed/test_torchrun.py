@@ -24,7 +24,7 @@ from mood_detector.inference.predictor import PredictConfig
 from mood_detector.training.api import train_detector
 from mood_detector.training.loop import LossLog, load_checkpoint
 from mood_detector.weights import load_weights
-from tests.conftest import blob_volume, save_nifti
+from tests.conftest import blob_volume, float64, save_nifti
 from tests.distributed.job import bn_case
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,19 +57,6 @@ FIRST = dict(BASE, epochs=1, options={"batches_per_step": "2", "swa_epochs": "0"
 RTOL = 1e-10
 # the loss log rounds to 6 decimals
 LOSS_ATOL = 1.5e-6
-
-
-@contextlib.contextmanager
-def float64() -> Iterator[None]:
-    """torch's default dtype float64 (and 1 thread) inside, restored afterwards."""
-    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(dtype)
-        torch.set_num_threads(threads)
 
 
 def torchrun(job_script: str, spec: Path, cwd: Path) -> subprocess.CompletedProcess:

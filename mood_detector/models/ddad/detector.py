@@ -457,7 +457,7 @@ class DDADDetector(Detector):
         sel = np.random.default_rng([seed, 11]).permutation(n)[: o.calib_slices]
         vals: dict[str, list[np.ndarray]] = {k: [] for k in SCALE_NAMES}
         for j in range(0, sel.size, 256):
-            z = bank.images[torch.from_numpy(np.sort(sel[j:j + 256]))].float().to(device)
+            z = bank.images[torch.from_numpy(np.sort(sel[j:j + 256]))].to(device, next(det.ndm[0].parameters()).dtype)
             d = det.maps(z)
             fg = z > -1.0 + 1e-3
             if not bool(fg.any()):

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mood_detector.training.loop import at_least_float32
+
 BACKBONES = ("ae", "aeu", "memae")
 ENTROPY_WEIGHT = 2e-4  # MemAE entropy-loss weight of the authors' configs
 
@@ -129,11 +131,11 @@ def reconstruction_loss(rec: Reconstruction, x: torch.Tensor,
 
     AE: MSE. AE-U: ``mean(exp(-logvar) (x - mu)^2) + mean(logvar)``. MemAE: ``MSE + entropy_weight * H(att)``.
     """
-    err = (rec.mean.float() - x) ** 2
+    err = (at_least_float32(rec.mean) - x) ** 2
     mse = err.mean()
     if rec.logvar is not None:
-        logvar = rec.logvar.float()
+        logvar = at_least_float32(rec.logvar)
         return (torch.exp(-logvar) * err).mean() + logvar.mean(), mse
     if rec.att is not None:
-        return mse + entropy_weight * addressing_entropy(rec.att.float()), mse
+        return mse + entropy_weight * addressing_entropy(at_least_float32(rec.att)), mse
     return mse, mse

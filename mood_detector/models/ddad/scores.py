@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import torch
 
+from mood_detector.training.loop import at_least_float32
+
 
 class Discrepancy(NamedTuple):
     """Raw pixel maps (N, 1, H, W): ``rec``, ``intra`` and ``inter`` (None without a UDM)."""
@@ -39,13 +41,13 @@ def discrepancy(x: torch.Tensor, ndm: torch.Tensor, udm: torch.Tensor | None = N
     """
     if ndm.dim() != 5 or ndm.shape[0] < 2:
         raise ValueError(f"ndm must be (K>=2, N, 1, H, W), got {tuple(ndm.shape)}")
-    ndm = ndm.float()
+    ndm = at_least_float32(ndm)
     mu_a = ndm.mean(0)
     intra = ndm.std(0, unbiased=True)
-    rec = (x.float() - mu_a) ** 2
-    inter = None if udm is None else (udm.float().mean(0) - mu_a).abs()
+    rec = (at_least_float32(x) - mu_a) ** 2
+    inter = None if udm is None else (at_least_float32(udm).mean(0) - mu_a).abs()
     if ndm_logvar is not None:
-        var = torch.exp(ndm_logvar.float()).mean(0)
+        var = torch.exp(at_least_float32(ndm_logvar)).mean(0)
         sigma = var.sqrt()
         intra = intra / sigma
         rec = rec / var

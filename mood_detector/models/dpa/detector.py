@@ -337,8 +337,9 @@ def calibrate(det: DPADetector, store: VolumeStore, o: DPAOptions, cfg: TrainCon
     (up to ``stats_batches``) training batches."""
     images, pixels = [], []
     rng = np.random.default_rng(cfg.seed)
+    dtype = next(det.ae.parameters()).dtype  # float32; float64 in the fixed-seed test
     for x in _slice_batches(store, cfg, 777, o.min_mean, det.device, o.stats_batches):
-        s, p = det.raw_scores(x)
+        s, p = det.raw_scores(x.to(dtype))
         images.append(s.cpu().numpy())
         flat = p.flatten().cpu().numpy()
         if flat.size > 200_000:
@@ -438,7 +439,8 @@ class _Trainer:
             fading = g < fade_steps
             alpha = min(1.0, (g + 1) / fade_steps) if fading else 1.0
             opt = self.opt.for_stage((ph.res, "fade" if fading else "stab"), ae)
-            x = xb.to(self.device, non_blocking=True)  # small-area slices already removed (batches)
+            # in the network's dtype (float32; float64 in the fixed-seed test); small-area slices already removed
+            x = xb.to(self.device, next(ae.parameters()).dtype, non_blocking=True)
             if x.shape[0] == 0:
                 return None
             x = mix_resolution(resize(x, ph.res), alpha)

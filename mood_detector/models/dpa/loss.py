@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mood_detector.models.dpa.features import FeatureExtractor
+from mood_detector.training.loop import at_least_float32
 
 EPS = 1e-8
 #: per-channel feature normalisation: ``channel`` = (f - mu) / sigma (paper Sec. 3.1), ``none`` = raw f (authors' code)
@@ -28,7 +29,7 @@ FEATURE_NORMS = ("channel", "none")
 
 def relative_l1(fx: torch.Tensor, fy: torch.Tensor) -> torch.Tensor:
     """Per-sample ``mean|fx - fy| / mean|fx|`` over (C, H, W); the denominator is detached."""
-    fx, fy = fx.float(), fy.float()  # the ratio in float32 also under bf16 autocast
+    fx, fy = at_least_float32(fx), at_least_float32(fy)  # the ratio in float32 also under bf16 autocast
     dims = tuple(range(1, fx.dim()))
     num = (fx - fy).abs().mean(dim=dims)
     den = fx.abs().mean(dim=dims).detach().clamp_min(EPS)
@@ -77,8 +78,9 @@ def compute_stats(extractor: FeatureExtractor, layer: str, batches: Iterable[tor
                   device: torch.device | str = "cpu") -> FeatureStats:
     """:class:`FeatureStats` of ``layer`` over image ``batches`` (N, 1, H, W) in [0, 1]."""
     stats: FeatureStats | None = None
+    dtype = next(extractor.parameters()).dtype  # float32; float64 in the fixed-seed test
     for x in batches:
-        f = extractor(x.to(device), layer)
+        f = extractor(x.to(device, dtype), layer)
         if stats is None:
             stats = FeatureStats(f.shape[1])
         stats.update(f)
@@ -132,7 +134,7 @@ class PerceptualLoss(nn.Module):
     def score(self, x: torch.Tensor, y: torch.Tensor, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw scores: per-image relative-perceptual-L1 (N,) and the pixel map (N, H, W) = channel mean of
         ``|f^(x) - f^(y)|`` upsampled bilinearly to the size of ``x``."""
-        fx, fy = self.features(x, layer).float(), self.features(y, layer).float()
+        fx, fy = at_least_float32(self.features(x, layer)), at_least_float32(self.features(y, layer))
         diff = (fx - fy).abs()
         image = relative_l1(fx, fy)
         pixel = F.interpolate(diff.mean(dim=1, keepdim=True), size=tuple(x.shape[-2:]), mode="bilinear",

@@ -21,6 +21,7 @@ from mood_detector.models.dpa.features import VGG19Features
 from mood_detector.tasks.fpi import CLASS_VALUES, FPIConfig, fpi_pair, labels_to_classes
 from mood_detector.training.data import VolumeStore, epoch_pairs, pair_loader
 from mood_detector.training.engine import GeneratorState, Phase, Stateful, Step, rank_share
+from mood_detector.training.loop import at_least_float32
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,15 @@ def feature_phase(ext: VGG19Features, layer: str, store: VolumeStore, task: FPIC
         pairs = epoch_pairs(len(store), np.random.default_rng([seed, 10_000 + epoch]))
         loader = pair_loader(store, pairs, batch_size, seed=seed * 7919 + 10_000 + epoch, workers=workers,
                              max_batches_per_pair=max_batches_per_pair, pin_memory=device.type == "cuda")
-        return ((b.images, b.labels) for b in (fpi_pair(a.to(device), s.to(device), task, gen) for a, s in loader))
+        dtype = next(head.parameters()).dtype  # torch's default dtype (float32; float64 in the fixed-seed test)
+        return ((b.images.to(dtype), b.labels) for b in (fpi_pair(a.to(device), s.to(device), task, gen)
+                                                         for a, s in loader))
 
     def train_step(batch: tuple[torch.Tensor, torch.Tensor], epoch: int, index: int) -> Step:
         images, labels = batch
         logits = F.interpolate(head(ext(images, layer)), size=images.shape[-2:], mode="bilinear",
                                align_corners=False)
-        loss = F.cross_entropy(logits.float(), labels_to_classes(labels))
+        loss = F.cross_entropy(at_least_float32(logits), labels_to_classes(labels))
         opt.zero_grad(set_to_none=True)
         rank_share(loss).backward()
         opt.step()

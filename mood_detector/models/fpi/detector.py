@@ -34,7 +34,7 @@ from mood_detector.training import diagnostic
 from mood_detector.training.budget import StepPlan, announce, plan_steps, summary
 from mood_detector.training.data import PairBatches, VolumeStore, epoch_pairs, pair_loader
 from mood_detector.training.engine import Engine, Phase, Step
-from mood_detector.training.loop import autocast, load_best, load_checkpoint, save_best, seed_everything
+from mood_detector.training.loop import at_least_float32, autocast, load_best, load_checkpoint, save_best, seed_everything
 from mood_detector.training.verdict import PATIENCE, BestTracker, verdict
 from mood_detector.weights import ModelCard
 
@@ -154,11 +154,6 @@ class _Averaged:
         self.model.load_state_dict(state)
 
 
-def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32 when it is in a lower precision (bf16 autocast), float64 kept."""
-    return t if t.dtype == torch.float64 else t.float()
-
-
 class FPIDetector(Detector):
     """Foreign Patch Interpolation; pixel score = sigmoid output (continuous) or expected foreign fraction
     sum_c p_c a_c (discrete, 5 classes)."""
@@ -210,7 +205,7 @@ class FPIDetector(Detector):
     @staticmethod
     def loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """BCE against the soft foreign fraction (C=1, Eq. 6) or CE over the 5 classes (Eq. 7)."""
-        logits = _at_least_float32(logits)
+        logits = at_least_float32(logits)
         if logits.shape[1] == 1:
             return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
         return F.cross_entropy(logits, labels_to_classes(labels))
@@ -553,7 +548,7 @@ class FPIDetector(Detector):
     def loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Sum over examples of :meth:`loss` per example (mean over its pixels)."""
         pixels = labels.shape[-1] * labels.shape[-2]
-        logits = _at_least_float32(logits)
+        logits = at_least_float32(logits)
         if logits.shape[1] == 1:
             total = F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype), reduction="sum")
         else:

@@ -73,7 +73,7 @@ from mood_detector.models.squid.networks import FILTERS, Discriminator, SquidGen
 from mood_detector.training.calibration import quantile_scale
 from mood_detector.training.data import VolumeStore, epoch_slices, nonempty, slice_loader
 from mood_detector.training.engine import Engine, Phase, Step, rank_share
-from mood_detector.training.loop import LossLog, autocast, seed_everything
+from mood_detector.training.loop import LossLog, at_least_float32, autocast, seed_everything
 from mood_detector.weights import ModelCard
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,7 @@ class SQUIDDetector(Detector):
     def _disc_grad(self, recon: torch.Tensor) -> torch.Tensor:
         """|d D(recon) / d recon| per pixel (works inside the predictor's inference mode)."""
         with torch.inference_mode(False), torch.enable_grad():
-            r = recon.detach().clone().float().requires_grad_(True)
+            r = at_least_float32(recon.detach().clone()).requires_grad_(True)
             (grad,) = torch.autograd.grad(self.disc(r).sum(), r)
         return grad.abs()
 
@@ -328,6 +328,7 @@ class SQUIDDetector(Detector):
         device = distributed.device_for_rank(cfg.device)
         det.to(device)
         gen, disc = det.gen, det.disc
+        dtype = next(gen.parameters()).dtype  # torch's default dtype (float32; float64 in the fixed-seed test)
         opt_g = torch.optim.Adam(gen.parameters(), lr=opts.lr, betas=(0.5, 0.999), eps=1e-7,
                                  weight_decay=opts.weight_decay)
         opt_d = torch.optim.Adam(disc.parameters(), lr=opts.lr, betas=(0.5, 0.999))
@@ -350,18 +351,18 @@ class SQUIDDetector(Detector):
             loader = epoch_slices(store, epoch, cfg.seed, cfg.batch_size, cfg.workers, cfg.max_batches_per_pair,
                                   device)
             # augmented here, whole batches (under torchrun the engine then gives each rank its part)
-            return (_augment(x.to(device, non_blocking=True), aug_gen) if opts.augment else x for x in loader)
+            return (_augment(x.to(device, dtype, non_blocking=True), aug_gen) if opts.augment else x for x in loader)
 
         def train_step(x: torch.Tensor, epoch: int, step: int) -> Step:
             """The discriminator every step; the generator every ``n_critic``-th, against the updated
             discriminator. Generator losses are averaged over the generator's steps."""
-            x = x.to(device, non_blocking=True)
+            x = x.to(device, dtype, non_blocking=True)
             gen_step = step % opts.n_critic == 0
             with autocast(device, amp), torch.set_grad_enabled(gen_step):
                 out = gen(x)
             opt_d.zero_grad(set_to_none=True)
             with autocast(device, amp):
-                real, fake = disc(x).float(), disc(out.recon.detach()).float()
+                real, fake = at_least_float32(disc(x)), at_least_float32(disc(out.recon.detach()))
             d_loss = opts.w_disc * (bce(real, torch.ones_like(real)) + bce(fake, torch.zeros_like(fake)))
             rank_share(d_loss).backward()
             opt_d.step()
@@ -369,9 +370,10 @@ class SQUIDDetector(Detector):
                 return Step({"d_loss": d_loss}, x.shape[0])
             opt_g.zero_grad(set_to_none=True)
             with autocast(device, amp):
-                adv_logit = disc(out.recon).float()
-            terms = {"recon": F.mse_loss(out.recon.float(), x), "teacher": F.mse_loss(out.teacher.float(), x),
-                     "dist": out.dist.float(), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
+                adv_logit = at_least_float32(disc(out.recon))
+            terms = {"recon": F.mse_loss(at_least_float32(out.recon), x),
+                     "teacher": F.mse_loss(at_least_float32(out.teacher), x),
+                     "dist": at_least_float32(out.dist), "adv": bce(adv_logit, torch.ones_like(adv_logit))}
             loss = (opts.w_recon * terms["recon"] + opts.w_teacher * terms["teacher"]
                     + opts.w_dist * terms["dist"] + opts.w_gen * terms["adv"])
             rank_share(loss).backward()
@@ -439,7 +441,7 @@ class SQUIDDetector(Detector):
         chunks = list(pool.split(batch_size))
         if len(chunks) > 1 and len(chunks[-1]) < batch_size:
             chunks = chunks[:-1]  # update_bn weights every batch equally: no small, noisy last batch
-        chunks = [c.to(self.device) for c in chunks]
+        chunks = [c.to(self.device, next(self.gen.parameters()).dtype) for c in chunks]
         gen, disc = self.gen, self.disc
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
@@ -471,7 +473,7 @@ class SQUIDDetector(Detector):
         queue.ptr.zero_()
         queue.filled.zero_()
         for part in idx.split(batch_size):
-            feats, _ = gen.encode(slices[part].to(self.device))
+            feats, _ = gen.encode(slices[part].to(self.device, next(gen.parameters()).dtype))
             queue.push(block.reduce(feats).reshape(len(part), block.positions, block.dim))
         gen.train(was)
 
@@ -491,7 +493,7 @@ class SQUIDDetector(Detector):
         slice_raw: list[torch.Tensor] = []
         count = 0
         for x in tqdm(loader, desc="squid calibration", unit="batch", leave=False):
-            x = x.to(self.device)
+            x = x.to(self.device, next(self.gen.parameters()).dtype)  # float32; float64 in the fixed-seed test
             recon = self.gen(x).recon
             logits.append(self.disc(recon).float().cpu())
             for name, raw in self.raw_maps(x, recon, PIXEL_MAPS).items():
