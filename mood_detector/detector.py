@@ -37,6 +37,12 @@ class SliceScores(NamedTuple):
     slice: torch.Tensor | None = None
 
 
+class PatchScores(NamedTuple):
+    """Scores of a batch of 3D patches (volumetric detectors): ``pixel`` (N, d, h, w) in [0, 1]."""
+
+    pixel: torch.Tensor
+
+
 class VolumeScores(NamedTuple):
     """Result for one volume: the voxel-wise ``pixel`` map (input shape, float32, [0, 1]) and the ``sample``
     score in [0, 1]; ``slice_scores`` are the per-slice scores the sample score was aggregated from."""
@@ -154,6 +160,9 @@ class Detector(ABC):
     #: :attr:`crop_stride`); detectors that resize whole slices (DDAD, SQUID, DPA) must leave it False.
     skip_empty_slices: ClassVar[bool] = False
     supports_crop: ClassVar[bool] = False
+    #: 2: the detector scores slices (:meth:`score_slices`); 3: it is volumetric and scores 3D patches of the
+    #: network volume (:meth:`score_patches`, :attr:`patch_size`); the harness does the rest either way
+    dims: ClassVar[int] = 2
     #: Training capabilities. ``options_cls``: the dataclass of the ``--opt KEY=VALUE`` options (typed fields with
     #: defaults, an ``Attributes:`` docstring for ``train --help --detector NAME``, checks in ``__post_init__``);
     #: ``train_fields``: the :class:`TrainConfig` fields the training reads (a ``train`` flag for another one is
@@ -196,6 +205,17 @@ class Detector(ABC):
     @abstractmethod
     def score_slices(self, x: torch.Tensor) -> SliceScores:
         """Score slices ``x`` (N, 1, size, size) in [0, 1] on ``self.device``; no gradients needed."""
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        """Volumetric detectors: the edge lengths of the patches the harness's sliding window hands to
+        :meth:`score_patches` (the whole network volume when they equal :attr:`size`)."""
+        return (self.size,) * 3
+
+    def score_patches(self, x: torch.Tensor, origins: torch.Tensor) -> PatchScores:
+        """Volumetric detectors: score patches ``x`` (N, 1, d, h, w) in [0, 1] of the network volume whose first
+        voxels lie at ``origins`` (N, 3), on ``self.device``; no gradients needed."""
+        raise TypeError(f"the {self.name} detector scores slices, not 3D patches")
 
     @classmethod
     @abstractmethod
@@ -317,6 +337,7 @@ REGISTRY: dict[str, str] = {
     "dpa": "mood_detector.models.dpa.detector:DPADetector",
     "ae": "mood_detector.models.ae.detector:AEDetector",
     "nsa": "mood_detector.models.nsa.detector:NSADetector",
+    "unet3d": "mood_detector.models.unet3d.detector:UNet3DDetector",
 }
 
 

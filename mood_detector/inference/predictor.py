@@ -26,6 +26,7 @@ from mood_detector.errors import InputError, MoodError, StrictFailure
 from mood_detector.inference.adapt import FinetuneConfig, adapt_batchnorm, adapt_finetune, finetune_seconds
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
+from mood_detector.inference.sliding import sliding_window
 from mood_detector.inference.fastpath import crop_box, occupied
 from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
@@ -317,9 +318,30 @@ class Predictor:
             norm, mask = prepare(data, inplace=inplace, scheme=scheme_of(det.card.extra))
             net = resample(norm, (det.size,) * 3)
             del norm
-            # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
-            # when it is written, none to move the slice axis back
-            out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
+        if det.dims == 3:
+            out, per_slice, samples = self._score_volumetric(det, net, need_pixel)
+        else:
+            out, per_slice, samples = self._score_by_slices(det, net, need_pixel)
+        del net
+        with self.timings("postprocess"):
+            score = float(np.mean(samples))
+            if out is not None:
+                vol = resample(out, tuple(data.shape))
+                if vol is not out:
+                    del out
+                    np.clip(vol, 0.0, 1.0, out=vol)
+                vol[~mask] = 0.0  # empty background is never anomalous
+            else:
+                vol = np.zeros(0, dtype=np.float32)
+        return VolumeScores(pixel=vol, sample=score, slice_scores=per_slice)
+
+    def _score_by_slices(self, det: Detector, net: np.ndarray,
+                         need_pixel: bool) -> tuple[np.ndarray | None, np.ndarray, list[float]]:
+        """A slice detector's pass(es) over the network volume ``net``: the pixel map (None without
+        ``need_pixel``), the model axis's slice scores, and one sample score per pass."""
+        # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
+        # when it is written, none to move the slice axis back
+        out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
         axes = self.axes_for(det)
         # the model's axis first, into the map itself: its slice scores are the ones returned; then the other
         # axes and the mirrored passes, each into a scratch map (a mirrored view of it for the mirrored passes,
@@ -341,24 +363,38 @@ class Predictor:
             if out is not None:
                 out /= 1 + len(passes)
             del tmp
-        del net
-        with self.timings("postprocess"):
-            score = float(np.mean(samples))
-            if out is not None:
-                vol = resample(out, tuple(data.shape))
-                if vol is not out:
-                    del out
-                    np.clip(vol, 0.0, 1.0, out=vol)
-                vol[~mask] = 0.0  # empty background is never anomalous
-            else:
-                vol = np.zeros(0, dtype=np.float32)
-        return VolumeScores(pixel=vol, sample=score, slice_scores=per_slice)
+        return out, per_slice, samples
+
+    def _score_volumetric(self, det: Detector, net: np.ndarray,
+                          need_pixel: bool) -> tuple[np.ndarray, np.ndarray, list[float]]:
+        """A volumetric detector's pass(es) over the network volume ``net`` (sliding window,
+        :mod:`mood_detector.inference.sliding`; mirrored passes averaged in): the pixel map, slice scores along
+        the kind's slice axis (the detector's slice rule over the map) and the sample score from them, as for
+        a slice detector. The map is made without ``need_pixel`` too (the sample score comes from it)."""
+        def score(x: torch.Tensor, origins: torch.Tensor) -> torch.Tensor:
+            with self.timings("network"), torch.inference_mode(), self._autocast():
+                return det.score_patches(x, origins).pixel
+
+        out = sliding_window(net, det.patch_size, score)
+        mirrors = self.mirror_for(det)
+        for m in mirrors:
+            out += np.flip(sliding_window(np.flip(net, m), det.patch_size, score), m)
+        out /= 1 + len(mirrors)
+        np.clip(out, 0.0, 1.0, out=out)
+        slices = torch.from_numpy(np.ascontiguousarray(to_slices(out, det.slice_axis)))
+        per_slice = slice_scores(slices, slices.shape[1] * slices.shape[2], det.slice_rule).numpy()
+        return (out if need_pixel else None), per_slice, [sample_score(per_slice)]
 
     def adapt_for(self, det: Detector) -> str:
         """The test-time adaptation for ``det``: the config's, else its card's ``adapt``, else ``none``."""
         mode = self.cfg.adapt or str(det.card.extra.get("adapt", "none"))
         if mode not in ADAPT_CHOICES:
             raise ValueError(f"the model card's adapt {mode!r} is not one of {', '.join(ADAPT_CHOICES)}")
+        if det.dims == 3 and mode != "none":  # the adaptations train on slices
+            if mode != "auto":
+                raise MoodError(f"--adapt {mode}: not available for the volumetric {det.name} detector; use "
+                                f"--adapt none")
+            return "none"
         return mode
 
     def adapt(self, files: Sequence[Path]) -> bool:

@@ -1,0 +1,75 @@
+"""A compact 3D U-Net with coordinate channels: the network of the volumetric detector.
+
+Input: one intensity channel plus three coordinate channels (each voxel's position in the whole network
+volume, in [-1, 1] per axis), so that a patch knows where it lies (a reflected or shifted region can look
+like normal tissue of another place). Encoder: ``levels`` stages of two 3x3x3 convolutions (instance norm,
+leaky ReLU), each stage but the first entered by a stride-2 convolution; channels double per stage from
+``base``. Decoder: transposed-convolution up-sampling, concatenation with the encoder's features, two
+convolutions. Output: one logit per voxel (anomaly).
+
+Instance norm rather than batch norm: the batches are one or two volumes (or patches) on a CPU, too few for
+batch statistics, and scoring then does not depend on which volumes share a batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.InstanceNorm3d(cout, affine=True),
+        nn.LeakyReLU(0.01, inplace=True),
+        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
+        nn.InstanceNorm3d(cout, affine=True),
+        nn.LeakyReLU(0.01, inplace=True),
+    )
+
+
+def coordinate_channels(origin: torch.Tensor, patch: tuple[int, int, int], full: tuple[int, int, int],
+                        dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Coordinates (N, 3, d, h, w) in [-1, 1] of patches of shape ``patch`` whose first voxels lie at ``origin``
+    (N, 3) in a volume of shape ``full`` (voxel centres: -1 and 1 are the first and last voxel)."""
+    axes = []
+    for a in range(3):
+        idx = torch.arange(patch[a], device=device, dtype=dtype)[None] + origin[:, a:a + 1].to(device, dtype)
+        axes.append(2 * idx / max(full[a] - 1, 1) - 1)  # (N, patch[a])
+    n = origin.shape[0]
+    d, h, w = patch
+    return torch.stack([axes[0][:, :, None, None].expand(n, d, h, w),
+                        axes[1][:, None, :, None].expand(n, d, h, w),
+                        axes[2][:, None, None, :].expand(n, d, h, w)], dim=1)
+
+
+class UNet3D(nn.Module):
+    """3D U-Net: ``(N, 4, D, H, W)`` (intensity + 3 coordinates) -> logits ``(N, 1, D, H, W)``; every edge
+    must be a multiple of ``2 ** (levels - 1)``."""
+
+    def __init__(self, base: int = 8, levels: int = 4, in_channels: int = 4) -> None:
+        super().__init__()
+        if levels < 2 or base < 1:
+            raise ValueError(f"UNet3D needs levels >= 2 and base >= 1, got {levels}, {base}")
+        ch = [base * 2**i for i in range(levels)]
+        self.levels = levels
+        self.down = nn.ModuleList([_block(in_channels, ch[0])] +
+                                  [_block(ch[i - 1], ch[i], stride=2) for i in range(1, levels)])
+        self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i], ch[i - 1], 2, stride=2) for i in range(levels - 1, 0, -1)])
+        self.dec = nn.ModuleList([_block(2 * ch[i - 1], ch[i - 1]) for i in range(levels - 1, 0, -1)])
+        self.head = nn.Conv3d(ch[0], 1, 1)
+
+    @property
+    def stride(self) -> int:
+        """The total down-sampling factor: input edges must be multiples of it."""
+        return 2 ** (self.levels - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = []
+        for i, block in enumerate(self.down):
+            x = block(x)
+            if i < self.levels - 1:
+                skips.append(x)
+        for up, dec in zip(self.up, self.dec):
+            x = dec(torch.cat([up(x), skips.pop()], dim=1))
+        return self.head(x)
