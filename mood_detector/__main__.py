@@ -1,3 +1,3 @@
-from mood_detector.cli import main
+from mood_detector.cli import entry
 
-main()
+entry()

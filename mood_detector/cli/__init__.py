@@ -6,6 +6,9 @@ command runs (or ``--help`` lists the commands), so start-up does not pay for ev
 
 from __future__ import annotations
 
+import os
+import sys
+
 import click
 
 from mood_detector import __version__
@@ -75,3 +78,24 @@ def main(log_level: str, log_format: str) -> None:
     """mood-detector: out-of-distribution detection for 3D NIfTI volumes (MICCAI MOOD style)."""
     setup_logging(log_level, log_format)
 
+
+
+def entry() -> None:
+    """The ``mood-detector`` console command: :func:`main`; in a ``torchrun`` worker (``WORLD_SIZE`` > 1) the
+    process then ends by :func:`mood_detector.distributed.end_process` with the command's exit status (no
+    interpreter shutdown, where the distributed backend's threads can abort a finished run)."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        main()
+        return
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = int(exc.code or 0)
+        else:  # sys.exit("message"): printed, status 1, as the interpreter does
+            print(exc.code, file=sys.stderr)
+            code = 1
+    from mood_detector import distributed
+
+    distributed.end_process(code)

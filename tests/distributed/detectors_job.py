@@ -48,3 +48,4 @@ def run(spec: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     run(json.loads(Path(sys.argv[1]).read_text()))
+    distributed.end_process(0)  # as the mood-detector command ends under torchrun

@@ -62,16 +62,22 @@ LOSS_ATOL = 1.5e-6
 def torchrun(job_script: str, spec: Path, cwd: Path) -> subprocess.CompletedProcess:
     """Run ``tests/distributed/<job_script> <spec>`` under ``torchrun --standalone`` with 2 CPU processes of one
     thread each, in an environment without a surrounding run's rank variables."""
+    return torchrun_args([str(REPO / "tests" / "distributed" / job_script), str(spec)], cwd)
+
+
+def torchrun_args(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node 2 ARGS`` (2 CPU processes of one thread each)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "distributed" / job_script), str(spec)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=cwd)
 
 
-#: what a rank prints when it aborts in C++ after its work was done (SIGABRT at interpreter exit; about one run in
-#: ten of these two-process jobs on the 2-core development machine; root cause open)
+#: what a rank printed when it aborted in C++ after its work was done (SIGABRT at interpreter exit; about one run in
+#: ten of these two-process jobs on the 2-core development machine at one time). The jobs, like the
+#: mood-detector command under torchrun, now end with distributed.end_process, which skips that shutdown; the
+#: rerun stays as a guard for the fixtures that every distributed test shares
 ABORT_AT_EXIT = "terminate called without an active exception"
 
 
@@ -221,3 +227,22 @@ def test_predict_shards_files_and_matches_single_process(job):
     for name in names:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
     assert job["one"].exit_code == 1 and len(job["one"].scored) == 4
+
+
+def test_the_console_command_under_torchrun_exits_with_its_status(tmp_path: Path, tiny_fpi: Path):
+    """``python -m mood_detector`` in torchrun workers ends through distributed.end_process: exit 0 with every
+    output written when all went well; 1 (rank 0's combined report) when an input failed, its outputs kept."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(3):
+        save_nifti(inp / f"v{i}.nii.gz", blob_volume(seed=60 + i))
+    base = ["-m", "mood_detector", "predict", "both", "-i", str(inp), "-w", str(tiny_fpi), "--device", "cpu"]
+    ok = torchrun_args([*base, "-o", str(tmp_path / "ok")], tmp_path)
+    assert ok.returncode == 0, ok.stderr[-4000:]
+    assert ABORT_AT_EXIT not in ok.stderr
+    assert sorted(p.name for p in (tmp_path / "ok").iterdir()) == sorted(
+        [f"v{i}.nii.gz" for i in range(3)] + [f"v{i}.nii.gz.txt" for i in range(3)])
+    (inp / "bad.nii.gz").write_bytes(b"not a volume")
+    bad = torchrun_args([*base, "-o", str(tmp_path / "bad")], tmp_path)
+    assert bad.returncode != 0 and "bad.nii.gz" in bad.stderr
+    assert len(list((tmp_path / "bad").glob("v*.nii.gz"))) == 3
