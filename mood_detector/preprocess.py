@@ -12,15 +12,29 @@ volume, in training and at inference, therefore goes through the same two steps 
      (CSF and grey matter, lung and soft tissue) while the background lies well below it;
    * a binary opening (cuts thin bridges: a CT table's supports, noise specks touching the head);
    * the largest connected component;
+   * a closing with a ball of radius :data:`MASK_CLOSING` times the smallest edge of the reduced copy (1.5
+     times the largest synthetic outlier's radius): a dark region cut into the object from its surface (a
+     dark lesion, signal loss, a cavity open to the outside) is enclosed like a hole, but for a thin lens at
+     its mouth where the outline bulged over it. The closing adds background only where no such ball fits
+     (concavities of the outline; outside the array counts as background): the mask grew by about 4% on
+     generated brains, under 0.1% on the generated abdomen, up to 8% on randomised abdomens with a patient
+     table (the corners between body and table) and 0.3% on the Colin27 head;
    * holes filled in 3D and then in every slice along each axis (ventricles, lungs, bowel gas that reach
      the surface of the volume in one direction are still enclosed in the slices of another);
    * dilated by :data:`MASK_MARGIN` voxels of the reduced copy, so that partial-volume edges stay inside.
+
+   So a dark region inside the object, or cut into it from its surface, is foreground and is scored; a dark
+   region that removes an end of the object (nothing of the object beyond it) cannot be told from
+   background by this rule.
 
 2. **Intensities** (:func:`normalise_intensity`): the 0.5th and 99.5th percentiles of the foreground are
    mapped to 0 and 1, values clipped to [0, 1], and everything outside the foreground set to 0. The same
    mapping for any modality: MRI in arbitrary units, CT in Hounsfield units, data already in [0, 1].
 
-At inference the score map is multiplied by the foreground mask: empty background is never anomalous.
+At inference the score map is multiplied by the foreground mask: empty background is never anomalous. The
+slices the network skips as empty and the crop to the foreground box
+(:mod:`mood_detector.inference.fastpath`) can take the same mask, so a dark region inside the object is run
+even where its intensities equal the background's.
 
 A model card records the intensity scheme its model was trained with (``extra.preprocess``, :data:`SCHEMES`):
 ``foreground`` (the rule above; every model trained by this version) or ``minmax`` (earlier models: data
@@ -36,6 +50,10 @@ from scipy import ndimage
 MASK_WORK_SIZE = 128
 #: dilation of the mask, in voxels of the reduced copy (2 mm for a 256^3 brain at 1 mm)
 MASK_MARGIN = 1
+#: radius of the closing ball, as a fraction of the smallest edge of the reduced copy: 1.5 times the largest
+#: radius of the synthetic outliers (:class:`mood_detector.evaluation.outliers.OutlierConfig`), as the ball
+#: must be wider than the mouth of a dark sphere cut into the object's surface to bridge it
+MASK_CLOSING = 0.18
 #: intensity percentiles (inside the foreground) mapped to 0 and 1
 PERCENTILES = (0.5, 99.5)
 #: at most this many foreground voxels are used to estimate the percentiles (a regular subsample)
@@ -80,6 +98,45 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _bbox(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of ``mask``'s True voxels (``None`` when there are none)."""
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def close_ball(mask: np.ndarray, radius: float) -> np.ndarray:
+    """``mask`` closed with a ball of ``radius`` voxels (a new array; what lies outside the array counts as
+    background, so an object reaching the array's edge is not cut there and no background strip along the edge
+    is filled).
+
+    The ball is approximated by the sum of an octahedron of radius ``2 radius / 3`` and a cube of half-width
+    ``radius / 3`` (two chamfer distance transforms per step, far cheaper than Euclidean ones): its reach is
+    0.94-1 times ``radius`` in every direction (an octahedron alone: 0.58-1). The work is limited to the
+    mask's bounding box widened by the radius."""
+    cube = int(round(radius / 3))
+    octa = int(round(radius)) - cube
+    out = np.array(mask, dtype=bool)
+    box = _bbox(out)
+    if box is None or octa + cube <= 0:
+        return out
+    pad = octa + cube + 1
+    sub = np.pad(out[box], pad)
+    grown = ndimage.distance_transform_cdt(~sub, metric="taxicab") <= octa
+    if cube:
+        grown = ndimage.distance_transform_cdt(~grown, metric="chessboard") <= cube
+    closed = ndimage.distance_transform_cdt(grown, metric="taxicab") > octa
+    if cube:
+        closed = ndimage.distance_transform_cdt(closed, metric="chessboard") > cube
+    # a closing stays inside the convex hull of the mask, so inside its box
+    out[box] |= closed[(slice(pad, -pad),) * out.ndim]
+    return out
+
+
 def foreground_mask(data: np.ndarray) -> np.ndarray:
     """The object in ``data`` (boolean, ``data``'s shape), by the rule in this module's docstring.
 
@@ -99,6 +156,7 @@ def foreground_mask(data: np.ndarray) -> np.ndarray:
         sizes = np.bincount(labels.ravel())
         sizes[0] = 0
         mask = labels == int(np.argmax(sizes))
+    mask = close_ball(mask, MASK_CLOSING * min(mask.shape))
     mask = _fill_holes(mask)
     mask = ndimage.binary_dilation(mask, iterations=MASK_MARGIN)
     if all(s == 1 for s in steps):
@@ -191,6 +249,18 @@ def resample(data: np.ndarray, shape: tuple[int, ...], order: int = 1) -> np.nda
         pad = [(0, max(0, t - o)) for t, o in zip(shape, out.shape)]
         out = np.pad(out, pad, mode="edge")[tuple(slice(0, t) for t in shape)]
     return out.astype(np.float32, copy=False)
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Boolean ``mask`` resized to ``shape`` by its nearest voxels (voxel centres aligned, as
+    :func:`resample`); the mask itself when the shape already matches. For the foreground at the network's
+    size (:mod:`mood_detector.inference.fastpath`), where the mask's margin covers the rounding."""
+    mask = np.asarray(mask, dtype=bool)
+    if tuple(mask.shape) == tuple(shape):
+        return mask
+    idx = np.ix_(*[np.minimum(((np.arange(t) + 0.5) * (s / t)).astype(np.intp), s - 1)
+                   for s, t in zip(mask.shape, shape)])
+    return mask[idx]
 
 
 def to_slices(volume: np.ndarray, axis: int) -> np.ndarray:

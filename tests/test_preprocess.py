@@ -1,6 +1,7 @@
 """The shared foreground rule and intensity normalisation (mood_detector/preprocess.py)."""
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -128,3 +129,125 @@ def test_scale_unit_inplace_keeps_one_copy():
     assert out is a and out.min() == 0.0 and out.max() == 1.0
     b = vol.copy()
     assert scale_unit(b) is not b and np.array_equal(scale_unit(b), out)  # without inplace the input is kept
+
+
+# --- dark regions of the object stay foreground -------------------------------------------------------------------
+def _object(seed=2):
+    """A generated object at 32^3: an ellipsoid with a sharp edge and texture (0.4-1), zero background."""
+    from tests.conftest import blob_volume
+
+    b = blob_volume((32, 32, 32), seed=seed)
+    return np.where(b > 0, 0.4 + 0.6 * b, 0.0).astype(np.float32)
+
+
+def _dark_sphere(vol, direction, radius=3.8):
+    """``vol`` with a sphere set to 0 (a dark lesion; 3.8 = the largest synthetic outlier's radius at 32^3),
+    centred on the object's surface along ``direction`` from the centre (``None``: at the centre), and the
+    object voxels it darkened."""
+    obj = vol > 0
+    centre = np.array([15.5, 15.5, 15.5])
+    if direction is not None:
+        d = np.asarray(direction, dtype=float) / np.linalg.norm(direction)
+        t = 0.0
+        while obj[tuple(np.round(centre + (t + 0.5) * d).astype(int))]:
+            t += 0.5
+        centre = centre + t * d
+    sphere = _ball(vol.shape, np.round(centre), radius)
+    dark = vol.copy()
+    dark[sphere] = 0.0
+    return dark, sphere & obj
+
+
+def test_dark_sphere_inside_the_object_stays_foreground():
+    vol = _object()
+    dark, lesion = _dark_sphere(vol, None)
+    m = foreground_mask(dark)
+    assert m[lesion].all() and not m[~_near(vol > 0)].any()
+
+
+@pytest.mark.parametrize("direction", [(1, 1, 0), (1, 1, 1), (-1, 1, -1), (1, 0, 0)])
+def test_dark_sphere_cutting_the_surface_stays_foreground(direction):
+    """Half the sphere is outside the object, so the dark region opens to the outside and filling holes alone
+    leaves it out where no slice along an axis encloses it (oblique surfaces); the closing encloses it. Only
+    a thin lens at the mouth, where the outline bulged over the sphere, stays outside."""
+    from scipy import ndimage
+
+    vol = _object()
+    dark, lesion = _dark_sphere(vol, direction)
+    depth = ndimage.distance_transform_edt(vol > 0)  # below the object's surface, in voxels
+    m = foreground_mask(dark)
+    assert m[lesion & (depth >= 1.5)].all()
+    assert m[lesion].mean() > 0.85
+    assert not m[~_near(vol > 0)].any()  # no background beyond the object's own outline
+
+
+def test_background_stays_out_of_generated_objects():
+    """The closing adds no background beyond a voxel or two of the outline: a convex object and the abdominal
+    phantom; an empty volume has no foreground."""
+    from mood_detector.data.abdomen import make_abdomen_volume
+
+    for vol in (_object(seed=4), make_abdomen_volume(32, seed=0, k=0)):
+        obj = vol > 0.05
+        m = foreground_mask(vol)
+        assert m[obj].mean() > 0.99 and not m[~_near(obj, 2)].any()
+    assert not foreground_mask(np.zeros((16, 16, 16), np.float32)).any()
+
+
+def _brute_close(mask, radius):
+    """The closing of ``close_ball`` by explicit binary dilation and erosion with its structuring element (an
+    octahedron of radius r - round(r / 3) plus a cube of half-width round(r / 3)), outside = background."""
+    from scipy import ndimage
+
+    cube = int(round(radius / 3))
+    octa = int(round(radius)) - cube
+    se = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), octa) if octa else np.ones((1, 1, 1), bool)
+    if cube:
+        se = ndimage.binary_dilation(np.pad(se, cube), np.ones((2 * cube + 1,) * 3, bool))
+    pad = octa + cube + 1
+    p = np.pad(mask, pad)
+    closed = ndimage.binary_erosion(ndimage.binary_dilation(p, se), se, border_value=0)
+    return closed[(slice(pad, -pad),) * 3]
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(bool, (11, 9, 10), elements=st.booleans()), st.floats(0.0, 4.0))
+def test_close_ball_is_the_closing_of_its_structuring_element(mask, radius):
+    from mood_detector.preprocess import close_ball
+
+    closed = close_ball(mask, radius)
+    np.testing.assert_array_equal(closed, _brute_close(mask, radius))
+    assert (closed >= mask).all()
+    np.testing.assert_array_equal(close_ball(closed, radius), closed)  # a closing is idempotent
+
+
+def test_close_ball_fills_a_bite_but_not_the_space_to_the_array_edge():
+    from mood_detector.preprocess import close_ball
+
+    shape = (40, 40, 40)
+    obj = _ball(shape, (20, 20, 20), 12)
+    bite = _ball(shape, (20, 20, 32), 5) & obj  # cut into the surface
+    closed = close_ball(obj & ~bite, 12)
+    # filled but for the lens between the ball's outline and the closing ball bridging the mouth (about
+    # 1 voxel each at the centre of the mouth)
+    inner = _ball(shape, (20, 20, 20), 10)
+    assert closed[bite & inner].all() and closed[bite].mean() > 0.6 and not closed[~obj].any()
+    # a slab 3 voxels from the array's edge: the strip between is background (outside the array is too)
+    slab = np.zeros(shape, bool)
+    slab[3:37, 3:37, 10:30] = True
+    np.testing.assert_array_equal(close_ball(slab, 6), slab)
+    edge = np.zeros(shape, bool)
+    edge[:, :, :20] = True  # reaching the edge: not cut there
+    np.testing.assert_array_equal(close_ball(edge, 6), edge)
+
+
+def test_resize_mask_keeps_nearest_voxels():
+    from mood_detector.preprocess import resize_mask
+
+    m = np.zeros((8, 8, 8), bool)
+    m[2:6, 2:6, 2:6] = True
+    small = resize_mask(m, (4, 4, 4))
+    assert small.shape == (4, 4, 4) and small[1:3, 1:3, 1:3].all() and small.sum() == 8
+    assert resize_mask(m, (8, 8, 8)) is m
+    big = resize_mask(small, (8, 8, 8))
+    np.testing.assert_array_equal(big, m)
+    assert resize_mask(m, (5, 7, 9)).shape == (5, 7, 9)

@@ -41,6 +41,23 @@ def test_crop_box_is_stride_aligned():
     assert occupied(batch).tolist() == [True, True] and not occupied(batch * 0).any()
 
 
+def test_dark_foreground_is_run_and_kept_in_the_box():
+    """A slice whose object is all dark (intensity 0, like the background) is run when the foreground mask
+    says it holds the object, and the box covers a dark region at the object's edge; without the mask both
+    drop it. An empty background stays out either way."""
+    batch = np.zeros((3, 64, 64), np.float32)
+    batch[0, 20:40, 20:40] = 0.7  # tissue
+    fg = np.zeros(batch.shape, bool)
+    fg[0, 20:40, 20:60] = True  # the object reaches x = 60; its part at x >= 40 is dark
+    fg[1, 30:34, 30:34] = True  # a slice of the object that is dark throughout
+    assert occupied(batch).tolist() == [True, False, False]
+    assert occupied(batch, foreground=fg).tolist() == [True, True, False]
+    assert crop_box(batch, 16, 0) == Box(16, 48, 16, 48)
+    assert crop_box(batch, 16, 0, foreground=fg) == Box(16, 48, 16, 64)
+    assert crop_box(batch[1:], 16, 0, foreground=fg[1:]) == Box(16, 48, 16, 48)
+    assert crop_box(batch[2:], 16, 0, foreground=fg[2:]) is None
+
+
 def test_empty_slices_skipped_and_scored_zero(tiny_fpi: Path):
     vol = blob_volume((32, 32, 32), seed=1)
     vol[:, :, :6] = 0
