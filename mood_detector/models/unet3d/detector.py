@@ -203,7 +203,7 @@ class UNet3DDetector(Detector):
                         device=device)
         start = engine.resume()
         store = VolumeStore(train_files, det.size, det.slice_axis, cfg.cache_gb)
-        task = VolumeTaskConfig(families=o.train_families, tau=o.tau, p_normal=o.p_normal)
+        task = patch_task(o, o.train_families, det.size, o.p_normal)
         val = (validation_set(VolumeStore(val_files, det.size, det.slice_axis, cfg.cache_gb), det.slice_axis, o,
                               np.random.default_rng([cfg.seed, 777])) if val_files else None)
         amp = cfg.amp and device.type == "cuda"
@@ -285,12 +285,23 @@ class BestWeights:
         self.score, self.epoch, self.state = state["score"], state["epoch"], state["state"]
 
 
+def patch_task(o: UNet3DOptions, families: tuple[str, ...], size: int, p_normal: float) -> VolumeTaskConfig:
+    """The task of ``families`` on patches of ``o.patch`` voxels cut from volumes of ``size``: the shapes'
+    radii are the default fraction of the *volume's* edge (5-20 voxels at 128^3), not of the patch's, so an
+    anomaly has the same size in training patches as in the whole volumes scored."""
+    lo, hi = VolumeTaskConfig().radius
+    scale = size / o.patch
+    return VolumeTaskConfig(families=families, tau=o.tau, p_normal=p_normal,
+                            radius=(min(lo * scale, 0.5), min(hi * scale, 0.5)))
+
+
 def validation_set(store: VolumeStore, slice_axis: int, o: UNet3DOptions,
                    rng: np.random.Generator) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """Fixed validation batches: ``val_examples`` patches per held-out family, from ``store``'s volumes."""
     out = []
+    size = store.size
     for family in _families(o.holdout):
-        task = VolumeTaskConfig(families=(family,), tau=o.tau, p_normal=0.0)
+        task = patch_task(o, (family,), size, 0.0)
         out.append(patch_batch(store, slice_axis, o.patch, o.val_examples, task, rng, allow_same=True))
     return out
 
