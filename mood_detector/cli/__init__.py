@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "report": "mood_detector.cli.report:report",
     "make-testset": "mood_detector.cli.make_testset:make_testset_cmd",
     "evaluate": "mood_detector.cli.evaluate:evaluate_cmd",
+    "visibility": "mood_detector.cli.visibility:visibility_cmd",
     "benchmark": "mood_detector.cli.benchmark:benchmark",
     "benchmark-speed": "mood_detector.cli.benchmark_speed:benchmark_speed",
 }

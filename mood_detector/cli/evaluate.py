@@ -25,9 +25,12 @@ from mood_detector.errors import MoodError
                    "with replacement); 0 = no intervals.")
 @click.option("--bootstrap-seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the bootstrap resampling (same seed, same intervals).")
+@click.option("--split-sign/--no-split-sign", default=False, show_default=True,
+              help="Also report added intensity (uniform_addition) by the sign of its offset: rows "
+                   "uniform_addition+ (brighter) and uniform_addition- (darker), each with all normal cases.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
 def evaluate_cmd(pred_dir: Path, labels: Path, task: str, manifest: Path | None, out_json: Path | None,
-                 replicates: int, bootstrap_seed: int, progress: bool) -> None:
+                 replicates: int, bootstrap_seed: int, split_sign: bool, progress: bool) -> None:
     """Evaluate PRED against LABELS like the MOOD challenge's evaluator (float16 predictions clipped to [0, 1];
     missing or mis-shaped predictions count as zeros; AP over all voxels / cases), plus AUROC and, for the pixel
     task, the greedy-threshold DICE. Prints a table per outlier type and overall, each metric with its bootstrap
@@ -43,7 +46,8 @@ def evaluate_cmd(pred_dir: Path, labels: Path, task: str, manifest: Path | None,
     check_output_dir(out_json.parent, "--json")
     try:
         result = evaluate(pred_dir, labels, task, manifest=manifest, out_json=out_json, progress=progress,
-                          bootstrap=BootstrapConfig(replicates=replicates, seed=bootstrap_seed) if replicates else None)
+                          bootstrap=BootstrapConfig(replicates=replicates, seed=bootstrap_seed) if replicates else None,
+                          split_sign=split_sign)
     except MoodError as exc:
         raise click.UsageError(str(exc)) from None
     click.echo(f"{task} task, {len(result.cases)} cases:")

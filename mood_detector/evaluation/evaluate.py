@@ -15,7 +15,10 @@ Deviations, both about inputs the MOOD evaluator would crash on: NaN predictions
 reported), and an unreadable *label* stops the evaluation with an error naming the file.
 
 Per outlier type (read from the test set's ``manifest.json``), a row pools the cases of that type with all
-normal cases (the paper's per-type scores); the ``overall`` row pools every case. The pixel metrics are
+normal cases (the paper's per-type scores); the ``overall`` row pools every case. With ``split_sign``, added
+intensity (``uniform_addition``, one offset n ~ N(0, 1) per sphere) also gets a row per sign of n,
+``uniform_addition+`` (brighter) and ``uniform_addition-`` (darker, often black), each with all normal cases
+(:mod:`mood_detector.evaluation.visibility`). The pixel metrics are
 computed exactly from per-float16-value counts (:mod:`mood_detector.evaluation.metrics`), so 10^8 voxels
 need a few hundred KiB beyond one case's arrays.
 
@@ -43,6 +46,7 @@ from mood_detector.evaluation.metrics import (Counts, Float16Histogram, GreedySe
                                               counts_from_scores)
 from mood_detector.evaluation.outliers import OUTLIER_TYPES
 from mood_detector.evaluation.testset import MANIFEST, read_manifest
+from mood_detector.evaluation.visibility import BRIGHTER, DARKER, SIGNED_TYPE, manifest_sign
 from mood_detector.io.nifti import is_nifti, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -171,12 +175,13 @@ def read_sample_prediction(path: Path) -> tuple[float, str]:
 
 def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str | Path | None = None,
              out_json: str | Path | None = None, search: GreedySearch = GreedySearch(),
-             progress: bool = True, bootstrap: BootstrapConfig | None = None) -> EvalResult:
+             progress: bool = True, bootstrap: BootstrapConfig | None = None, split_sign: bool = False) -> EvalResult:
     """Evaluate predictions in ``pred_dir`` against ``labels`` (``TESTDIR/toy_label`` or its task folder).
 
     ``manifest`` (default: ``TESTDIR/manifest.json`` when present) gives each case's outlier type; without it
     only the ``overall`` row is computed. ``bootstrap`` (with replicates > 0) adds case-bootstrap intervals
-    to every row (:mod:`mood_detector.evaluation.bootstrap`). Writes ``out_json`` when given.
+    to every row (:mod:`mood_detector.evaluation.bootstrap`). ``split_sign`` adds the rows of added intensity
+    by its sign (module notes; the sign is the manifest's offset n). Writes ``out_json`` when given.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -186,9 +191,13 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
         raise InputError(label_dir, "label folder does not exist")
     mpath = Path(manifest) if manifest else find_manifest(label_dir)
     types: dict[str, str | None] = {}
+    signs: dict[str, str | None] = {}
     if mpath is not None:
         try:
-            types = {c["name"]: c.get("type") for c in read_manifest(mpath).get("cases", [])}
+            mcases = read_manifest(mpath).get("cases", [])
+            types = {c["name"]: c.get("type") for c in mcases}
+            if split_sign:
+                signs = {c["name"]: manifest_sign(c) for c in mcases}
         except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
             raise OptionError("--manifest", f"{mpath} is not a test set manifest (a JSON object whose 'cases' "
                                             f"have a 'name'): {type(exc).__name__}: {exc}") from None
@@ -198,6 +207,7 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
         raise InputError(label_dir, f"no {task} label files")
     result = EvalResult(task=task, rows={})
     groups: dict[str, Any] = {}
+    signed: dict[str, Any] = {}  # uniform_addition+ / - with split_sign (its cases are in groups too)
     keep_cases = bootstrap is not None and bootstrap.replicates > 0
     case_counts: list[Counts] = []  # per case, only for the bootstrap
     for lab in tqdm(files, desc=f"evaluate {task}", unit="case", disable=not progress):
@@ -213,6 +223,9 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
                 status = f"{status}; {hist.n_nan} NaN voxels counted as 0"
             g = _group(name, positive, types)
             groups[g] = groups[g].merged(hist) if g in groups else hist
+            if signs.get(name):
+                sg = signs[name]
+                signed[sg] = signed[sg].merged(hist) if sg in signed else hist
             if keep_cases:
                 case_counts.append(hist.counts())
             del pred, y, hist
@@ -220,19 +233,23 @@ def evaluate(pred_dir: str | Path, labels: str | Path, task: str, manifest: str 
             label = read_sample_label(lab)
             score, status = read_sample_prediction(pred_path)
             positive = label == 1
-            scores, ys = groups.setdefault(_group(name, positive, types), ([], []))
-            scores.append(score)
-            ys.append(int(positive))
+            for acc in (groups.setdefault(_group(name, positive, types), ([], [])),
+                        signed.setdefault(signs[name], ([], [])) if signs.get(name) else None):
+                if acc is not None:
+                    acc[0].append(score)
+                    acc[1].append(int(positive))
             if keep_cases:
                 case_counts.append(counts_from_scores(np.array([score]), np.array([positive])))
         case = {"name": name, "type": types.get(name), "group": _group(name, positive, types),
                 "label": int(positive), "prediction": status}
+        if signs.get(name):
+            case["sign_row"] = signs[name]
         result.cases.append(case)
         if status != "ok":
             result.problems.append(f"{pred_path}: {status} (counted as zeros)")
     for p in result.problems:
         log.warning("%s", p)
-    _fill_rows(result, groups, search)
+    _fill_rows(result, groups, search, signed)
     if keep_cases:
         _fill_intervals(result, case_counts, bootstrap, search)
     if out_json is not None:
@@ -250,28 +267,35 @@ def _group(name: str, positive: bool, types: dict[str, str | None]) -> str:
     return "anomalous" if positive else NORMAL
 
 
-def _fill_rows(result: EvalResult, groups: dict[str, Any], search: GreedySearch) -> None:
+def _fill_rows(result: EvalResult, groups: dict[str, Any], search: GreedySearch,
+               signed: dict[str, Any] | None = None) -> None:
     pixel = result.task == "pixel"
+    signed = signed or {}
     n_by_group: dict[str, int] = {}
     for c in result.cases:
-        n_by_group[c["group"]] = n_by_group.get(c["group"], 0) + 1
+        for g in (c["group"], c.get("sign_row")):
+            if g is not None:
+                n_by_group[g] = n_by_group.get(g, 0) + 1
     n_normal = n_by_group.get(NORMAL, 0)
 
-    def counts(names: list[str]):
+    def counts(accs: list[Any]):
         if pixel:
-            hists = [groups[g] for g in names]
-            return hists[0].merged(*hists[1:]).counts()
-        scores = [s for g in names for s in groups[g][0]]
-        labels = [y for g in names for y in groups[g][1]]
+            return accs[0].merged(*accs[1:]).counts()
+        scores = [s for a in accs for s in a[0]]
+        labels = [y for a in accs for y in a[1]]
         return counts_from_scores(np.asarray(scores, dtype=np.float64), np.asarray(labels))
 
+    normal = [groups[NORMAL]] if NORMAL in groups else []
     typed = [t for t in OUTLIER_TYPES if t in groups] + sorted(
         g for g in groups if g not in OUTLIER_TYPES and g not in (NORMAL, "anomalous"))
     for t in typed:
-        members = [t] + ([NORMAL] if NORMAL in groups else [])
-        result.rows[t] = compute_metrics(counts(members), with_dice=pixel, search=search)
-        result.n_cases[t] = (n_by_group[t], n_normal)
-    result.rows[OVERALL] = compute_metrics(counts(list(groups)), with_dice=pixel, search=search)
+        rows = [(t, groups[t])]
+        if t == SIGNED_TYPE:  # its rows by sign after it: + then -
+            rows += [(s, signed[s]) for s in (BRIGHTER, DARKER) if s in signed]
+        for name, acc in rows:
+            result.rows[name] = compute_metrics(counts([acc] + normal), with_dice=pixel, search=search)
+            result.n_cases[name] = (n_by_group[name], n_normal)
+    result.rows[OVERALL] = compute_metrics(counts(list(groups.values())), with_dice=pixel, search=search)
     n_anom = sum(c["label"] for c in result.cases)
     result.n_cases[OVERALL] = (n_anom, len(result.cases) - n_anom)
 
@@ -284,9 +308,10 @@ def _fill_intervals(result: EvalResult, case_counts: list[Counts], cfg: Bootstra
     # counts, so a replicate drawing every case once reproduces them and the intervals are about the cases only.
     table = CaseTable.from_counts(case_counts)
     groups = [c["group"] for c in result.cases]
+    signs = [c.get("sign_row") for c in result.cases]
     for name in result.rows:
         members = {name, NORMAL} if name != OVERALL else set(groups)
-        rows = [i for i, g in enumerate(groups) if g in members]
+        rows = [i for i, (g, s) in enumerate(zip(groups, signs)) if g in members or s == name]
         sub = CaseTable(table.scores, table.pos[rows], table.neg[rows])
         result.intervals[name] = bootstrap_row(sub, cfg, with_dice=result.task == "pixel", search=search)
     result.bootstrap = cfg

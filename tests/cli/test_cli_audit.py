@@ -21,6 +21,7 @@ Audit of every command's options (values the parsers accept), and what each did 
               a JSONDecodeError traceback.
   make-data   --out not creatable, --seed < 0: tracebacks; --templates unknown: exit 1.
   make-testset -o, report -o: not creatable: tracebacks.
+  visibility  a folder that is not a test set, thresholds outside (0, 1): usage errors before any reading.
   benchmark   --size / --train-size / --opt / --device that cannot work and --weights of another detector or
               kind: found only after generating the data (tracebacks); --out not creatable: a traceback.
   demo        --train-size not a multiple of 16, --kinds unknown, --device foo, --out not creatable: tracebacks
@@ -110,6 +111,8 @@ CASES = [
     ("make-data brain --n 1 --size 8 --out {out}/d --templates nosuch",
      "'--templates': unknown brain template 'nosuch'"),
     ("make-testset -i {data} -o {file}/t", "'--output': {file}/t: cannot create the output folder"),
+    ("visibility -t {data}", "'-t' / '--testset': {data}: no manifest.json"),
+    ("visibility -t {data} --thresholds 0.02,2", "'--thresholds': '0.02,2': thresholds must be numbers in (0, 1)"),
     ("report -i {data} -p {data} -o {file}/r", "'--out': {file}/r: cannot create the output folder"),
     ("report -i {data} -p {data} -o {out}/r --slice-score top:2", "'--slice-score': slice score rule 'top:2'"),
     # --- export: checked before the model is loaded
