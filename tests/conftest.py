@@ -45,20 +45,6 @@ def float64() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def research_module(name: str):
-    """The research script ``scripts/research/<name>.py`` imported as a module (they are not in the package)."""
-    import importlib.util
-    import sys
-
-    path = Path(__file__).parents[1] / "scripts" / "research" / f"{name}.py"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:
     """A smooth ellipsoid 'head' in [0, 1] with zero background."""
     rng = np.random.default_rng(seed)

@@ -1,4 +1,5 @@
-"""Re-score trained DDAD weights as another variant without retraining.
+"""Re-score trained DDAD weights as another variant without retraining: the command line of
+:func:`mood_detector.models.ddad.detector.export_variant`.
 
 A ``dual`` model holds the NDM, the UDM and a 2-channel ASR-Net, so it can also be scored as ``rec``, ``a_intra``
 and ``a_inter`` (each saved file keeps only the networks its variant uses)::
@@ -8,28 +9,11 @@ and ``a_inter`` (each saved file keeps only the networks its variant uses)::
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
 
-from mood_detector.detector import load_detector
-from mood_detector.models.ddad.detector import VARIANTS, DDADDetector
-
-log = logging.getLogger(__name__)
-
-
-def export_variant(weights: str | Path, out: str | Path, variant: str) -> Path:
-    """Load DDAD ``weights`` and save them to ``out`` scored as ``variant``; ValueError if the networks the variant
-    needs are missing or the weights are not DDAD's."""
-    det = load_detector(weights)
-    if not isinstance(det, DDADDetector):
-        raise ValueError(f"{weights}: not DDAD weights (detector {det.card.detector!r})")
-    other = det.with_variant(variant)
-    other.card.training_data = f"{det.card.training_data} (networks of {Path(weights).name}, scored as {variant})"
-    path = other.save(out)
-    log.info("wrote %s (%s from %s)", path, variant, weights)
-    return path
+from mood_detector.models.ddad.detector import VARIANTS, export_variant
 
 
 @click.command()

@@ -10,12 +10,81 @@ with otherwise identical settings and prints sample / pixel AP per extractor. Ev
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Sequence
 
 import click
 
+from mood_detector.detector import TrainConfig
+from mood_detector.evaluation.evaluate import OVERALL
+from mood_detector.io.nifti import list_volumes, write_text_atomic
 from mood_detector.logging_setup import setup_logging
+from mood_detector.models.dpa.selection import evaluate_weights
+from mood_detector.training.api import train_detector
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureTrial:
+    """One feature extractor tried for the default (:func:`compare_features`)."""
+
+    features: str
+    feature_layer: str
+    weights: str
+    train_seconds: float
+    sample_ap: float
+    sample_auroc: float
+    pixel_ap: float
+    pixel_dice: float | None
+    per_type_sample_ap: dict[str, float] = field(default_factory=dict)
+
+
+def compare_features(train_dir: str | Path, test_images: str | Path, test_labels: str | Path, out_dir: str | Path,
+                     base: TrainConfig, trials: Sequence[tuple[str, str]],
+                     fpi_weights: str | Path | None = None) -> list[FeatureTrial]:
+    """Train one DPA per ``(features, feature_layer)`` in ``trials`` with otherwise identical settings and
+    evaluate each on a (multi-type) test set, both tasks. ``fpi-encoder`` trials use ``fpi_weights``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images = list_volumes(test_images)
+    results: list[FeatureTrial] = []
+    for features, layer in trials:
+        tag = f"{features}_{layer}"
+        opts = {**base.options, "features": features, "feature_layer": layer}
+        opts.pop("feature_weights", None)
+        if features == "fpi-encoder":
+            if fpi_weights is None:
+                raise ValueError("fpi-encoder trials need fpi_weights")
+            opts["feature_weights"] = str(fpi_weights)
+        cfg = replace(base, detector="dpa", options=opts)
+        t0 = time.perf_counter()
+        weights = train_detector(train_dir, out_dir / f"{tag}.safetensors", cfg, out_dir / f"{tag}_run")
+        secs = time.perf_counter() - t0
+        ev = evaluate_weights(weights, images, test_labels, out_dir / f"{tag}_pred", base.device, ("sample", "pixel"))
+        s, p = ev["sample"].rows[OVERALL], ev["pixel"].rows[OVERALL]
+        per_type = {k: float(m.ap) for k, m in ev["sample"].rows.items() if k != OVERALL}
+        trial = FeatureTrial(features, layer, str(weights), round(secs, 1), float(s.ap), float(s.auroc),
+                             float(p.ap), None if p.dice is None else float(p.dice), per_type)
+        log.info("features %s: sample AP %.4f, pixel AP %.4f", tag, trial.sample_ap, trial.pixel_ap)
+        results.append(trial)
+    write_text_atomic(out_dir / "features.json", json.dumps([asdict(r) for r in results], indent=2) + "\n")
+    return results
+
+
+def features_table(trials: Sequence[FeatureTrial]) -> str:
+    """Markdown table of :func:`compare_features` results."""
+    lines = ["| features | layer | sample AP | sample AUROC | pixel AP | pixel DICE | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for t in trials:
+        dice = "n/a" if t.pixel_dice is None else f"{t.pixel_dice:.4f}"
+        lines.append(f"| {t.features} | {t.feature_layer} | {t.sample_ap:.4f} | {t.sample_auroc:.4f} | "
+                     f"{t.pixel_ap:.4f} | {dice} | {t.train_seconds:.0f} |")
+    return "\n".join(lines)
 
 
 @click.command()
@@ -47,10 +116,7 @@ def main(out: Path, n_train: int, n_test: int, size: int, max_res: int, nf: int,
     import torch
 
     from mood_detector.data.brain import make_brain_data
-    from mood_detector.detector import TrainConfig
     from mood_detector.evaluation.testset import TestsetConfig, make_testset
-    from dpa_selection import compare_features, features_table
-    from mood_detector.training.api import train_detector
 
     setup_logging("INFO", "text")
     if threads:
@@ -76,7 +142,7 @@ def main(out: Path, n_train: int, n_test: int, size: int, max_res: int, nf: int,
     res = compare_features(train_dir, test_dir / "toy", test_dir / "toy_label", out / "trials", base,
                            [(f, layer) for f, layer in pairs], fpi)
     click.echo(features_table(res))
-    logging.getLogger(__name__).info("results: %s", out / "trials" / "features.json")
+    log.info("results: %s", out / "trials" / "features.json")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 
 Trains a grid of latent_dim x feature_layer DPA models on normal volumes, scores a one-type validation set
 (made here with ``--make-val NORMALS --val-type TYPE``, or given as a ``make-testset`` folder), picks the best
-by sample-level AP and, with ``--test``, evaluates the chosen model on a test set holding all five types.
+by sample-level AP and, with ``--test``, evaluates the chosen model on a test set holding all five types. The
+selection itself is :func:`mood_detector.models.dpa.selection.select_dpa`; this is its command line.
 
     python scripts/research/dpa_select.py --train data/train --make-val data/val_normals --val-type uniform_addition \\
         --out runs/dpa_select --size 64 --width 0.125 --epochs 4 --test runs/testset
@@ -62,7 +63,7 @@ def main(train_dir: Path, out: Path, val_dir: Path | None, make_val: Path | None
     from mood_detector.detector import TrainConfig, parse_options
     from mood_detector.evaluation.testset import TestsetConfig, make_testset
     from mood_detector.io.nifti import list_volumes
-    from dpa_selection import SelectionConfig, evaluate_weights, select_dpa
+    from mood_detector.models.dpa.selection import SelectionConfig, evaluate_weights, select_dpa
 
     setup_logging("INFO", "text")
     if threads:

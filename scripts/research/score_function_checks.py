@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Issue 18: tiny controlled checks of the DDAD, DPA and SQUID score functions (CPU, about a minute of compute).
+"""Tiny controlled checks of the DDAD, DPA and SQUID score functions (CPU, about a minute of compute).
 
 Each check isolates one stage of a detector's scoring on a hand-made input whose answer is known, so a failure
 points at the score function itself rather than at the training budget:
@@ -170,7 +170,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checks", default=",".join(CHECKS), help=f"comma-separated subset of {', '.join(CHECKS)}")
     ap.add_argument("--volumes", type=Path, default=None,
-                    help="folder of NIfTI volumes for dpa-localisation (at least 3; the review used "
+                    help="folder of NIfTI volumes for dpa-localisation (at least 3; docs/dpa.md uses "
                          "`mood-detector make-data brain --n 6 --size 64 --seed 0`); default: blob volumes")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)

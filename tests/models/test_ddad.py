@@ -18,13 +18,13 @@ from mood_detector.cli import main
 from mood_detector.detector import load_detector
 from mood_detector.inference.predictor import PredictConfig, Predictor
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
-from mood_detector.models.ddad.detector import DDADDetector, DDADOptions, to_network
+from mood_detector.models.ddad.detector import DDADDetector, DDADOptions, export_variant, to_network
 from mood_detector.models.ddad.networks import (ENTROPY_WEIGHT, Reconstruction, ReconstructionNet,
                                                 addressing_entropy, reconstruction_loss)
 from mood_detector.models.ddad.scores import discrepancy, squash
 from mood_detector.training.loop import LossLog
 from mood_detector.weights import ModelCard
-from tests.conftest import blob_volume, research_module, save_nifti
+from tests.conftest import blob_volume, save_nifti
 
 
 # --- backbones -------------------------------------------------------------------------------------
@@ -313,8 +313,6 @@ def test_short_training_cli_predict_and_resume(tmp_path: Path):
     again = Predictor(det, PredictConfig(device="cpu", progress=False, threads=1)).score_volume(vol)
     assert again.sample == results["dual"].sample and np.array_equal(again.pixel, results["dual"].pixel)
     # a saved variant keeps only its networks and scores as with_variant does
-    export_variant = research_module("ddad_variant").export_variant
-
     rec_path = export_variant(out, tmp_path / "w" / "rec.safetensors", "rec")
     assert {k.split(".")[0] for k in load_file(str(rec_path))} == {"ndm0", "ndm1", "extra"}
     rec = load_detector(rec_path)

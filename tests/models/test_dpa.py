@@ -17,11 +17,10 @@ from mood_detector.models.dpa.detector import DPADetector, DPAOptions, growth_sc
 from mood_detector.models.dpa.features import VGG19Features, make_extractor, save_vgg19
 from mood_detector.models.dpa.loss import FeatureStats, PerceptualLoss, relative_l1
 from mood_detector.models.dpa.network import ProgressiveAE, mix_resolution
+from mood_detector.models.dpa.selection import Candidate, SelectionConfig, pick_best, select_dpa
 from mood_detector.training.api import train_detector
 from mood_detector.training.loop import LossLog
-from tests.conftest import blob_volume, research_module, save_nifti
-
-SELECTION = research_module("dpa_selection")  # the DPA selection library (research code, not the package)
+from tests.conftest import blob_volume, save_nifti
 
 # torchvision.models.vgg19().features: conv layers at these indices (ReLUs at +1, max-pools at 4, 9, 18, 27, 36)
 TORCHVISION_CONVS = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
@@ -180,8 +179,8 @@ def test_options_are_validated():
     sched = growth_schedule(8, 32, 2, 5)
     assert [(p.res, p.epochs, p.fade) for p in sched] == [(8, 2, False), (16, 2, True), (32, 5, True)]
     assert [(p.res, p.epochs, p.fade) for p in growth_schedule(8, 32, 0, 5)] == [(32, 5, False)]
-    best = SELECTION.pick_best([SELECTION.Candidate(8, "r12", "a", 0.5, 0.5), SELECTION.Candidate(16, "r22", "b", 0.7, 0.6),
-                      SELECTION.Candidate(32, "r22", "c", float("nan"), 0.9), SELECTION.Candidate(64, "r12", "d", 0.7, 0.8)])
+    best = pick_best([Candidate(8, "r12", "a", 0.5, 0.5), Candidate(16, "r22", "b", 0.7, 0.6),
+                      Candidate(32, "r22", "c", float("nan"), 0.9), Candidate(64, "r12", "d", 0.7, 0.8)])
     assert best.weights == "b"
 
 
@@ -244,7 +243,6 @@ def test_resume_replays_the_schedule(tmp_path: Path):
 
 def test_selection_on_one_type_validation_set(tmp_path: Path):
     from mood_detector.evaluation.testset import TestsetConfig, make_testset
-    SelectionConfig, select_dpa = SELECTION.SelectionConfig, SELECTION.select_dpa
 
     train, normals = tmp_path / "train", tmp_path / "normals"
     train.mkdir()
@@ -262,7 +260,7 @@ def test_selection_on_one_type_validation_set(tmp_path: Path):
                      SelectionConfig(latent_dims=(4,), feature_layers=("r12", "r22")))
     assert [(c.latent_dim, c.feature_layer) for c in res.candidates] == [(4, "r12"), (4, "r22")]
     assert all(0.0 <= c.sample_ap <= 1.0 for c in res.candidates)
-    assert res.best is SELECTION.pick_best(res.candidates)
+    assert res.best is pick_best(res.candidates)
     assert load_detector(res.best.weights).card.extra["feature_layer"] == res.best.feature_layer
     assert (tmp_path / "sel" / "selection.json").is_file() and "(best)" in res.table()
 

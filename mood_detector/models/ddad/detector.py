@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig
+from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, load_detector
 from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
@@ -530,3 +530,18 @@ def _score_text(variant: str) -> str:
         return "ASR-Net softmax class 1"
     return ("raw / (raw + scale), scale = the calib_quantile quantile of the raw score on normal training "
             "foreground")
+
+
+def export_variant(weights: str | Path, out: str | Path, variant: str) -> Path:
+    """Re-score trained DDAD ``weights`` as ``variant`` without retraining: load them, save them to ``out`` scored
+    as ``variant`` (keeping only the networks that variant uses; e.g. a ``dual`` model also serves ``rec``,
+    ``a_intra`` and ``a_inter``) and return the saved path. ValueError if the weights are not DDAD's or lack the
+    networks the variant needs."""
+    det = load_detector(weights)
+    if not isinstance(det, DDADDetector):
+        raise ValueError(f"{weights}: not DDAD weights (detector {det.card.detector!r})")
+    other = det.with_variant(variant)
+    other.card.training_data = f"{det.card.training_data} (networks of {Path(weights).name}, scored as {variant})"
+    path = other.save(out)
+    log.info("wrote %s (%s from %s)", path, variant, weights)
+    return path
