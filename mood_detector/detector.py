@@ -175,6 +175,9 @@ class Detector(ABC):
     default_lr: ClassVar[float] = 1e-3
     #: the detector's training scores a held-out task each epoch and announces a verdict (ready or not)
     gives_verdict: ClassVar[bool] = False
+    #: the detector has a self-supervised task of its own (:meth:`task_loss`) that ``predict --adapt finetune``
+    #: trains on the inputs (:func:`mood_detector.inference.adapt.adapt_finetune`)
+    supports_finetune: ClassVar[bool] = False
 
     @property
     def crop_stride(self) -> int:
@@ -265,6 +268,15 @@ class Detector(ABC):
         """The model of a training run's last checkpoint (``export`` from a run folder)."""
         raise ValueError(f"{run_dir}: a {cls.name} training run; only fpi and nsa runs export from their "
                          f"checkpoint")
+
+    def task_loss(self, a: torch.Tensor, b: torch.Tensor, step: int, gen: torch.Generator, seed: int,
+                  device: torch.device | str) -> torch.Tensor | None:
+        """The loss of the detector's own self-supervised task on one batch made from the slice stacks ``a`` and
+        ``b`` ((n, size, size) float32 on the CPU, from the inputs at the network size), its random draws from
+        ``gen`` fixed by ``seed`` and ``step``, computed on ``device`` with the networks (:meth:`modules`) as they
+        are (the caller sets training mode and steps the optimiser); ``None`` (the default) when the detector has
+        none. Detectors that have one set :attr:`supports_finetune`."""
+        return None
 
     def recompute_bn(self, files: Sequence[Path], batches: int = 64, seed: int = 0) -> "Detector":
         """Recompute the BatchNorm statistics over training batches from ``files`` (``export --bn-data``)."""

@@ -1,9 +1,10 @@
 """Test-time adaptation to the scans at hand, without labels.
 
 ``bn``: BatchNorm statistics recomputed on the input folder's own slices. ``finetune``: a short self-supervised
-fine-tune of the detector's synthetic-anomaly task on them (:func:`adapt_finetune`). ``auto`` (decided by the
-predictor): the fine-tune where it fits a share of the folder's scoring time, as
-:func:`finetune_seconds` estimates it on the machine at hand.
+fine-tune of the detector's synthetic-anomaly task on them (:func:`adapt_finetune`). ``auto``: the fine-tune where
+it fits a share of the folder's scoring time, as :func:`finetune_seconds` estimates it on the machine at hand.
+:class:`Adaptation` is the policy the predictor runs before scoring: which detectors adapt, on which inputs, and
+what ``auto`` decides.
 
 A network trained on one set of scanners normalises its features with that data's BatchNorm means and
 variances; on another site's scans those statistics are off, and the whole map drifts. Recomputing them on
@@ -16,18 +17,30 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, Protocol, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from mood_detector.detector import Detector
+from mood_detector.errors import MoodError
+from mood_detector.inference.timing import StageTimer
+from mood_detector.io.nifti import read_shape, read_volume
+from mood_detector.kinds import is_canonical
 from mood_detector.preprocess import to_slices
 
+if TYPE_CHECKING:
+    from mood_detector.inference.predictor import PredictConfig
+
 log = logging.getLogger(__name__)
+
+#: values of :attr:`~mood_detector.inference.predictor.PredictConfig.adapt` (and of a model card's ``adapt``)
+ADAPT_CHOICES = ("none", "bn", "finetune", "auto")
 
 #: a volume's slices used for the statistics: at most this many non-empty ones, evenly spread
 SLICES_PER_VOLUME = 24
@@ -108,13 +121,13 @@ class FinetuneConfig:
 def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int],
                    cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu",
                    quiet: bool = False, step_done: Callable[[int], None] | None = None) -> int:
-    """Train ``det`` for ``cfg.steps`` steps of its own synthetic-anomaly task on slices of ``volumes`` (at the
-    network size): the inputs' tissue becomes "normal" to it, planted patches stay anomalous. For the FPI
-    family (``fpi``, ``nsa``), whose task makes examples from two slice stacks; returns the steps run (0 for
-    other detectors, left as they were). The inputs may hold anomalies: each is a small part of the slices
-    the task draws from, and the task's labels mark only its own patches."""
-    make = getattr(det, "_step_batch", None)
-    if make is None or not hasattr(det, "loss"):
+    """Train ``det`` for ``cfg.steps`` steps of its own self-supervised task (:meth:`Detector.task_loss`) on slices
+    of ``volumes`` (at the network size): the inputs' tissue becomes "normal" to it, planted patches stay
+    anomalous. For detectors with such a task (:attr:`Detector.supports_finetune`: the FPI family, ``fpi`` and
+    ``nsa``, whose task makes examples from two slice stacks); returns the steps run (0 for other detectors, left
+    as they were). The inputs may hold anomalies: each is a small part of the slices the task draws from, and
+    the task's labels mark only its own patches."""
+    if not det.supports_finetune:
         log.warning("--adapt finetune: the %s detector has no synthetic task; nothing to adapt", det.name)
         return 0
     stacks = [s for s in (pick_slices(v, axes, per_volume=4 * cfg.batch_size) for v in volumes) if len(s)]
@@ -123,25 +136,27 @@ def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int]
         return 0
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    task = det.task_config(det.card)
-    net = det.net
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    modules = list(det.modules().values())
+    opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=cfg.lr)
     half = max(1, cfg.batch_size // 2)
-    net.train()
+    for m in modules:
+        m.train()
     try:
         for step in range(cfg.steps):
             i, j = rng.integers(len(stacks), size=2)
             a = stacks[i][rng.integers(len(stacks[i]), size=half)]
             b = stacks[j][rng.integers(len(stacks[j]), size=half)]
-            batch = make([(torch.from_numpy(a), torch.from_numpy(b))], [0], task, gen, cfg.seed, 0, step, device)
             opt.zero_grad(set_to_none=True)
-            loss = det.loss(net(batch.images.to(device)), batch.labels.to(device))
+            loss = det.task_loss(torch.from_numpy(a), torch.from_numpy(b), step, gen, cfg.seed, device)
+            if loss is None:
+                raise TypeError(f"the {det.name} detector declares supports_finetune but its task_loss gives none")
             loss.backward()
             opt.step()
             if step_done is not None:
                 step_done(step)
     finally:
-        net.eval()
+        for m in modules:
+            m.eval()
     log.log(logging.DEBUG if quiet else logging.INFO, "--adapt finetune: %d steps of the %s task on %d slices "
             "(last loss %.4f)", cfg.steps, det.name, sum(len(s) for s in stacks), float(loss.detach()))
     return cfg.steps
@@ -172,3 +187,212 @@ def finetune_seconds(det: Detector, volumes: list[np.ndarray], axes: Iterable[in
     if probe == 1:
         return first * cfg.steps
     return first + (stamps[-1] - stamps[1]) / (probe - 1) * (cfg.steps - 1)
+
+
+class Scorer(Protocol):
+    """What the adaptation asks of the predictor that scores the inputs after it
+    (:class:`~mood_detector.inference.predictor.Predictor`)."""
+
+    def detector_for(self, shape: Sequence[int], data: np.ndarray | None = None) -> Detector:
+        """The detector for a volume of ``shape`` (and, where the kind is a guess, intensities ``data``)."""
+
+    def network_volume(self, det: Detector, data: np.ndarray,
+                       inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``data`` prepared and resampled to ``det``'s network size, and its foreground mask."""
+
+    def axes_for(self, det: Detector) -> list[int]:
+        """The volume axes ``det`` scores along, its slice axis first."""
+
+    def mirror_for(self, det: Detector) -> tuple[int, ...]:
+        """The volume axes ``det``'s inputs are also scored mirrored along."""
+
+    def slices_to_run(self, det: Detector, slices: np.ndarray) -> np.ndarray:
+        """Indices of the slices the network runs on."""
+
+    def batch_size_for(self, det: Detector) -> int:
+        """Slices per network call for ``det``."""
+
+    def score_slices(self, det: Detector, slices: np.ndarray, out: np.ndarray | None = None,
+                     need_pixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel and slice scores of slices (S, H, W) at the network size."""
+
+
+class Adaptation:
+    """The test-time adaptation policy of a predictor (:attr:`PredictConfig.adapt
+    <mood_detector.inference.predictor.PredictConfig.adapt>`): which of ``detectors`` adapt (:meth:`mode_for`),
+    on which of the inputs, and whether ``auto`` fine-tunes (:meth:`_auto_fits`); :meth:`run` adapts them before
+    the scoring. Time spent goes to ``timings`` under ``adapt``; ``scorer`` (the predictor) picks the detector for
+    a volume, brings it to the network size, and its scoring is timed for ``auto``'s estimate."""
+
+    def __init__(self, detectors: Mapping[str, Detector], cfg: PredictConfig, timings: StageTimer,
+                 device: torch.device, scorer: Scorer) -> None:
+        self.detectors = detectors
+        self.cfg = cfg
+        self.timings = timings
+        self.device = device
+        self.scorer = scorer
+
+    def mode_for(self, det: Detector) -> str:
+        """The test-time adaptation for ``det``: the config's, else its card's ``adapt``, else ``none``."""
+        mode = self.cfg.adapt or str(det.card.extra.get("adapt", "none"))
+        if mode not in ADAPT_CHOICES:
+            raise ValueError(f"the model card's adapt {mode!r} is not one of {', '.join(ADAPT_CHOICES)}")
+        if det.dims == 3 and mode != "none":  # the adaptations train on slices
+            if mode != "auto":
+                raise MoodError(f"--adapt {mode}: not available for the volumetric {det.name} detector; use "
+                                f"--adapt none")
+            return "none"
+        return mode
+
+    def run(self, files: Sequence[Path]) -> bool:
+        """Adapt every detector whose adaptation is not ``none`` (:meth:`mode_for`) on slices of up to
+        ``adapt_volumes`` of ``files`` (evenly spread). An input that cannot be read is left to the scoring loop
+        to report. ``auto`` decides on the first input it reads for a detector (:meth:`_auto_fits`); a fine-tune
+        it chose that fails is logged and the detector scores as trained. Returns whether any detector was
+        adapted."""
+        if not files or all(self.mode_for(d) == "none" for d in self.detectors.values()):
+            return False
+        started = time.perf_counter()
+        # reading even one input for the adaptation costs about one input's share of the scoring time
+        auto_ok = len(files) * self.cfg.adapt_budget >= 1
+        if not auto_ok and all(self.mode_for(d) in ("none", "auto") for d in self.detectors.values()):
+            log.info("--adapt auto: no adaptation for %d inputs (it needs at least %d)", len(files),
+                     math.ceil(1 / self.cfg.adapt_budget))
+            return False
+        pick = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, max(1, self.cfg.adapt_volumes)).round()
+                                           .astype(int))]
+        groups: dict[int, tuple[Detector, list[np.ndarray]]] = {}
+        declined: set[int] = set()
+        with self.timings("adapt"):
+            for path in pick:
+                t0 = time.perf_counter()
+                det = self._header_detector(path)  # where the header decides, inputs not needed are not read
+                if det is not None and self._skips(det, auto_ok, declined):
+                    continue
+                try:
+                    data = read_volume(path, self.cfg.limits).data
+                    if det is None:  # the kind is a guess: from the intensities too, as when the input is scored
+                        det = self.scorer.detector_for(data.shape, data)
+                except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+                    continue
+                if self._skips(det, auto_ok, declined):
+                    continue
+                mode = self.mode_for(det)
+                net = self.scorer.network_volume(det, data, inplace=True)[0]
+                del data
+                if mode == "auto" and id(det) not in groups and not self._auto_fits(
+                        det, net, files, time.perf_counter() - t0, started):
+                    declined.add(id(det))
+                    continue
+                groups.setdefault(id(det), (det, []))[1].append(net)
+            adapted = False
+            for det, vols in groups.values():
+                mode = self.mode_for(det)
+                if mode == "bn":
+                    adapted |= adapt_batchnorm(det, vols, self.scorer.axes_for(det), device=self.device) > 0
+                    continue
+                saved = ({name: copy.deepcopy(m.state_dict()) for name, m in det.modules().items()}
+                         if mode == "auto" else {})
+                try:
+                    with torch.enable_grad():
+                        adapted |= adapt_finetune(det, vols, self.scorer.axes_for(det), self._finetune_config(),
+                                                  device=self.device) > 0
+                except Exception as exc:  # noqa: BLE001 - auto's fine-tune is optional: score as trained
+                    if mode != "auto":
+                        raise
+                    for name, m in det.modules().items():
+                        m.load_state_dict(saved[name])
+                    log.warning("--adapt auto: the fine-tune failed (%s: %s); scoring as trained",
+                                type(exc).__name__, exc)
+        return adapted
+
+    def _finetune_config(self) -> FinetuneConfig:
+        return FinetuneConfig(steps=self.cfg.adapt_steps)
+
+    def _auto_fits(self, det: Detector, net: np.ndarray, files: Sequence[Path], read_s: float,
+                   started: float) -> bool:
+        """Whether ``auto`` fine-tunes ``det``: the adaptation (what it has spent so far, the other inputs it
+        reads, the fine-tune) must take at most ``adapt_budget`` of the estimated time to score ``det``'s inputs.
+
+        Estimates, on this machine, on the side that keeps the adaptation within its share: the scoring time
+        per input from below, as the larger of ``read_s`` (reading and preparing ``net``) and the network time
+        of ``net``'s non-empty slices (the reader threads overlap the two at best; resampling back and writing
+        are left out), the latter extrapolated from the fastest of three timed batches; the fine-tune from a few
+        timed steps (:func:`finetune_seconds`), skipped where even its forward passes alone (each step runs a
+        batch forward and backward) at the scoring's time per slice would not fit. The machine's speed varies
+        (on the 2-core development machine, the same volume's network time by up to 50% between runs), so the
+        decision near the threshold can go either way; the log reports the share measured after scoring."""
+        n = len(files)
+        if len(self.detectors) > 1:  # a mixed folder: count this detector's inputs by their headers
+            n = sum(1 for f in files if self._may_go_to(f, det))
+        per_slice, network_s = self._network_seconds(det, net)
+        volume_s = max(read_s, network_s)
+        log.debug("--adapt auto: per input: read and prepare %.2f s, network %.2f s", read_s, network_s)
+        budget = self.cfg.adapt_budget * n * volume_s
+        tune = self._finetune_config()
+        reads = min(n, self.cfg.adapt_volumes) - 1
+        spent = time.perf_counter() - started + reads * read_s
+        if spent + tune.steps * tune.batch_size * per_slice > budget:
+            tune_s = tune.steps * tune.batch_size * per_slice  # a lower bound: reject without a probe
+        else:
+            with torch.enable_grad():
+                tune_s = finetune_seconds(det, [net], self.scorer.axes_for(det), tune, device=self.device)
+            spent = time.perf_counter() - started + reads * read_s
+        fits = spent + tune_s <= budget
+        log.info("--adapt auto: %s: adapting would take %s%.0f s against a budget of %.0f s (%.0f%% of ~%.1f s "
+                 "per input x %d inputs; deciding took %.1f s)", "fine-tuning" if fits else "no fine-tune",
+                 "" if fits else "at least ", spent + tune_s, budget, 100 * self.cfg.adapt_budget, volume_s, n,
+                 time.perf_counter() - started)
+        return fits
+
+    def _skips(self, det: Detector, auto_ok: bool, declined: set[int]) -> bool:
+        """Whether :meth:`run` leaves ``det`` as it is: its adaptation is ``none``, or ``auto`` that cannot pay
+        off (too few inputs) or that has declined it already."""
+        mode = self.mode_for(det)
+        return mode == "none" or (mode == "auto" and (not auto_ok or id(det) in declined))
+
+    def _may_go_to(self, path: Path, det: Detector) -> bool:
+        """Whether ``path`` may be scored by ``det``, from its header alone: a canonical cube's kind is known; any
+        other shape's kind is told by the voxels (:func:`~mood_detector.kinds.guess_kind`), so it counts for every
+        detector (an over-count only in folders that mix such volumes of both kinds)."""
+        try:
+            shape = read_shape(path, self.cfg.limits)
+            return not is_canonical(shape) or self.scorer.detector_for(shape) is det
+        except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+            return False
+
+    def _header_detector(self, path: Path) -> Detector | None:
+        """The detector for ``path`` where its header decides it (one detector, or a canonical cube), else
+        ``None`` (the intensities are needed, or the header cannot be read)."""
+        try:
+            shape = read_shape(path, self.cfg.limits)
+        except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
+            return None
+        if "*" not in self.detectors and not is_canonical(shape):
+            return None
+        try:
+            return self.scorer.detector_for(shape)
+        except MoodError:  # no weights for that kind: the scoring loop reports it
+            return None
+
+    def _network_seconds(self, det: Detector, net: np.ndarray) -> tuple[float, float]:
+        """Network seconds per slice and for all of ``net`` (a volume at the network size) on every pass of the
+        scorer (its ``axes_for`` and ``mirror_for``), extrapolated from the fastest of three timed batches."""
+        axes = self.scorer.axes_for(det)
+        slices = to_slices(net, axes[0])
+        todo = self.scorer.slices_to_run(det, slices)
+        if not len(todo):
+            return 0.0, 0.0
+        bs = self.scorer.batch_size_for(det)
+        # one batch at each quartile: slice areas (and so the crop boxes) vary along the volume
+        probes = [todo[int(q * len(todo)):][:bs] for q in (0.25, 0.5, 0.75)]
+        for probe in probes:  # untimed: the set-up of the first call with each shape
+            self.scorer.score_slices(det, np.asarray(slices[probe]), need_pixel=False)
+        times = []
+        for probe in probes:
+            t0 = time.perf_counter()
+            self.scorer.score_slices(det, np.asarray(slices[probe]), need_pixel="pixel" in self.cfg.tasks)
+            times.append((time.perf_counter() - t0) / len(probe))
+        per_slice = min(times)
+        passes = len(axes) * (1 + len(self.scorer.mirror_for(det)))
+        return per_slice, per_slice * len(todo) * passes

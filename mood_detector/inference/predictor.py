@@ -8,9 +8,7 @@ recorded and reported; the other inputs are still processed (unless ``strict``).
 
 from __future__ import annotations
 
-import copy
 import logging
-import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,15 +21,15 @@ from tqdm import tqdm
 
 from mood_detector.detector import Detector, VolumeScores, resolve_device
 from mood_detector.errors import InputError, MoodError, StrictFailure
-from mood_detector.inference.adapt import FinetuneConfig, adapt_batchnorm, adapt_finetune, finetune_seconds
+from mood_detector.inference.adapt import ADAPT_CHOICES, Adaptation
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
 from mood_detector.inference.sliding import sliding_window
 from mood_detector.inference.fastpath import crop_box, occupied
 from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
-from mood_detector.io.nifti import ReadLimits, Volume, read_shape, read_volume, write_text_atomic, write_volume
-from mood_detector.kinds import guess_kind, is_canonical
+from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
+from mood_detector.kinds import guess_kind
 from mood_detector.preprocess import prepare, resample, scheme_of, to_slices
 
 log = logging.getLogger(__name__)
@@ -137,8 +135,6 @@ def parse_mirror(spec: str) -> tuple[int, ...]:
 
 #: values of :attr:`PredictConfig.axes` (and of a model card's ``train_axes``)
 AXES_CHOICES = ("model", "all")
-#: values of :attr:`PredictConfig.adapt` (and of a model card's ``adapt``)
-ADAPT_CHOICES = ("none", "bn", "finetune", "auto")
 
 
 @dataclass
@@ -196,6 +192,8 @@ class Predictor:
         use_compile = self.cfg.compile and problem is None
         self._scorers = {id(det): CompiledScorer(det.score_slices) if use_compile else det.score_slices
                          for det in self.detectors.values()}
+        #: the test-time adaptation policy (:meth:`adapt`), run on the inputs before scoring them
+        self.adaptation = Adaptation(self.detectors, self.cfg, self.timings, self.device, self)
 
     # --- one volume --------------------------------------------------------------------------------
     def detector_for(self, shape: Sequence[int], data: np.ndarray | None = None,
@@ -221,14 +219,16 @@ class Predictor:
     def _crop_enabled(self) -> bool:
         return self.cfg.crop if self.cfg.crop is not None else self.device.type == "cpu"
 
-    def _batch_size(self, det: Detector) -> int:
+    def batch_size_for(self, det: Detector) -> int:
+        """Slices per network call for ``det``: the configured size, else automatic (halved on CUDA out of
+        memory)."""
         key = id(det)
         if key not in self.batch_sizes:
             self.batch_sizes[key] = self.cfg.batch_size or auto_batch_size(self._scorers[key], det.size,
                                                                             self.device, self._autocast)
         return self.batch_sizes[key]
 
-    def _slices_to_run(self, det: Detector, slices: np.ndarray) -> np.ndarray:
+    def slices_to_run(self, det: Detector, slices: np.ndarray) -> np.ndarray:
         """Indices of the slices (S, H, W) the network runs on: the non-empty ones where ``det`` allows
         skipping empty slices and the config does not turn it off, else all."""
         if det.skip_empty_slices and self.cfg.skip_empty is not False:
@@ -247,11 +247,11 @@ class Predictor:
         crop = det.supports_crop and self._crop_enabled()
         pixel = out if out is not None else np.zeros(slices.shape if need_pixel else 0, dtype=np.float32)
         per_slice = np.zeros(n, dtype=np.float64)
-        todo = self._slices_to_run(det, slices)
+        todo = self.slices_to_run(det, slices)
         score = self._scorers[id(det)]
         i = 0
         while i < len(todo):
-            bs = self._batch_size(det)
+            bs = self.batch_size_for(det)
             sel = todo[i:i + bs]
             run = slice(int(sel[0]), int(sel[-1]) + 1) if sel[-1] - sel[0] == len(sel) - 1 else sel
             batch = np.asarray(slices[run], dtype=np.float32)
@@ -305,6 +305,14 @@ class Predictor:
         _, scores = self.score_slices(det, to_slices(net, axis), out=view, need_pixel=need_pixel)
         return scores
 
+    def network_volume(self, det: Detector, data: np.ndarray,
+                       inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``data`` as ``det``'s network takes it (intensities normalised by the card's scheme, resampled to
+        ``det.size`` cubed) and its foreground mask (``data``'s shape); ``inplace`` lets the normalisation
+        overwrite ``data``."""
+        norm, mask = prepare(data, inplace=inplace, scheme=scheme_of(det.card.extra))
+        return resample(norm, (det.size,) * 3), mask
+
     def score_volume(self, data: np.ndarray, need_pixel: bool = True, inplace: bool = False,
                      source: str | Path = "volume") -> VolumeScores:
         """Score one volume (any 3D shape, any intensity range). The pixel map has ``data``'s shape.
@@ -315,9 +323,7 @@ class Predictor:
         names the volume in the warning of a guessed kind (:meth:`detector_for`)."""
         det = self.detector_for(data.shape, data, source)  # before normalisation: the raw intensities tell CT
         with self.timings("preprocess"):
-            norm, mask = prepare(data, inplace=inplace, scheme=scheme_of(det.card.extra))
-            net = resample(norm, (det.size,) * 3)
-            del norm
+            net, mask = self.network_volume(det, data, inplace)
         if det.dims == 3:
             out, per_slice, samples = self._score_volumetric(det, net, need_pixel)
         else:
@@ -385,169 +391,14 @@ class Predictor:
         per_slice = slice_scores(slices, slices.shape[1] * slices.shape[2], det.slice_rule).numpy()
         return (out if need_pixel else None), per_slice, [sample_score(per_slice)]
 
+    # --- test-time adaptation (the policy: mood_detector.inference.adapt.Adaptation) -------------------
     def adapt_for(self, det: Detector) -> str:
-        """The test-time adaptation for ``det``: the config's, else its card's ``adapt``, else ``none``."""
-        mode = self.cfg.adapt or str(det.card.extra.get("adapt", "none"))
-        if mode not in ADAPT_CHOICES:
-            raise ValueError(f"the model card's adapt {mode!r} is not one of {', '.join(ADAPT_CHOICES)}")
-        if det.dims == 3 and mode != "none":  # the adaptations train on slices
-            if mode != "auto":
-                raise MoodError(f"--adapt {mode}: not available for the volumetric {det.name} detector; use "
-                                f"--adapt none")
-            return "none"
-        return mode
+        """The test-time adaptation for ``det`` (:meth:`Adaptation.mode_for`)."""
+        return self.adaptation.mode_for(det)
 
     def adapt(self, files: Sequence[Path]) -> bool:
-        """Adapt every detector whose adaptation is not ``none`` (:meth:`adapt_for`) on slices of up to
-        :attr:`PredictConfig.adapt_volumes` of ``files`` (evenly spread). An input that cannot be read is left
-        to the scoring loop to report. ``auto`` decides on the first input it reads for a detector
-        (:meth:`_auto_fits`); a fine-tune it chose that fails is logged and the detector scores as trained.
-        Returns whether any detector was adapted."""
-        if not files or all(self.adapt_for(d) == "none" for d in self.detectors.values()):
-            return False
-        started = time.perf_counter()
-        # reading even one input for the adaptation costs about one input's share of the scoring time
-        auto_ok = len(files) * self.cfg.adapt_budget >= 1
-        if not auto_ok and all(self.adapt_for(d) in ("none", "auto") for d in self.detectors.values()):
-            log.info("--adapt auto: no adaptation for %d inputs (it needs at least %d)", len(files),
-                     math.ceil(1 / self.cfg.adapt_budget))
-            return False
-        pick = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, max(1, self.cfg.adapt_volumes)).round()
-                                           .astype(int))]
-        groups: dict[int, tuple[Detector, list[np.ndarray]]] = {}
-        declined: set[int] = set()
-        with self.timings("adapt"):
-            for path in pick:
-                t0 = time.perf_counter()
-                det = self._header_detector(path)  # where the header decides, inputs not needed are not read
-                if det is not None and self._adapt_skips(det, auto_ok, declined):
-                    continue
-                try:
-                    data = read_volume(path, self.cfg.limits).data
-                    if det is None:  # the kind is a guess: from the intensities too, as when the input is scored
-                        det = self.detector_for(data.shape, data)
-                except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
-                    continue
-                if self._adapt_skips(det, auto_ok, declined):
-                    continue
-                mode = self.adapt_for(det)
-                net = resample(prepare(data, inplace=True, scheme=scheme_of(det.card.extra))[0], (det.size,) * 3)
-                del data
-                if mode == "auto" and id(det) not in groups and not self._auto_fits(
-                        det, net, files, time.perf_counter() - t0, started):
-                    declined.add(id(det))
-                    continue
-                groups.setdefault(id(det), (det, []))[1].append(net)
-            adapted = False
-            for det, vols in groups.values():
-                mode = self.adapt_for(det)
-                if mode == "bn":
-                    adapted |= adapt_batchnorm(det, vols, self.axes_for(det), device=self.device) > 0
-                    continue
-                saved = ({name: copy.deepcopy(m.state_dict()) for name, m in det.modules().items()}
-                         if mode == "auto" else {})
-                try:
-                    with torch.enable_grad():
-                        adapted |= adapt_finetune(det, vols, self.axes_for(det), self._finetune_config(),
-                                                  device=self.device) > 0
-                except Exception as exc:  # noqa: BLE001 - auto's fine-tune is optional: score as trained
-                    if mode != "auto":
-                        raise
-                    for name, m in det.modules().items():
-                        m.load_state_dict(saved[name])
-                    log.warning("--adapt auto: the fine-tune failed (%s: %s); scoring as trained",
-                                type(exc).__name__, exc)
-        return adapted
-
-    def _finetune_config(self) -> FinetuneConfig:
-        return FinetuneConfig(steps=self.cfg.adapt_steps)
-
-    def _auto_fits(self, det: Detector, net: np.ndarray, files: Sequence[Path], read_s: float,
-                   started: float) -> bool:
-        """Whether ``auto`` fine-tunes ``det``: the adaptation (what it has spent so far, the other inputs it
-        reads, the fine-tune) must take at most ``adapt_budget`` of the estimated time to score ``det``'s inputs.
-
-        Estimates, on this machine, on the side that keeps the adaptation within its share: the scoring time
-        per input from below, as the larger of ``read_s`` (reading and preparing ``net``) and the network time
-        of ``net``'s non-empty slices (the reader threads overlap the two at best; resampling back and writing
-        are left out), the latter extrapolated from the fastest of three timed batches; the fine-tune from a few
-        timed steps (:func:`finetune_seconds`), skipped where even its forward passes alone (each step runs a
-        batch forward and backward) at the scoring's time per slice would not fit. The machine's speed varies
-        (on the 2-core development machine, the same volume's network time by up to 50% between runs), so the
-        decision near the threshold can go either way; the log reports the share measured after scoring."""
-        n = len(files)
-        if len(self.detectors) > 1:  # a mixed folder: count this detector's inputs by their headers
-            n = sum(1 for f in files if self._may_go_to(f, det))
-        per_slice, network_s = self._network_seconds(det, net)
-        volume_s = max(read_s, network_s)
-        log.debug("--adapt auto: per input: read and prepare %.2f s, network %.2f s", read_s, network_s)
-        budget = self.cfg.adapt_budget * n * volume_s
-        tune = self._finetune_config()
-        reads = min(n, self.cfg.adapt_volumes) - 1
-        spent = time.perf_counter() - started + reads * read_s
-        if spent + tune.steps * tune.batch_size * per_slice > budget:
-            tune_s = tune.steps * tune.batch_size * per_slice  # a lower bound: reject without a probe
-        else:
-            with torch.enable_grad():
-                tune_s = finetune_seconds(det, [net], self.axes_for(det), tune, device=self.device)
-            spent = time.perf_counter() - started + reads * read_s
-        fits = spent + tune_s <= budget
-        log.info("--adapt auto: %s: adapting would take %s%.0f s against a budget of %.0f s (%.0f%% of ~%.1f s "
-                 "per input x %d inputs; deciding took %.1f s)", "fine-tuning" if fits else "no fine-tune",
-                 "" if fits else "at least ", spent + tune_s, budget, 100 * self.cfg.adapt_budget, volume_s, n,
-                 time.perf_counter() - started)
-        return fits
-
-    def _adapt_skips(self, det: Detector, auto_ok: bool, declined: set[int]) -> bool:
-        """Whether :meth:`adapt` leaves ``det`` as it is: its adaptation is ``none``, or ``auto`` that cannot pay
-        off (too few inputs) or that has declined it already."""
-        mode = self.adapt_for(det)
-        return mode == "none" or (mode == "auto" and (not auto_ok or id(det) in declined))
-
-    def _may_go_to(self, path: Path, det: Detector) -> bool:
-        """Whether ``path`` may be scored by ``det``, from its header alone: a canonical cube's kind is known; any
-        other shape's kind is told by the voxels (:func:`guess_kind`), so it counts for every detector (an
-        over-count only in folders that mix such volumes of both kinds)."""
-        try:
-            shape = read_shape(path, self.cfg.limits)
-            return not is_canonical(shape) or self.detector_for(shape) is det
-        except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
-            return False
-
-    def _header_detector(self, path: Path) -> Detector | None:
-        """The detector for ``path`` where its header decides it (one detector, or a canonical cube), else
-        ``None`` (the intensities are needed, or the header cannot be read)."""
-        try:
-            shape = read_shape(path, self.cfg.limits)
-        except Exception:  # noqa: BLE001 - the scoring loop reports this input's problem
-            return None
-        if "*" not in self.detectors and not is_canonical(shape):
-            return None
-        try:
-            return self.detector_for(shape)
-        except MoodError:  # no weights for that kind: the scoring loop reports it
-            return None
-
-    def _network_seconds(self, det: Detector, net: np.ndarray) -> tuple[float, float]:
-        """Network seconds per slice and for all of ``net`` (a volume at the network size) on every pass
-        (:meth:`axes_for`, :meth:`mirror_for`), extrapolated from the fastest of three timed batches."""
-        slices = to_slices(net, self.axes_for(det)[0])
-        todo = self._slices_to_run(det, slices)
-        if not len(todo):
-            return 0.0, 0.0
-        bs = self._batch_size(det)
-        # one batch at each quartile: slice areas (and so the crop boxes) vary along the volume
-        probes = [todo[int(q * len(todo)):][:bs] for q in (0.25, 0.5, 0.75)]
-        for probe in probes:  # untimed: the set-up of the first call with each shape
-            self.score_slices(det, np.asarray(slices[probe]), need_pixel=False)
-        times = []
-        for probe in probes:
-            t0 = time.perf_counter()
-            self.score_slices(det, np.asarray(slices[probe]), need_pixel="pixel" in self.cfg.tasks)
-            times.append((time.perf_counter() - t0) / len(probe))
-        per_slice = min(times)
-        passes = len(self.axes_for(det)) * (1 + len(self.mirror_for(det)))
-        return per_slice, per_slice * len(todo) * passes
+        """Adapt the detectors to ``files`` before scoring them (:meth:`Adaptation.run`); whether any was."""
+        return self.adaptation.run(files)
 
     # --- folders -----------------------------------------------------------------------------------
     def _read(self, path: Path) -> Volume:

@@ -1,5 +1,5 @@
-"""Test-time adaptation (mood_detector/inference/adapt.py: bn, finetune, the predictor's auto rule) and the
-background rule of the predictor."""
+"""Test-time adaptation (mood_detector/inference/adapt.py: bn, finetune, the auto rule of the predictor's
+adaptation policy) and the background rule of the predictor."""
 
 from pathlib import Path
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mood_detector.detector import load_detector
-from mood_detector.inference.adapt import adapt_batchnorm, batchnorm_layers, pick_slices
+from mood_detector.inference.adapt import Adaptation, adapt_batchnorm, batchnorm_layers, pick_slices
 from mood_detector.inference.predictor import PredictConfig, Predictor
 from mood_detector.preprocess import foreground_mask
 from tests.conftest import blob_volume, save_nifti
@@ -131,7 +131,7 @@ def auto_folder(tmp_path: Path, n: int) -> Path:
 
 def fake_costs(monkeypatch, tune_s: float, network_s: float) -> list[str]:
     """Fix auto's two time estimates (fine-tune, network per input); returns the calls of the fine-tune probe."""
-    from mood_detector.inference import predictor as predictor_module
+    from mood_detector.inference import adapt as adapt_module
 
     probes: list[str] = []
 
@@ -139,8 +139,8 @@ def fake_costs(monkeypatch, tune_s: float, network_s: float) -> list[str]:
         probes.append("probe")
         return tune_s
 
-    monkeypatch.setattr(predictor_module, "finetune_seconds", finetune_seconds)
-    monkeypatch.setattr(Predictor, "_network_seconds", lambda self, det, net: (network_s / 1000, network_s))
+    monkeypatch.setattr(adapt_module, "finetune_seconds", finetune_seconds)
+    monkeypatch.setattr(Adaptation, "_network_seconds", lambda self, det, net: (network_s / 1000, network_s))
     return probes
 
 
@@ -175,7 +175,7 @@ def test_auto_declines_when_the_fine_tune_would_exceed_its_share(tmp_path: Path,
     assert probes and generous != plain  # 100 s fits 100% of 300 s
     # the forward passes alone would not fit: rejected without probing the fine-tune
     probes = fake_costs(monkeypatch, tune_s=0.0, network_s=1e-3)
-    monkeypatch.setattr(Predictor, "_network_seconds", lambda self, det, net: (1.0, 1e-3))  # 1 s per slice
+    monkeypatch.setattr(Adaptation, "_network_seconds", lambda self, det, net: (1.0, 1e-3))  # 1 s per slice
     _, bound = predict_samples(tiny_fpi, inp, tmp_path / "auto2", adapt="auto")
     assert not probes and bound == plain
 
@@ -189,7 +189,7 @@ def test_auto_never_adapts_a_small_folder(tmp_path: Path, tiny_fpi: Path, monkey
 
 
 def test_auto_scores_as_trained_when_its_fine_tune_fails(tmp_path: Path, tiny_fpi: Path, monkeypatch, caplog):
-    from mood_detector.inference import predictor as predictor_module
+    from mood_detector.inference import adapt as adapt_module
 
     inp = auto_folder(tmp_path, 6)
     _, plain = predict_samples(tiny_fpi, inp, tmp_path / "none", adapt="none")
@@ -201,7 +201,7 @@ def test_auto_scores_as_trained_when_its_fine_tune_fails(tmp_path: Path, tiny_fp
                 p.add_(1.0)
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(predictor_module, "adapt_finetune", broken)
+    monkeypatch.setattr(adapt_module, "adapt_finetune", broken)
     _, auto = predict_samples(tiny_fpi, inp, tmp_path / "auto", adapt="auto")
     assert auto == plain
     assert "fine-tune failed (RuntimeError: out of memory); scoring as trained" in caplog.text

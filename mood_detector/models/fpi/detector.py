@@ -166,6 +166,7 @@ class FPIDetector(Detector):
     # batches to the foreground box aligned to the network's stride (mood_detector.inference.fastpath)
     skip_empty_slices = True
     supports_crop = True
+    supports_finetune = True  # task_loss: the synthetic task (predict --adapt finetune)
     #: the ``--opt`` dataclass (a subclass's task adds its own fields)
     options_cls: ClassVar[type[FPIOptions]] = FPIOptions
 
@@ -209,6 +210,13 @@ class FPIDetector(Detector):
         if logits.shape[1] == 1:
             return F.binary_cross_entropy_with_logits(logits[:, 0], labels.to(logits.dtype))
         return F.cross_entropy(logits, labels_to_classes(labels))
+
+    def task_loss(self, a: torch.Tensor, b: torch.Tensor, step: int, gen: torch.Generator, seed: int,
+                  device: torch.device | str) -> torch.Tensor:
+        """:meth:`loss` of :attr:`net` on the task's examples (:meth:`_step_batch`, :meth:`task_config`: a
+        subclass's task) from the pair-batch ``(a, b)`` as stream 0 of epoch 0 at ``step``."""
+        batch = self._step_batch([(a, b)], [0], self.task_config(self.card), gen, seed, 0, step, device)
+        return self.loss(self.net(batch.images.to(device)), batch.labels.to(device))
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
