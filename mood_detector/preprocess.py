@@ -89,12 +89,25 @@ def _reduce(data: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Holes of ``mask`` filled in 3D, then in every slice along axis 0, 1 and 2 in turn (each slice as
+    :func:`scipy.ndimage.binary_fill_holes` fills it: background not 4-connected to the slice's edge), all
+    slices of an axis at once: one labelling of the background with in-slice connectivity."""
     mask = ndimage.binary_fill_holes(mask)
-    for axis in range(3):
-        moved = np.moveaxis(mask, axis, 0)
-        for i in range(moved.shape[0]):
-            if moved[i].any():
-                moved[i] = ndimage.binary_fill_holes(moved[i])
+    for axis in range(mask.ndim):
+        structure = np.zeros((3,) * mask.ndim, dtype=bool)
+        for other in range(mask.ndim):
+            if other != axis:
+                structure[tuple(slice(None) if a == other else 1 for a in range(mask.ndim))] = True
+        labels, n = ndimage.label(~mask, structure=structure)
+        if n == 0:
+            continue
+        outside = np.zeros(n + 1, dtype=bool)
+        outside[0] = True  # the mask itself
+        for other in range(mask.ndim):
+            if other != axis:  # background on a slice's edge
+                outside[np.take(labels, 0, axis=other)] = True
+                outside[np.take(labels, -1, axis=other)] = True
+        mask |= ~outside[labels]
     return mask
 
 

@@ -251,3 +251,19 @@ def test_resize_mask_keeps_nearest_voxels():
     big = resize_mask(small, (8, 8, 8))
     np.testing.assert_array_equal(big, m)
     assert resize_mask(m, (5, 7, 9)).shape == (5, 7, 9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(arrays(bool, st.tuples(*[st.integers(1, 9)] * 3), elements=st.booleans()))
+def test_fill_holes_fills_each_slice_as_binary_fill_holes(mask):
+    """All slices of an axis at once, as filling each slice on its own along axis 0, then 1, then 2."""
+    from scipy import ndimage
+
+    from mood_detector.preprocess import _fill_holes
+
+    ref = ndimage.binary_fill_holes(mask)
+    for axis in range(3):
+        moved = np.moveaxis(ref, axis, 0)
+        for i in range(moved.shape[0]):
+            moved[i] = ndimage.binary_fill_holes(moved[i])
+    np.testing.assert_array_equal(_fill_holes(mask), ref)
