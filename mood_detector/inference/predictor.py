@@ -30,7 +30,7 @@ from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
 from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
 from mood_detector.kinds import guess_kind
-from mood_detector.preprocess import prepare, resample, scheme_of, to_slices
+from mood_detector.preprocess import prepare, resample, resize_mask, scheme_of, to_slices
 
 log = logging.getLogger(__name__)
 
@@ -228,26 +228,28 @@ class Predictor:
                                                                             self.device, self._autocast)
         return self.batch_sizes[key]
 
-    def slices_to_run(self, det: Detector, slices: np.ndarray) -> np.ndarray:
+    def slices_to_run(self, det: Detector, slices: np.ndarray, fg: np.ndarray | None = None) -> np.ndarray:
         """Indices of the slices (S, H, W) the network runs on: the non-empty ones where ``det`` allows
-        skipping empty slices and the config does not turn it off, else all."""
+        skipping empty slices and the config does not turn it off, else all. With ``fg`` (boolean, the slices'
+        shape: the foreground at the network size) a slice with a foreground voxel is not empty, however dark."""
         if det.skip_empty_slices and self.cfg.skip_empty is not False:
-            return np.flatnonzero(occupied(slices))
+            return np.flatnonzero(occupied(slices, foreground=fg))
         return np.arange(len(slices))
 
     def score_slices(self, det: Detector, slices: np.ndarray, out: np.ndarray | None = None,
-                     need_pixel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                     need_pixel: bool = True, fg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Pixel scores (S, H, W) and slice scores (S,) for slices (S, H, W) at the network size.
 
         ``out`` (S, H, W), zero-filled, any strides (e.g. a slice view of the output volume) receives the pixel
         scores in place; without it a zero array is allocated (nothing when ``need_pixel`` is False: an empty
         array is returned). Empty slices and the area outside the crop box keep score 0 (see
-        :mod:`mood_detector.inference.fastpath`)."""
+        :mod:`mood_detector.inference.fastpath`); ``fg`` (boolean, the slices' shape), the foreground at the
+        network size, counts as non-empty and stays inside the box, dark regions of the object included."""
         n, h, w = slices.shape
         crop = det.supports_crop and self._crop_enabled()
         pixel = out if out is not None else np.zeros(slices.shape if need_pixel else 0, dtype=np.float32)
         per_slice = np.zeros(n, dtype=np.float64)
-        todo = self.slices_to_run(det, slices)
+        todo = self.slices_to_run(det, slices, fg)
         score = self._scorers[id(det)]
         i = 0
         while i < len(todo):
@@ -255,7 +257,8 @@ class Predictor:
             sel = todo[i:i + bs]
             run = slice(int(sel[0]), int(sel[-1]) + 1) if sel[-1] - sel[0] == len(sel) - 1 else sel
             batch = np.asarray(slices[run], dtype=np.float32)
-            box = crop_box(batch, det.crop_stride, self.cfg.crop_margin) if crop else None
+            box = crop_box(batch, det.crop_stride, self.cfg.crop_margin,
+                           foreground=None if fg is None else fg[run]) if crop else None
             ys, xs = box.index if box is not None else (slice(None), slice(None))
             x = torch.from_numpy(np.ascontiguousarray(batch[:, ys, xs]))[:, None]
             del batch
@@ -299,10 +302,12 @@ class Predictor:
             raise ValueError(f"the model card's tta_mirror: {e}") from None
 
     def _score_axis(self, det: Detector, net: np.ndarray, axis: int, out: np.ndarray | None,
-                    need_pixel: bool) -> np.ndarray:
-        """Slice scores of ``net`` sliced along ``axis``; the pixel scores go into ``out`` (zero-filled) if given."""
+                    need_pixel: bool, fg: np.ndarray | None = None) -> np.ndarray:
+        """Slice scores of ``net`` sliced along ``axis``; the pixel scores go into ``out`` (zero-filled) if given;
+        ``fg``: the foreground of ``net`` (:meth:`score_slices`)."""
         view = to_slices(out, axis) if out is not None else None
-        _, scores = self.score_slices(det, to_slices(net, axis), out=view, need_pixel=need_pixel)
+        fg_slices = to_slices(fg, axis) if fg is not None else None
+        _, scores = self.score_slices(det, to_slices(net, axis), out=view, need_pixel=need_pixel, fg=fg_slices)
         return scores
 
     def network_volume(self, det: Detector, data: np.ndarray,
@@ -327,7 +332,8 @@ class Predictor:
         if det.dims == 3:
             out, per_slice, samples = self._score_volumetric(det, net, need_pixel)
         else:
-            out, per_slice, samples = self._score_by_slices(det, net, need_pixel)
+            # the foreground at the network size: dark regions of the object are run and kept in the crop
+            out, per_slice, samples = self._score_by_slices(det, net, need_pixel, resize_mask(mask, net.shape))
         del net
         with self.timings("postprocess"):
             score = float(np.mean(samples))
@@ -342,9 +348,11 @@ class Predictor:
         return VolumeScores(pixel=vol, sample=score, slice_scores=per_slice)
 
     def _score_by_slices(self, det: Detector, net: np.ndarray,
-                         need_pixel: bool) -> tuple[np.ndarray | None, np.ndarray, list[float]]:
+                         need_pixel: bool,
+                         fg: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, list[float]]:
         """A slice detector's pass(es) over the network volume ``net``: the pixel map (None without
-        ``need_pixel``), the model axis's slice scores, and one sample score per pass."""
+        ``need_pixel``), the model axis's slice scores, and one sample score per pass; ``fg``: the
+        foreground of ``net`` (:meth:`score_slices`)."""
         # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
         # when it is written, none to move the slice axis back
         out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
@@ -352,7 +360,7 @@ class Predictor:
         # the model's axis first, into the map itself: its slice scores are the ones returned; then the other
         # axes and the mirrored passes, each into a scratch map (a mirrored view of it for the mirrored passes,
         # so that it holds the scores in the input's orientation) that is added to the map
-        per_slice = self._score_axis(det, net, axes[0], out, need_pixel)
+        per_slice = self._score_axis(det, net, axes[0], out, need_pixel, fg)
         samples = [sample_score(per_slice)]
         passes = [(axis, None) for axis in axes[1:]]
         passes += [(axis, m) for m in self.mirror_for(det) for axis in axes]
@@ -363,7 +371,8 @@ class Predictor:
                     tmp.fill(0.0)  # score_slices leaves what it does not run (empty slices, outside the crop)
                 src = net if m is None else np.flip(net, m)
                 dst = tmp if m is None or tmp is None else np.flip(tmp, m)
-                samples.append(sample_score(self._score_axis(det, src, axis, dst, need_pixel)))
+                src_fg = fg if m is None or fg is None else np.flip(fg, m)
+                samples.append(sample_score(self._score_axis(det, src, axis, dst, need_pixel, src_fg)))
                 if tmp is not None:
                     out += tmp
             if out is not None:

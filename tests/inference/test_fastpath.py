@@ -123,3 +123,22 @@ def test_compile_refused_without_writable_cache(tmp_path: Path, tiny_fpi: Path, 
     assert "--compile ignored" in caplog.text
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "cache"))
     assert compile_cache_problem(torch.device("cpu")) is None and os.path.isdir(tmp_path / "cache")
+
+
+def test_predictor_runs_dark_foreground_slices(tiny_fpi: Path):
+    """Given the foreground, a slice of the object that is dark throughout is run, and the crop keeps a dark
+    region at the object's edge; without it the slice is skipped and the region cut off."""
+    det = load_detector(tiny_fpi)
+    shapes = _counting(det)
+    pred = Predictor(det, PredictConfig(device="cpu", progress=False, crop=True, crop_margin=0))
+    slices = np.zeros((3, 32, 32), np.float32)
+    slices[0, 8:24, 8:16] = 0.6
+    fg = np.zeros(slices.shape, bool)
+    fg[0, 8:24, 8:32] = True  # dark at x >= 16
+    fg[1, 12:20, 12:20] = True  # dark throughout
+    pred.score_slices(det, slices)
+    assert [s[0] for s in shapes] == [1] and shapes[0][-1] == 16
+    shapes.clear()
+    pixel, _ = pred.score_slices(det, slices, fg=fg)
+    assert [s[0] for s in shapes] == [2] and shapes[0][-1] == 32
+    assert not pixel[2].any()
