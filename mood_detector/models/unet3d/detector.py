@@ -74,7 +74,8 @@ class UNet3DOptions:
             (pixel AP) in ``val_volumes`` training volumes that are themselves not trained on.
         val_volumes: training volumes set aside for that choice (the last ones; 0: no choice, the last epoch
             is kept).
-        val_examples: validation patches per held-out family (fixed: the same every epoch).
+        val_examples: validation patches per held-out family (fixed: the same every epoch). With 4 the choice
+            was noise: on 16 other patches the epoch it chose (4 of 22) scored 0.09, the last 0.26.
     """
 
     base: int = 8
@@ -88,7 +89,7 @@ class UNet3DOptions:
     infer_patch: int = 0
     holdout: str = "rotate,rescale"
     val_volumes: int = 2
-    val_examples: int = 4
+    val_examples: int = 16
 
     def __post_init__(self) -> None:
         for name in ("families", "holdout"):
