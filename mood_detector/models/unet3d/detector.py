@@ -131,8 +131,8 @@ class UNet3DDetector(Detector):
     name = "unet3d"
     dims = 3
     options_cls = UNet3DOptions
-    # the batch is options.patches_per_step; slices per volume pair mean nothing here
-    train_fields = COMMON_FIELDS - {"batch_size", "max_batches_per_pair"}
+    # the batch is options.patches_per_step and the channels options.base; slices per volume pair mean nothing
+    train_fields = COMMON_FIELDS - {"batch_size", "max_batches_per_pair", "width"}
     supports_distributed = True  # through the training engine (each rank its part of every batch)
 
     def __init__(self, card: ModelCard, net: UNet3D) -> None:
