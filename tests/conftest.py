@@ -13,6 +13,9 @@ import pytest
 import torch
 from tqdm import tqdm
 
+from mood_detector.detector import Detector
+from mood_detector.weights import ModelCard
+
 # Tiny test models gain nothing from intra-op threads, and oversubscription (subprocess tests, a shared
 # machine) makes them much slower (OpenMP spin-waits): one thread per test process...
 torch.set_num_threads(1)
@@ -43,6 +46,28 @@ def float64() -> Iterator[None]:
     finally:
         torch.set_default_dtype(dtype)
         torch.set_num_threads(threads)
+
+
+class StandIn(Detector):
+    """Base of the tests' stand-in detectors: no networks, built from a card, not trainable; a subclass gives
+    ``name`` and ``score_slices``."""
+
+    @classmethod
+    def build(cls, card: ModelCard) -> "StandIn":
+        return cls(card)
+
+    def modules(self) -> dict:
+        return {}
+
+    @classmethod
+    def fit(cls, files, cfg, run_dir):
+        raise NotImplementedError
+
+
+def stand_in_card(name: str, kind: str = "brain", size: int = 16, extra: dict | None = None) -> ModelCard:
+    """The model card of a stand-in detector: slices along axis 2 of ``size``^2, the foreground scheme."""
+    return ModelCard(detector=name, arch=kind, width=1.0, kind=kind, slice_axis=2, size=size, mode="continuous",
+                     classes=1, extra={"preprocess": "foreground", **(extra or {})})
 
 
 def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:

@@ -9,38 +9,24 @@ import numpy as np
 import pytest
 import torch
 
-from mood_detector.detector import Detector, SliceScores
+from mood_detector.detector import SliceScores
 from mood_detector.inference.predictor import PredictConfig, Predictor
-from mood_detector.weights import ModelCard
-from tests.conftest import blob_volume, save_nifti
+from tests.conftest import StandIn, blob_volume, save_nifti, stand_in_card
 from tests.reliability.helpers import predict_args, run_cli
 
 
-class Recording(Detector):
+class Recording(StandIn):
     """A stand-in detector of one kind that counts the volumes it scores (slice batches at its slice axis)."""
 
     name = "recording"
-
-    @classmethod
-    def build(cls, card):
-        return cls(card)
-
-    def modules(self):
-        return {}
 
     def score_slices(self, x):
         self.batches += 1
         return SliceScores(pixel=x[:, 0].clamp(0, 1))
 
-    @classmethod
-    def fit(cls, files, cfg, run_dir):
-        raise NotImplementedError
-
 
 def _recording(kind: str) -> Recording:
-    card = ModelCard(detector="recording", arch=kind, width=1.0, kind=kind, slice_axis=2, size=16,
-                     mode="continuous", classes=1, extra={"preprocess": "foreground"})
-    det = Recording(card)
+    det = Recording(stand_in_card("recording", kind))
     det.batches = 0
     return det
 

@@ -67,30 +67,17 @@ def _column_detector(size: int = 16, extra: dict | None = None):
     a slice's columns run along shows in the map."""
     import torch
 
-    from mood_detector.detector import Detector, SliceScores
-    from mood_detector.weights import ModelCard
+    from mood_detector.detector import SliceScores
+    from tests.conftest import StandIn, stand_in_card
 
-    class Column(Detector):
+    class Column(StandIn):
         name = "column"
-
-        @classmethod
-        def build(cls, card):
-            return cls(card)
-
-        def modules(self):
-            return {}
 
         def score_slices(self, x):
             cols = torch.linspace(0, 1, x.shape[-1])
             return SliceScores(pixel=x[:, 0] * cols)
 
-        @classmethod
-        def fit(cls, files, cfg, run_dir):
-            raise NotImplementedError
-
-    card = ModelCard(detector="column", arch="brain", width=1.0, kind="brain", slice_axis=2, size=size,
-                     mode="continuous", classes=1, extra={"preprocess": "foreground", **(extra or {})})
-    return Column(card)
+    return Column(stand_in_card("column", size=size, extra=extra))
 
 
 @pytest.mark.parametrize("source", ["config", "card"])
