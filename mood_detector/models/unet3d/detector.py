@@ -236,11 +236,8 @@ class UNet3DDetector(Detector):
 
         engine.run([Phase("train", range(cfg.epochs), batches, train_step, end=end)], start)
         if val is not None and best.state is not None:
-            net.load_state_dict(best.state)
-            det.card.extra.update(val_ap=round(best.score, 4), val_epoch=best.epoch + 1,
-                                  val_families=o.holdout)
+            best.apply(det, o.holdout)
         return det.eval()
-
 
     @classmethod
     def from_checkpoint(cls, run_dir: Path) -> "UNet3DDetector":
@@ -254,12 +251,12 @@ class UNet3DDetector(Detector):
         card = cls.card_for(cfg, 0)
         card.extra.pop("n_train_volumes", None)
         det = cls.build(card)
-        best = ckpt.get("best") or {}
-        if best.get("state") is not None:
-            det.net.load_state_dict(best["state"])
-            card.epochs = int(best["epoch"]) + 1
-            card.extra.update(val_ap=round(float(best["score"]), 4), val_epoch=card.epochs,
-                              val_families=cls.options(cfg).holdout)
+        best = BestWeights(det.net)
+        if ckpt.get("best"):
+            best.load_state_dict(ckpt["best"])
+        if best.state is not None:
+            best.apply(det, cls.options(cfg).holdout)
+            card.epochs = best.epoch + 1
         else:
             det.net.load_state_dict(ckpt["net"])
             card.epochs = int(ckpt["epoch"])
@@ -278,6 +275,12 @@ class BestWeights:
         if score > self.score:
             self.score, self.epoch = score, epoch
             self.state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+
+    def apply(self, det: "UNet3DDetector", holdout: str) -> None:
+        """Load the best weights into ``det`` and record on its card what chose them."""
+        det.net.load_state_dict(self.state)
+        det.card.extra.update(val_ap=round(float(self.score), 4), val_epoch=int(self.epoch) + 1,
+                              val_families=holdout)
 
     def state_dict(self) -> dict:
         return {"score": self.score, "epoch": self.epoch, "state": self.state}
@@ -322,8 +325,9 @@ def validation_ap(det: UNet3DDetector, batches: list[tuple[torch.Tensor, torch.T
 
 
 def volume(store: VolumeStore, i: int, slice_axis: int) -> np.ndarray:
-    """Training volume ``i`` of ``store`` (float32, the network volume in its original axis order)."""
-    return np.moveaxis(store.slices(i), 0, slice_axis).astype(np.float32)
+    """Training volume ``i`` of ``store`` in its original axis order: a view of the cached float16 array (a
+    patch is cut from it and converted, not the whole volume)."""
+    return np.moveaxis(store.slices(i), 0, slice_axis)
 
 
 def random_origin(vol: np.ndarray, patch: int, rng: np.random.Generator) -> np.ndarray:
@@ -346,7 +350,8 @@ def patch_batch(store: VolumeStore, slice_axis: int, patch: int, n: int, task: V
         o, o2 = random_origin(vol, patch, rng), random_origin(other, patch, rng)
         box = tuple(slice(a, a + patch) for a in o)
         box2 = tuple(slice(a, a + patch) for a in o2)
-        out, label, _ = make_example(np.ascontiguousarray(vol[box]), np.ascontiguousarray(other[box2]), rng, task)
+        out, label, _ = make_example(np.ascontiguousarray(vol[box], dtype=np.float32),
+                                     np.ascontiguousarray(other[box2], dtype=np.float32), rng, task)
         xs.append(torch.from_numpy(out)[None])
         labels.append(torch.from_numpy(label)[None])
         origins.append(torch.from_numpy(o))
