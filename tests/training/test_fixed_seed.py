@@ -34,7 +34,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
 
 from tests.conftest import blob_volume, float64, save_nifti
 
