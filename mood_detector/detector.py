@@ -350,6 +350,7 @@ REGISTRY: dict[str, str] = {
     "ae": "mood_detector.models.ae.detector:AEDetector",
     "nsa": "mood_detector.models.nsa.detector:NSADetector",
     "unet3d": "mood_detector.models.unet3d.detector:UNet3DDetector",
+    "unet25d": "mood_detector.models.unet25d.detector:UNet25DDetector",
 }
 
 

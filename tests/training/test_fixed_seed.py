@@ -71,6 +71,8 @@ CASES: dict[str, tuple[dict[str, Any], bool]] = {
     "ddad": (dict(size=32, width=0.5, options=_DDAD), True),
     "unet3d": (dict(size=32, options={"patch": "16", "base": "2", "levels": "3", "steps_per_epoch": "2",
                                       "patches_per_step": "2", "val_volumes": "1", "val_examples": "1"}), False),
+    "unet25d": (dict(size=32, options={"patch": "16", "base": "2", "levels": "3", "steps_per_epoch": "2",
+                                       "patches_per_step": "2", "val_volumes": "1", "val_examples": "1"}), False),
 }
 
 

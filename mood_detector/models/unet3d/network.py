@@ -23,13 +23,14 @@ from torch import nn
 PRIOR = 0.02
 
 
-def _block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+def _block(cin: int, cout: int, stride: int = 1, dims: int = 3) -> nn.Sequential:
+    conv, norm = (nn.Conv3d, nn.InstanceNorm3d) if dims == 3 else (nn.Conv2d, nn.InstanceNorm2d)
     return nn.Sequential(
-        nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False),
-        nn.InstanceNorm3d(cout, affine=True),
+        conv(cin, cout, 3, stride=stride, padding=1, bias=False),
+        norm(cout, affine=True),
         nn.LeakyReLU(0.01, inplace=True),
-        nn.Conv3d(cout, cout, 3, padding=1, bias=False),
-        nn.InstanceNorm3d(cout, affine=True),
+        conv(cout, cout, 3, padding=1, bias=False),
+        norm(cout, affine=True),
         nn.LeakyReLU(0.01, inplace=True),
     )
 
@@ -51,19 +52,21 @@ def coordinate_channels(origin: torch.Tensor, patch: tuple[int, int, int], full:
 
 class UNet3D(nn.Module):
     """3D U-Net: ``(N, 4, D, H, W)`` (intensity + 3 coordinates) -> logits ``(N, 1, D, H, W)``; every edge
-    must be a multiple of ``2 ** (levels - 1)``."""
+    must be a multiple of ``2 ** (levels - 1)``. With ``dims=2`` the same U-Net in 2D (``(N, C, H, W)``), the
+    network of the 2.5D detector (:mod:`mood_detector.models.unet25d`)."""
 
-    def __init__(self, base: int = 8, levels: int = 4, in_channels: int = 4) -> None:
+    def __init__(self, base: int = 8, levels: int = 4, in_channels: int = 4, dims: int = 3) -> None:
         super().__init__()
-        if levels < 2 or base < 1:
-            raise ValueError(f"UNet3D needs levels >= 2 and base >= 1, got {levels}, {base}")
+        if levels < 2 or base < 1 or dims not in (2, 3):
+            raise ValueError(f"UNet3D needs levels >= 2, base >= 1 and dims 2 or 3, got {levels}, {base}, {dims}")
         ch = [base * 2**i for i in range(levels)]
+        up, head = (nn.ConvTranspose3d, nn.Conv3d) if dims == 3 else (nn.ConvTranspose2d, nn.Conv2d)
         self.levels = levels
-        self.down = nn.ModuleList([_block(in_channels, ch[0])] +
-                                  [_block(ch[i - 1], ch[i], stride=2) for i in range(1, levels)])
-        self.up = nn.ModuleList([nn.ConvTranspose3d(ch[i], ch[i - 1], 2, stride=2) for i in range(levels - 1, 0, -1)])
-        self.dec = nn.ModuleList([_block(2 * ch[i - 1], ch[i - 1]) for i in range(levels - 1, 0, -1)])
-        self.head = nn.Conv3d(ch[0], 1, 1)
+        self.down = nn.ModuleList([_block(in_channels, ch[0], dims=dims)] +
+                                  [_block(ch[i - 1], ch[i], stride=2, dims=dims) for i in range(1, levels)])
+        self.up = nn.ModuleList([up(ch[i], ch[i - 1], 2, stride=2) for i in range(levels - 1, 0, -1)])
+        self.dec = nn.ModuleList([_block(2 * ch[i - 1], ch[i - 1], dims=dims) for i in range(levels - 1, 0, -1)])
+        self.head = head(ch[0], 1, 1)
         # the output starts at the prior of an anomalous voxel, not at 0.5: few voxels of a training patch are
         # anomalous, and from a zero bias the first few hundred steps only learn to say "normal" everywhere
         # (measured: BCE 0.69 -> 0.59 in 60 steps at lr 1e-3 with the bias at 0)
