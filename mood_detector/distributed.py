@@ -8,12 +8,12 @@ variables it sets; :func:`session` creates the default process group (``nccl`` o
 destroys it again at the end if it created it. Each rank uses ``cuda:LOCAL_RANK`` when the requested device is
 ``auto`` or ``cuda`` and CUDA is visible, else the CPU.
 
-Helpers for detectors: :func:`wrap_ddp` / :func:`unwrap` (DistributedDataParallel), :func:`convert_sync_bn` /
-:func:`revert_sync_bn` (BatchNorm statistics over all ranks' batches: ``torch.nn.SyncBatchNorm`` on CUDA, the
-:class:`DistBatchNorm` below on CPU, where ``SyncBatchNorm`` is not supported), :func:`lockstep` (equal
-optimiser-step counts on all ranks), :func:`shard` (this rank's share of a list), :func:`split_batch` (this
-rank's part of a batch that every rank drew), :func:`sum_gradients` and :func:`broadcast_module` (what the
-training engine uses to train any detector's networks under ``torchrun``), :func:`all_gather_cat`,
+Helpers for training and inference: :func:`convert_sync_bn` / :func:`revert_sync_bn` (BatchNorm statistics over all
+ranks' batches: ``torch.nn.SyncBatchNorm`` on CUDA, the :class:`DistBatchNorm` below on CPU, where
+``SyncBatchNorm`` is not supported), :func:`shard` (this rank's share of a list), :func:`split_batch` (this rank's
+part of a batch that every rank drew; :class:`Pieces`, a batch split between whole pieces), :func:`sum_gradients`
+and :func:`broadcast_module` (what the training engine uses to train any detector's networks under ``torchrun``),
+:func:`all_gather_cat`,
 :func:`is_main`, :func:`barrier`, :func:`all_gather_object`, :func:`broadcast_object`, :func:`all_reduce_sum`,
 :func:`check_same`.
 """
@@ -27,14 +27,13 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, NoReturn, Sequence, TypeVar
+from typing import Any, Iterable, Iterator, NoReturn, Sequence, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.parallel import DistributedDataParallel
 
 log = logging.getLogger(__name__)
 
@@ -275,21 +274,6 @@ def check_same(value: Any, what: str) -> None:
 
 
 # --- training helpers ----------------------------------------------------------------------------------
-def wrap_ddp(module: nn.Module, device: torch.device, **kwargs: Any) -> nn.Module:
-    """``module`` in DistributedDataParallel when distributed (``device_ids=[device]`` on CUDA), else itself.
-    The optimiser may be built on either; save/average ``unwrap(model)``."""
-    if not is_distributed():
-        return module
-    if device.type == "cuda":
-        return DistributedDataParallel(module, device_ids=[device], output_device=device, **kwargs)
-    return DistributedDataParallel(module, **kwargs)
-
-
-def unwrap(module: nn.Module) -> nn.Module:
-    """The module inside a DDP wrapper (or ``module`` itself)."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
-
-
 def _leaves(batch: Any) -> Iterator[Any]:
     if isinstance(batch, (torch.Tensor, np.ndarray)):
         yield batch
@@ -313,24 +297,56 @@ def _take(batch: Any, start: int, stop: int) -> Any:
     return batch
 
 
-def split_batch(batch: Any, rank_: int | None = None, world: int | None = None) -> tuple[Any, int, int]:
-    """This rank's part of ``batch``, a batch that every rank drew alike: ``(part, n_part, n)``.
+@dataclass
+class Pieces:
+    """A batch of whole pieces that :func:`split_batch` shares out among the ranks without cutting any (a training
+    step's pair-batches, each of which makes its examples with a random stream of its own): ``items`` in order
+    and ``sizes``, the number of examples each one makes (what a rank's share of the batch's mean loss counts)."""
 
-    ``batch`` is a tensor or NumPy array of ``n`` examples along its first dimension, or a tuple, list or dict of
-    them (all of ``n`` examples; other values are passed on unchanged). Rank ``r`` of ``N`` takes the ``r``-th of
-    ``N`` contiguous runs of examples (sizes differing by at most one, the longer ones first), so the parts in
-    rank order make up ``batch``."""
+    items: list[Any]
+    sizes: list[int]
+
+    def __post_init__(self) -> None:
+        if len(self.items) != len(self.sizes):
+            raise ValueError(f"{len(self.items)} pieces but {len(self.sizes)} sizes")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def part_range(n: int, rank_: int | None = None, world: int | None = None) -> range:
+    """Rank ``r``'s part of ``n`` units: the ``r``-th of ``world`` contiguous runs (sizes differing by at most one,
+    the longer ones first), so the parts in rank order make up ``range(n)``."""
     env = current()
     r = env.rank if rank_ is None else rank_
     w = env.world_size if world is None else world
+    base, extra = divmod(n, w)
+    start = r * base + min(r, extra)
+    return range(start, start + base + (1 if r < extra else 0))
+
+
+def batch_units(batch: Any) -> int:
+    """The units :func:`split_batch` shares out: the pieces of :class:`Pieces`, else the examples."""
+    if isinstance(batch, Pieces):
+        return len(batch)
     first = next(_leaves(batch), None)
     if first is None:
         raise TypeError(f"cannot split a batch of {type(batch).__name__} among processes: no tensor or array in it")
-    n = int(first.shape[0])
-    base, extra = divmod(n, w)
-    start = r * base + min(r, extra)
-    stop = start + base + (1 if r < extra else 0)
-    return _take(batch, start, stop), stop - start, n
+    return int(first.shape[0])
+
+
+def split_batch(batch: Any, rank_: int | None = None, world: int | None = None) -> tuple[Any, int, int]:
+    """This rank's part of ``batch``, a batch that every rank drew alike: ``(part, n_part, n)`` in examples.
+
+    ``batch`` is a tensor or NumPy array of ``n`` examples along its first dimension, or a tuple, list or dict of
+    them (all of ``n`` examples; other values are passed on unchanged), or :class:`Pieces` (split between whole
+    pieces, counted by their sizes). Rank ``r`` of ``N`` takes the ``r``-th of ``N`` contiguous runs of examples
+    or pieces (:func:`part_range`), so the parts in rank order make up ``batch``."""
+    part = part_range(batch_units(batch), rank_, world)
+    if isinstance(batch, Pieces):
+        return (Pieces(batch.items[part.start:part.stop], batch.sizes[part.start:part.stop]),
+                sum(batch.sizes[part.start:part.stop]), sum(batch.sizes))
+    return _take(batch, part.start, part.stop), len(part), batch_units(batch)
 
 
 def sum_gradients(params: Iterable[torch.Tensor]) -> None:
@@ -381,7 +397,8 @@ class DistBatchNorm(_BatchNorm):
     running statistics follow ``nn.BatchNorm`` exactly (momentum, or the cumulative average when ``momentum`` is
     None as in ``update_bn``; the unbiased variance) and so are identical on every rank. In eval mode, or
     outside a process group, it is a plain BatchNorm. Like ``SyncBatchNorm`` it assumes that every rank's loss
-    is its share of the global loss (see :func:`lockstep`), so that DDP's gradient average is the full gradient.
+    is its share of the global loss (``training.engine.rank_share``), so that the gradients summed over the ranks
+    are the full gradient.
     """
 
     def _check_input_dim(self, x: torch.Tensor) -> None:
@@ -453,35 +470,3 @@ def _share_state(src: _BatchNorm, dst: _BatchNorm) -> None:
     dst.num_batches_tracked = src.num_batches_tracked
     dst.train(src.training)
     dst.to(src.weight.device if src.affine else src.running_mean.device)
-
-
-def lockstep(iterables: Sequence[Iterable[T]], total_streams: int, size: Callable[[T], int],
-             device: torch.device | None = None) -> Iterator[tuple[list[T], int]]:
-    """Step through several data streams in lockstep across ranks.
-
-    This rank owns ``iterables`` (its streams); all ranks together own ``total_streams``. Each step takes one item
-    from every local stream and yields ``(items, n_global)``, ``n_global`` being the number of examples in the
-    step over all ranks (``size(item)`` summed), so a rank's loss can be its share ``sum_local / n_global`` of
-    the global mean. The iteration ends on every rank at the same step, the first at which any stream on any
-    rank is exhausted (the tails of longer streams are dropped), so all ranks make the same number of
-    optimiser steps and DDP never waits for a rank that has stopped. One small all-reduce per step.
-    """
-    iters = [iter(x) for x in iterables]
-    while True:
-        items: list[T] = []
-        for it in iters:
-            try:
-                items.append(next(it))
-            except StopIteration:
-                break
-        live = len(items) if len(items) == len(iters) else 0
-        n_local = sum(size(item) for item in items) if live else 0
-        if is_distributed():
-            t = torch.tensor([live, n_local], dtype=torch.int64, device=device)
-            all_reduce_sum(t)
-            live, n_global = (int(v) for v in t.tolist())
-        else:
-            n_global = n_local
-        if live < total_streams:
-            return
-        yield items, n_global

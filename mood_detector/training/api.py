@@ -68,8 +68,8 @@ def train_detector(input_dir: str | Path, output: str | Path, cfg: TrainConfig,
 
     ``data_command``: the command that made the data, for the card (``None``: what ``make-data`` recorded in
     ``input_dir``, if anything). ``export``: steps to apply before saving (a recipe's float16 storage,
-    test-time mirroring, ...). Under ``torchrun`` every rank calls this; the detector trains with DDP and rank 0
-    writes the weights."""
+    test-time mirroring, ...). Under ``torchrun`` every rank calls this; the detector trains on the training
+    engine's distributed path (docs/distributed.md) and rank 0 writes the weights."""
     input_dir, output = Path(input_dir), Path(output)
     files = list_volumes(input_dir)
     if not files:

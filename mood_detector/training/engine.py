@@ -12,13 +12,15 @@ hands the engine the named objects whose state a checkpoint holds (networks, opt
   and after each phase's last epoch, written atomically by rank 0 alone (the other ranks wait at a barrier);
 - **the loss log**: one row per epoch with the mean of each loss the steps returned (each averaged over the
   steps that returned it; under ``torchrun`` summed over the ranks, so a step returns its rank's share), the
-  learning rate, the time and the throughput;
+  learning rate, the time and the throughput (the slices of all ranks);
 - **progress** (``tqdm``, rank 0 only) and the **empty-epoch check**: an epoch without a single step is an error;
 - **distributed training** (``torchrun``; see :meth:`Engine.run`): every rank draws the same batches (the
   detector seeds its streams alike on every rank) and the engine hands each rank its part of every batch
-  (:func:`~mood_detector.distributed.split_batch`), so all ranks make the same steps in lockstep. For the
-  duration of :meth:`Engine.run` the networks in ``state`` have cross-rank BatchNorm layers and the same initial
-  weights on every rank, and each optimiser's step first sums the ranks' gradients. A step backpropagates
+  (:func:`~mood_detector.distributed.split_batch`: contiguous runs of examples, or whole pieces of a
+  :class:`~mood_detector.distributed.Pieces` batch such as FPI's pair-batches of a step), so all ranks make the
+  same steps in lockstep. For the duration of :meth:`Engine.run` the networks in ``state`` have cross-rank
+  BatchNorm layers and the same initial weights on every rank, and each optimiser's step first sums the ranks'
+  gradients. A step backpropagates
   :func:`rank_share` of its loss (its rank's share of the loss of the whole batch), so the summed gradient is
   the one-process gradient of that batch; it returns its losses as before (the engine weights them).
 
@@ -56,7 +58,7 @@ def rank_share(loss: torch.Tensor) -> torch.Tensor:
     """The part of a step's ``loss`` (a mean over the step's examples) to backpropagate on this rank: under
     ``torchrun`` the rank's share of the whole batch's mean (``loss * n_rank / n_batch``), so that the gradients
     the engine sums over the ranks are those of the whole batch, cross-rank BatchNorm included; ``loss`` itself
-    in a single process (and in a phase that makes its own shares, ``split=False``)."""
+    in a single process."""
     share = _SHARE.get()
     return loss if share is None else loss * share
 
@@ -85,7 +87,11 @@ class Phase:
     Attributes:
         name: the loss log's ``phase`` column and the progress label.
         epochs: the global indices of this phase's epochs (``range(first, stop)``).
-        batches: ``epoch -> iterable`` of that epoch's batches; seeds the epoch and sets training mode.
+        batches: ``epoch -> iterable`` of that epoch's batches; seeds the epoch and sets training mode. Under
+            ``torchrun`` every rank draws the same batches and the engine gives each rank its part
+            (:func:`~mood_detector.distributed.split_batch`: contiguous runs of examples, or whole pieces of a
+            :class:`~mood_detector.distributed.Pieces` batch). A step must then not skip (return ``None`` for) a
+            batch that is not empty: filter batches here instead.
         step: ``(batch, epoch, index) -> Step`` trains on one batch; ``None`` = the batch was skipped.
         offset: subtracted from the global epoch index for the progress label and the loss log, so that a group
             of phases after another (training after pre-training) counts its own epochs from 1.
@@ -96,10 +102,6 @@ class Phase:
         empty: the error message of an epoch without steps.
         stop: ``() -> bool`` after each epoch and its checkpoint: true ends the run there (an early stop; the
             checkpoint is saved first).
-        split: under ``torchrun``, every rank draws the same batches and the engine gives each rank its part
-            (the default). A step must then not skip (return ``None`` for) a batch that is not empty: filter
-            batches in ``batches`` instead. ``False``: ``batches`` already gives this rank's own batches and the
-            detector synchronises the ranks itself (FPI's streams of volume pairs with DDP).
     """
 
     name: str
@@ -113,7 +115,6 @@ class Phase:
     log_name: Callable[[int], str] | None = None
     empty: str = EMPTY
     stop: Callable[[], bool] | None = None
-    split: bool = True
 
 
 class GeneratorState:
@@ -212,7 +213,7 @@ class Engine:
 
     # --- distributed training ----------------------------------------------------------------------------
     def optimizer(self, opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        """``opt`` with its step preceded, under ``torchrun`` and in a phase the engine splits, by the sum of
+        """``opt`` with its step preceded, under ``torchrun`` and during a step the engine runs, by the sum of
         the ranks' gradients of its parameters. The engine does this for every optimiser in ``state``; a
         detector that makes optimisers during training (one per stage) passes each one through here."""
         # marked on the optimiser itself (an id() would be reused by the next stage's optimiser once the last one
@@ -244,19 +245,18 @@ class Engine:
         """Train the epochs of ``phases`` from global epoch ``start`` on (the epochs :meth:`resume` returned),
         until a phase's ``stop`` says so.
 
-        Under ``torchrun``, for phases the engine splits (``Phase.split``), the networks in ``state`` train with
-        cross-rank BatchNorm from rank 0's weights and every optimiser step sums the ranks' gradients (see the
-        module docstring); afterwards they have plain BatchNorm layers again, with the same statistics on every
-        rank, so what follows training (calibration, final statistics) runs alike on every rank without
-        collectives."""
-        split = distributed.is_distributed() and any(p.split for p in phases)
-        if split:
-            self._distribute()
+        Under ``torchrun`` the networks in ``state`` train with cross-rank BatchNorm from rank 0's weights and
+        every optimiser step sums the ranks' gradients (see the module docstring); afterwards they have plain
+        BatchNorm layers again, with the same statistics on every rank, so what follows training (calibration,
+        final statistics) runs alike on every rank without collectives."""
+        if not distributed.is_distributed():
+            self._run(phases, start)
+            return
+        self._distribute()
         try:
             self._run(phases, start)
         finally:
-            if split:
-                self._undistribute()
+            self._undistribute()
 
     def _run(self, phases: Sequence[Phase], start: int) -> None:
         for phase in phases:
@@ -280,13 +280,13 @@ class Engine:
         bar = tqdm(phase.batches(epoch), desc=f"{phase.name} {epoch - phase.offset + 1}/{total}", unit="batch",
                    leave=False, disable=not main)
         world = distributed.world_size()
-        split = phase.split and distributed.is_distributed()
+        split = distributed.is_distributed()
         for index, batch in enumerate(bar):
             weight = 1.0
             if split:  # this rank's part of the batch every rank drew
-                batch, n_part, n_batch = distributed.split_batch(batch)
-                if n_batch < world:  # (the same on every rank) too small to give every rank an example
+                if distributed.batch_units(batch) < world:  # (the same on every rank) too small to share out
                     continue
+                batch, n_part, n_batch = distributed.split_batch(batch)
                 weight = n_part / n_batch
             token = _SHARE.set(weight if split else None)
             try:
@@ -305,11 +305,12 @@ class Engine:
                 bar.set_postfix(loss=f"{sums['loss'] / counts['loss']:.4f}")
         if n_steps == 0:
             raise ValueError(phase.empty)
-        if distributed.world_size() > 1:  # each rank's share of the global mean loss
+        if distributed.world_size() > 1:  # each rank's share of the global mean loss; all ranks' slices
             keys = sorted(sums)
-            summed = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys], dtype=torch.float64,
-                                                             device=self.device))
+            summed = distributed.all_reduce_sum(torch.tensor([sums[k] for k in keys] + [n_slices],
+                                                             dtype=torch.float64, device=self.device))
             sums = {k: float(v) for k, v in zip(keys, summed)}
+            n_slices = int(summed[-1])
         if phase.end is not None:
             phase.end(epoch, n_steps)
         secs = timer()
@@ -327,6 +328,6 @@ class Engine:
 
 
 def _sum_gradients(opt: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-    """Optimiser step pre-hook: the ranks' gradients summed, during a step of a phase the engine splits."""
+    """Optimiser step pre-hook: the ranks' gradients summed, during a step the engine runs under ``torchrun``."""
     if _SHARE.get() is not None:
         distributed.sum_gradients(p for group in opt.param_groups for p in group["params"])

@@ -1,4 +1,4 @@
-"""The distributed helpers in a single process: sharding, report merging, lockstep, BatchNorm conversion."""
+"""The distributed helpers in a single process: sharding, batch splitting, report merging, BatchNorm conversion."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ def test_without_torchrun_nothing_is_distributed(monkeypatch):
         assert not distributed.is_initialized() and distributed.is_main()
         assert distributed.all_gather_object(3) == [3] and distributed.broadcast_object("x") == "x"
         net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
-        assert distributed.wrap_ddp(net, device) is net
         assert type(distributed.convert_sync_bn(net, device)[1]) is nn.BatchNorm2d
         distributed.barrier()
     assert not distributed.is_initialized()
@@ -50,10 +49,27 @@ def test_env_parsing(monkeypatch):
         distributed.env_from_environ()
 
 
-def test_lockstep_stops_all_streams_at_the_shortest():
-    steps = list(distributed.lockstep([[1, 2, 3], [10, 20]], 2, size=lambda x: x))
-    assert steps == [([1, 10], 11), ([2, 20], 22)]
-    assert list(distributed.lockstep([[1], []], 2, size=lambda x: x)) == []
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_split_batch_gives_contiguous_parts_that_make_up_the_batch(world: int):
+    x = torch.arange(7.0)
+    parts = [distributed.split_batch((x, {"y": x * 2, "tag": "t"}), r, world) for r in range(world)]
+    assert torch.equal(torch.cat([p[0][0] for p in parts]), x)
+    assert all(torch.equal(p[0][1]["y"], p[0][0] * 2) and p[0][1]["tag"] == "t" for p in parts)
+    assert [p[1] for p in parts] == [len(distributed.part_range(7, r, world)) for r in range(world)]
+    assert all(p[2] == 7 for p in parts)
+
+
+def test_split_batch_shares_out_whole_pieces_counted_by_their_sizes():
+    pieces = distributed.Pieces(["a", "b", "c", "d"], [24, 16, 20, 8])
+    parts = [distributed.split_batch(pieces, r, 2) for r in range(2)]
+    assert [p[0].items for p in parts] == [["a", "b"], ["c", "d"]]
+    assert [p[0].sizes for p in parts] == [[24, 16], [20, 8]]
+    assert [(p[1], p[2]) for p in parts] == [(40, 68), (28, 68)]
+    assert distributed.batch_units(pieces) == 4 and distributed.batch_units(torch.zeros(5, 2)) == 5
+    whole, n_part, n = distributed.split_batch(pieces)  # one process: the whole batch
+    assert whole.items == pieces.items and n_part == n == 68
+    with pytest.raises(ValueError, match="3 pieces but 2 sizes"):
+        distributed.Pieces([1, 2, 3], [1, 2])
 
 
 def test_dist_batchnorm_is_plain_batchnorm_outside_a_group():

@@ -12,16 +12,15 @@ import itertools
 import logging
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ClassVar, Iterator, Sequence
+from typing import ClassVar, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, update_bn
-from tqdm import tqdm
 
 from mood_detector import distributed
 from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple
@@ -33,7 +32,7 @@ from mood_detector.tasks.fpi import CLASS_VALUES, FPIBatch, FPIConfig, fpi_pair,
 from mood_detector.training import diagnostic
 from mood_detector.training.budget import StepPlan, announce, plan_steps, summary
 from mood_detector.training.data import PairBatches, VolumeStore, epoch_pairs, pair_loader
-from mood_detector.training.engine import Engine, Phase, Step
+from mood_detector.training.engine import Engine, Phase, Step, rank_share
 from mood_detector.training.loop import at_least_float32, autocast, load_best, load_checkpoint, save_best, seed_everything
 from mood_detector.training.verdict import PATIENCE, BestTracker, verdict
 from mood_detector.weights import ModelCard
@@ -135,6 +134,15 @@ class FPIOptions:
             raise ValueError(f"disk_cache must be auto, on or off, got {self.disk_cache!r}")
 
 
+class PairBatch(NamedTuple):
+    """One piece of an optimiser step: slices ``a`` and ``b`` (k, H, W) of a volume pair from pair stream
+    ``stream``."""
+
+    stream: int
+    a: torch.Tensor
+    b: torch.Tensor
+
+
 class _Averaged:
     """The SWA average of the network's weights, made at the first SWA epoch; checkpointed by the engine."""
 
@@ -159,7 +167,7 @@ class FPIDetector(Detector):
     sum_c p_c a_c (discrete, 5 classes)."""
 
     name = "fpi"
-    supports_distributed = True  # fit runs under torchrun (DDP); see fit's docstring
+    supports_distributed = True  # fit runs under torchrun (the training engine); see fit's docstring
     supports_presets = True
     gives_verdict = True
     # fully convolutional, trained on non-empty slices only: the CPU path may skip empty slices and crop
@@ -242,199 +250,24 @@ class FPIDetector(Detector):
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":
-        """Train on ``files``; runs unchanged in one process or under ``torchrun`` (one rank per process).
+        """Train on ``files``; runs unchanged in one process or under ``torchrun`` (one rank per process), on the
+        training engine (:mod:`mood_detector.training.engine`).
 
-        Distributed design (``mood_detector.distributed``): each optimiser step takes ``P`` (the option
-        ``batches_per_step``) pair-batches (default: one per rank), from ``P`` streams of volume pairs (stream ``c`` holds pairs
-        ``c, c+P, ...`` of the epoch's pair list, which is seeded by (seed, epoch) and so equal on all ranks);
-        rank ``r`` owns streams ``r, r+N, ...``. The FPI patches of each pair-batch are seeded by (seed, epoch,
-        step, stream), BatchNorm statistics are computed over all ranks' batches (SyncBatchNorm on CUDA,
-        :class:`~mood_detector.distributed.DistBatchNorm` on CPU), each rank's loss is its share of the step's
-        global mean and DDP averages the gradients, so a step is the same computation whatever N divides P:
-        with a fixed ``batches_per_step`` the result for N=1 and N=2 agrees up to floating-point order. An epoch
-        ends on every rank at the first step at which any stream is exhausted (equal step counts; the tails of
-        longer streams are dropped; nothing is dropped with P=1). Rank 0 alone writes the checkpoint and the
-        loss log (the others wait at a barrier); the checkpoint holds no per-rank state, so a run can resume
-        under another world size.
+        An optimiser step takes ``P`` (the option ``batches_per_step``; default: one per rank) pair-batches, one
+        from each of ``P`` streams of volume pairs (stream ``c`` holds pairs ``c, c+P, ...`` of the epoch's pair
+        list, which is seeded by (seed, epoch)), the FPI patches of each one seeded by (seed, epoch, step,
+        stream). Every rank draws the same steps (:meth:`_steps`); the engine gives each rank a contiguous run of
+        ``P/N`` of a step's pair-batches (:class:`~mood_detector.distributed.Pieces`), whose task examples and
+        network pass it alone makes; BatchNorm statistics cover all ranks' examples and each rank backpropagates
+        its share of the step's mean loss, so with a fixed ``batches_per_step`` the result for N=1 and N=2 agrees
+        up to floating-point order. An epoch ends at the first step at which a stream runs out (the tails of
+        longer streams are dropped; nothing is dropped with P=1). The checkpoint holds no per-rank state, so a run
+        can resume under another world size.
         """
-        run_dir = Path(run_dir)
-        with distributed.session(cfg.device) as (env, device):
-            return cls._fit(files, cfg, run_dir, env, device)
-
-    @classmethod
-    def _fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path, env: distributed.DistEnv,
-             device: torch.device) -> "FPIDetector":
-        world, main = env.world_size, env.is_main
-        opts = cls.options(cfg)
-        per_step = opts.batches_per_step or world
-        if per_step % world:
-            raise OptionError("--batches-per-step", f"{per_step} is not a multiple of the number of processes "
-                                                    f"({world})")
-        distributed.check_same([Path(f).name for f in files], "the training files")
-        gen = seed_everything(cfg.seed)
-        files = sorted(files, key=lambda f: Path(f).name)
-        k = opts.probe_volumes
-        held = list(files[-k:]) if k >= 2 and len(files) - k >= 4 * k else []
-        if held:
-            files = files[:-k]
-            log.info("holding out %s for the FPI probe set", ", ".join(Path(f).name for f in held))
-        if len(files) < 2:
-            raise OptionError("--input", f"fpi trains on pairs of volumes: needs at least 2 training volumes, "
-                                         f"found {len(files)}")
-        if (len(files) + 1) // 2 < per_step:  # epoch_pairs: ceil(n / 2) pairs
-            raise OptionError("--batches-per-step", f"{per_step} batches per step need at least {per_step} volume "
-                                                    f"pairs ({2 * per_step - 1} training volumes); found "
-                                                    f"{len(files)} volumes")
-        disk = opts.disk_cache == "on" or (opts.disk_cache == "auto" and cfg.workers > 0)
-        store = VolumeStore(files, cfg.net_size, cfg.kind_cfg.slice_axis, cfg.cache_gb,
-                            cache_dir=run_dir / "cache" if disk else None)
-        store.prepare(rank=env.rank, world_size=world)  # decode once, before the loader workers start
-        distributed.barrier()
-        plan = None
-        if opts.steps:  # a step budget: as many epochs as it takes, the last one cut short
-            plan = plan_steps(opts.steps, lambda e: cls._epoch_steps(store, cfg, e, per_step, opts))
-            cfg = replace(cfg, epochs=plan.epochs)
-        card = cls.card_for(cfg, len(files))
-        card.extra["batches_per_step"] = per_step
-        det = cls.build(card)
-        det.net.init_prior()
-        det.to(device)
-        net = distributed.convert_sync_bn(det.net, device)  # BN statistics over all ranks' batches
-        det.net = net
-        task = cls.task_config(card)
-        # the network is built in torch's default dtype (float32; the distributed tests train in float64) and
-        # the FPI batches, made in float32, follow it
-        dtype = next(net.parameters()).dtype
-        lr0 = cls.learning_rate(cfg)
-        opt = torch.optim.Adam(net.parameters(), lr=lr0)
-        swa_opt = torch.optim.SGD(net.parameters(), lr=SWA_LR[1])
-        swa = _Averaged(net)
-        bpe = [0]  # optimiser steps of a training epoch: the length of the SWA phase's learning-rate cycle
-        final: list[dict | None] = [None]  # the final weights, when they are not the last epoch's (checkpoint)
-        # the best probe loss and the stop rule (the probe is scored on rank 0; SWA averages the last epochs,
-        # so it keeps neither the best weights nor an early stop)
-        tracker = BestTracker(patience=0 if opts.swa_epochs else opts.patience)
-        keep_best = bool(opts.probe_volumes) and not opts.swa_epochs
-        engine = Engine(run_dir, cfg, {"net": net, "opt": opt, "swa_opt": swa_opt, "swa": swa, "best": tracker},
-                        resume_enabled=cfg.resume, device=device,
-                        extra=lambda: {"batches_per_epoch": bpe[0], "batches_per_step": per_step,
-                                       **({"final_net": final[0]} if final[0] is not None else {})})
-        start = engine.resume()
-        if engine.checkpoint is not None:
-            bpe[0] = int(engine.checkpoint["batches_per_epoch"])
-            old = int(engine.checkpoint.get("batches_per_step", per_step))
-            if old != per_step:  # steps per epoch scale inversely with the batches per step
-                bpe[0] = max(1, round(bpe[0] * old / per_step))
-        model = distributed.wrap_ddp(net, device)
-        streams = list(range(env.rank, per_step, world))  # this rank's pair streams
-        probe = None
-        if main and k:
-            probe_store = VolumeStore(held, card.size, card.slice_axis) if held else store
-            probe = cls._probe_set([probe_store.slices(i) for i in range(min(len(probe_store), max(2, k)))],
-                                   task, seed=cfg.seed + 12345)
-        amp = cfg.amp and device.type == "cuda"
-        total = cfg.epochs + opts.swa_epochs
-        lr_now = [lr0]
-        if main:  # the plan and its time before any training (timed on one process only)
-            steps = plan.steps if plan else cls._epoch_steps(store, cfg, 0, per_step, opts) * total
-            per, n_timed = (cls._time_steps(net, store, cfg, per_step, streams, task, device, opts, dtype, amp)
-                            if world == 1 else (None, 0))
-            announce(summary(cls.name, len(files), len(held) or (min(len(store), max(2, k)) if k else 0),
-                             bool(held), steps, total, per, n_timed))
-
-        def batches(epoch: int) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
-            net.train()
-            lr_now[0] = lr0
-            if epoch < cfg.epochs and opts.lr_schedule == "cosine":  # per epoch: the resumed schedule is the same
-                lr_now[0] = lr0 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, cfg.epochs))))
-                for group in opt.param_groups:
-                    group["lr"] = lr_now[0]
-            steps = cls._steps(store, cfg, epoch, per_step, streams, device, opts)
-            limit = plan.limit(epoch) if plan is not None else None
-            return steps if limit is None else itertools.islice(steps, limit)  # the budget's last epoch
-
-        def train_step(item: tuple[list[tuple[torch.Tensor, torch.Tensor]], int], epoch: int, step: int) -> Step:
-            chunks, n_global = item
-            batch = cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device)
-            x = batch.images.to(dtype)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            swa_phase = epoch >= cfg.epochs
-            if swa_phase:  # a cyclic learning rate falling over each epoch
-                frac = min(1.0, step / max(1, bpe[0] - 1))
-                lr_now[0] = SWA_LR[1] + (SWA_LR[0] - SWA_LR[1]) * frac
-                for group in swa_opt.param_groups:
-                    group["lr"] = lr_now[0]
-            optim = swa_opt if swa_phase else opt
-            optim.zero_grad(set_to_none=True)
-            with autocast(device, amp):
-                logits = model(x)
-            # this rank's share of the step's global mean loss; DDP averages (divides by N) the gradients
-            share = cls.loss_sum(logits, batch.labels) / n_global
-            (share * world).backward()
-            optim.step()
-            return Step({"loss": share}, n_global)
-
-        def end_epoch(epoch: int, steps: int) -> None:
-            if epoch < cfg.epochs:
-                bpe[0] = steps
-            else:
-                swa.update(net)  # the weights at this epoch's learning-rate minimum
-            if probe is not None:
-                diag = diagnostic.diagnose(net, probe, device=device)
-                log.info("epoch %d %s", epoch + 1, diag.summary())
-                diagnostic.write_row(run_dir / DIAGNOSTIC_CSV, epoch + 1, diag)
-                if epoch < cfg.epochs and tracker.update(diag.loss, epoch + 1, steps, diag.const_loss,
-                                                         diag.prior_loss) and keep_best:
-                    save_best(run_dir, {"net": net.state_dict(), "epoch": epoch + 1, "probe_loss": diag.loss})
-            trained[0] = epoch + 1
-
-        def stop() -> bool:  # the same answer on every rank: rank 0 scores the probe
-            return bool(distributed.broadcast_object(tracker.stop if main else None))
-
-        trained = [start]
-        common = dict(batches=batches, step=train_step, total=total, lr=lambda: lr_now[0], end=end_epoch)
-        # split=False: each rank draws its own pair streams (_steps) and DDP with cross-rank BatchNorm syncs them
-        engine.run([Phase("train", range(cfg.epochs), stop=stop, split=False, **common),
-                    Phase("swa", range(cfg.epochs, total), split=False, **common)], start)
-        card.extra["epochs_trained"] = trained[0]
-        # the last epoch's weights and statistics stay the checkpoint's "net" (a resumed run continues from them,
-        # as an uninterrupted one would); the final weights (best epoch, recomputed statistics) go beside them
-        last = {key: value.detach().clone() for key, value in net.state_dict().items()}
-        restored = False
-        if keep_best and distributed.broadcast_object(tracker.best_epoch if main else 0):
-            best = distributed.broadcast_object(load_best(run_dir) if main else None)
-            if best is not None:  # the run ends with the weights of its best probe loss
-                log.info("keeping the weights of epoch %d (best probe loss %.4f)", int(best["epoch"]),
-                         float(best["probe_loss"]))
-                net.load_state_dict(best["net"])
-                restored = True
-        swa_model = swa.model
-        if swa_model is not None:
-            # BN statistics of the averaged weights, recomputed over all ranks' batches (cross-rank BN layers),
-            # so every rank ends with the same statistics, equal to those of a single-process run
-            log.info("SWA: averaged %d epoch minima; recomputing BatchNorm statistics", int(swa_model.n_averaged))
-            steps = itertools.islice(cls._steps(store, cfg, total, per_step, streams, device, opts), BN_BATCHES)
-            inputs = (cls._step_batch(chunks, streams, task, gen, cfg.seed, total, step, device).images.to(dtype)
-                      for step, (chunks, _) in enumerate(steps))
-            update_bn(inputs, swa_model)
-            net.load_state_dict(swa_model.module.state_dict())
-        elif opts.final_bn:
-            # Training batches each come from one volume pair, so the running statistics follow the last pairs
-            # seen (measured: docs/fpi-cpu.md); recompute them over one batch from each of many pairs.
-            log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
-            update_bn(cls._bn_inputs(store, cfg, total, per_step, streams, task, gen, device, opts, dtype,
-                                     BN_BATCHES), net)
-        if swa_model is None and (opts.final_bn or restored):
-            # the last checkpoint holds the final weights too (export from it = these weights)
-            final[0] = {key: value.detach().clone() for key, value in net.state_dict().items()}
-            net.load_state_dict(last)
-            engine.save(total)
-            net.load_state_dict(final[0])
-        if main:
-            cls._give_verdict(card, tracker, bool(held))
-        det.net = distributed.revert_sync_bn(net)
-        return det.eval()
+        with distributed.session(cfg.device) as (_, device):
+            run = _Training.prepare(cls, files, cfg, Path(run_dir), device)
+            run.train()
+            return run.finish()
 
     @staticmethod
     def _give_verdict(card: ModelCard, tracker: BestTracker, held_out: bool) -> None:
@@ -461,8 +294,8 @@ class FPIDetector(Detector):
         return min(sum(counts[c::per_step]) for c in range(per_step))
 
     @classmethod
-    def _time_steps(cls, net: nn.Module, store: VolumeStore, cfg: TrainConfig, per_step: int, streams: list[int],
-                    task: FPIConfig, device: torch.device, opts: FPIOptions, dtype: torch.dtype,
+    def _time_steps(cls, net: nn.Module, store: VolumeStore, cfg: TrainConfig, per_step: int, task: FPIConfig,
+                    device: torch.device, opts: FPIOptions, dtype: torch.dtype,
                     amp: bool) -> tuple[float | None, int]:
         """(seconds per optimiser step, steps timed): the first :data:`TIMED_STEPS` steps of epoch 0 run on a
         copy of the network with its own optimiser, loading and task included, the first one not counted
@@ -472,13 +305,13 @@ class FPIDetector(Detector):
         ends = []
         with torch.random.fork_rng(devices=[]):
             t0 = time.perf_counter()
-            items = itertools.islice(cls._steps(store, cfg, 0, per_step, streams, device, opts), TIMED_STEPS)
-            for step, (chunks, n_global) in enumerate(items):
-                batch = cls._step_batch(chunks, streams, task, torch.Generator(), cfg.seed, 0, step, device)
+            items = itertools.islice(cls._steps(store, cfg, 0, per_step, device, opts), TIMED_STEPS)
+            for step, pieces in enumerate(items):
+                batch = cls._pieces_batch(pieces, task, torch.Generator(), cfg.seed, 0, step, device)
                 optim.zero_grad(set_to_none=True)
                 with autocast(device, amp):
                     logits = copy_net(batch.images.to(dtype))
-                (cls.loss_sum(logits, batch.labels) / n_global).backward()
+                (cls.loss_sum(logits, batch.labels) / len(batch.labels)).backward()
                 optim.step()
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
@@ -519,28 +352,29 @@ class FPIDetector(Detector):
         store = VolumeStore(files, card.size, card.slice_axis)
         opts = self.options(cfg)
         dtype = next(self.net.parameters()).dtype
-        inputs = list(self._bn_inputs(store, cfg, 0, 1, [0], self.task_config(card), torch.Generator(), self.device,
-                                      opts, dtype, batches))
+        inputs = list(self._bn_inputs(store, cfg, 0, distributed.world_size(), self.task_config(card),
+                                      torch.Generator(), self.device, opts, dtype, batches))
         if not inputs:
             raise ValueError(f"no non-empty slices in the {len(files)} volumes: no batches to recompute BatchNorm from")
-        update_bn(inputs, self.net)
+        recompute_bn(self.net, inputs, self.device)
         card.extra["bn_recomputed"] = f"{len(inputs)} batches (one per volume pair) from {len(files)} volumes"
         return self.eval()
 
     @classmethod
-    def _bn_inputs(cls, store: VolumeStore, cfg: TrainConfig, first_epoch: int, per_step: int, streams: list[int],
-                   task: FPIConfig, gen: torch.Generator, device: torch.device, opts: FPIOptions,
-                   dtype: torch.dtype, batches: int) -> Iterator[torch.Tensor]:
-        """Up to ``batches`` FPI input batches for a BatchNorm recompute, one batch per volume pair, from the
-        epochs' pair lists from ``first_epoch`` on (each seeded like training: seed, epoch, step, stream); stops
-        early when an epoch has no batches (all volumes empty)."""
+    def _bn_inputs(cls, store: VolumeStore, cfg: TrainConfig, first_epoch: int, per_step: int, task: FPIConfig,
+                   gen: torch.Generator, device: torch.device, opts: FPIOptions, dtype: torch.dtype,
+                   batches: int) -> Iterator[torch.Tensor]:
+        """This rank's part of up to ``batches`` steps of FPI input batches for a BatchNorm recompute
+        (:func:`recompute_bn`), one batch per volume pair, from the epochs' pair lists from ``first_epoch`` on
+        (each seeded like training: seed, epoch, step, stream); stops early when an epoch has no batches (all
+        volumes empty)."""
         one = replace(cfg, max_batches_per_pair=1)
 
         def epoch_batches(epoch: int) -> Iterator[torch.Tensor] | None:
             """The batches of ``epoch``, made as they are drawn; None when it has none (the stream ends)."""
-            steps = enumerate(cls._steps(store, one, epoch, per_step, streams, device, opts))
-            made = (cls._step_batch(chunks, streams, task, gen, cfg.seed, epoch, step, device).images.to(dtype)
-                    for step, (chunks, _) in steps)
+            steps = enumerate(cls._steps(store, one, epoch, per_step, device, opts))
+            made = (cls._pieces_batch(distributed.split_batch(pieces)[0], task, gen, cfg.seed, epoch, step,
+                                      device).images.to(dtype) for step, pieces in steps)
             first = next(made, None)
             return None if first is None else itertools.chain([first], made)
 
@@ -564,10 +398,11 @@ class FPIDetector(Detector):
         return total / pixels
 
     @staticmethod
-    def _steps(store: VolumeStore, cfg: TrainConfig, epoch: int, per_step: int, streams: list[int],
-               device: torch.device, opts: FPIOptions = FPIOptions()
-               ) -> Iterator[tuple[list[tuple[torch.Tensor, torch.Tensor]], int]]:
-        """Optimiser steps of ``epoch``: this rank's pair-batches (one per owned stream) and the global count."""
+    def _steps(store: VolumeStore, cfg: TrainConfig, epoch: int, per_step: int, device: torch.device,
+               opts: FPIOptions = FPIOptions()) -> Iterator[distributed.Pieces]:
+        """The optimiser steps of ``epoch``, the same on every rank: each one ``per_step`` :class:`PairBatch`
+        pieces, one from each stream of pairs (stream ``c``: pairs ``c, c+P, ...`` of the epoch's pair list), of
+        two FPI examples per slice pair; the epoch ends when a stream runs out."""
         pairs = epoch_pairs(len(store), np.random.default_rng([cfg.seed, epoch]))
         if len(pairs) < per_step:
             raise ValueError(f"{per_step} batches per step need at least {per_step} volume pairs "
@@ -579,14 +414,23 @@ class FPIDetector(Detector):
                                source=SourceIntensity(p=opts.source_intensity) if opts.source_intensity > 0 else None,
                                shift=SourceShift(p=opts.source_shift) if opts.source_shift > 0 else None,
                                all_axes=opts.train_axes == "all")
-                   for c in streams]
-        return distributed.lockstep(loaders, per_step, lambda ab: 2 * len(ab[0]), device)
+                   for c in range(per_step)]
+        return (distributed.Pieces([PairBatch(c, a, b) for c, (a, b) in enumerate(step)],
+                                   [2 * len(a) for a, _ in step]) for step in zip(*loaders))
+
+    @classmethod
+    def _pieces_batch(cls, pieces: distributed.Pieces, task: FPIConfig, gen: torch.Generator, seed: int,
+                      epoch: int, step: int, device: torch.device) -> FPIBatch:
+        """The task's examples of a step's pair-batches ``pieces`` (:meth:`_step_batch`)."""
+        items: list[PairBatch] = pieces.items
+        return cls._step_batch([(p.a, p.b) for p in items], [p.stream for p in items], task, gen, seed, epoch, step,
+                               device)
 
     @staticmethod
     def _step_batch(chunks: list[tuple[torch.Tensor, torch.Tensor]], streams: list[int], task: FPIConfig,
                     gen: torch.Generator, seed: int, epoch: int, step: int, device: torch.device) -> FPIBatch:
-        """FPI examples of this rank's pair-batches; each one's patches seeded by (seed, epoch, step, stream),
-        so they do not depend on which rank makes them."""
+        """FPI examples of pair-batches ``chunks`` of pair ``streams``; each one's patches seeded by (seed,
+        epoch, step, stream), so they do not depend on which rank makes them."""
         images, labels, boxes, factors = [], [], [], []
         for (a, b), c in zip(chunks, streams):
             gen.manual_seed(int(np.random.SeedSequence([seed, epoch, step, c]).generate_state(1, np.uint64)[0])
@@ -599,3 +443,312 @@ class FPIDetector(Detector):
         if len(images) == 1:
             return FPIBatch(images[0], labels[0], boxes[0], factors[0])
         return FPIBatch(torch.cat(images), torch.cat(labels), torch.cat(boxes), torch.cat(factors))
+
+
+def recompute_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device) -> None:
+    """``update_bn`` of ``model`` over ``inputs`` (this rank's part of each batch), with cross-rank BatchNorm
+    under ``torchrun``: every rank ends with the statistics of all ranks' batches, those of one process."""
+    distributed.convert_sync_bn(model, device)
+    try:
+        update_bn(inputs, model)
+    finally:
+        distributed.revert_sync_bn(model)
+
+
+def _probe_split(files: Sequence[Path], k: int) -> tuple[list[Path], list[Path]]:
+    """(training files, held-out probe files) of ``files`` sorted by name: the last ``k`` are held out when
+    ``k`` >= 2 and at least ``4 k`` remain; otherwise none (the probe is then made in-sample)."""
+    files = sorted(files, key=lambda f: Path(f).name)
+    if k >= 2 and len(files) - k >= 4 * k:
+        return list(files[:-k]), list(files[-k:])
+    return list(files), []
+
+
+def _check_step_size(per_step: int, world: int) -> None:
+    """Refuse a step size that does not share out evenly among ``world`` ranks."""
+    if per_step % world:
+        raise OptionError("--batches-per-step", f"{per_step} is not a multiple of the number of processes "
+                                                f"({world})")
+
+
+def _check_volumes(n: int, per_step: int) -> None:
+    """Refuse fewer than 2 training volumes, or fewer pairs than ``per_step``."""
+    if n < 2:
+        raise OptionError("--input", f"fpi trains on pairs of volumes: needs at least 2 training volumes, found {n}")
+    if (n + 1) // 2 < per_step:  # epoch_pairs: ceil(n / 2) pairs
+        raise OptionError("--batches-per-step", f"{per_step} batches per step need at least {per_step} volume "
+                                                f"pairs ({2 * per_step - 1} training volumes); found {n} volumes")
+
+
+@dataclass
+class _Data:
+    """A run's training data: ``store`` (the training volumes), the ``held`` out probe files, the steps per
+    optimiser step ``per_step`` and, with ``--steps``, the ``plan`` of epochs that makes the budget."""
+
+    store: VolumeStore
+    held: list[Path]
+    per_step: int
+    plan: StepPlan | None
+
+
+@dataclass
+class _Training:
+    """One FPI (or subclass) training run on the engine: the network and its optimisers (Adam; SGD and the
+    average for the SWA phase), the engine's phases (:meth:`batches`, :meth:`step`, :meth:`end_epoch`,
+    :meth:`stop`) and what follows them (:meth:`finish`: best weights, BatchNorm recompute, verdict).
+
+    Built by :meth:`prepare`; ``cfg`` has the epochs of the step budget when there is one.
+    """
+
+    detector: type[FPIDetector]
+    cfg: TrainConfig
+    opts: FPIOptions
+    data: _Data
+    run_dir: Path
+    device: torch.device
+    gen: torch.Generator
+    det: FPIDetector = field(init=False)
+    task: FPIConfig = field(init=False)
+    dtype: torch.dtype = field(init=False)
+    amp: bool = field(init=False)
+    lr0: float = field(init=False)
+    #: the learning rate of the current step (the loss log's)
+    lr_now: float = field(init=False)
+    opt: torch.optim.Optimizer = field(init=False)
+    swa_opt: torch.optim.Optimizer = field(init=False)
+    swa: _Averaged = field(init=False)
+    tracker: BestTracker = field(init=False)
+    #: whether the run ends with the weights of its best probe loss (a probe and no SWA)
+    keep_best: bool = field(init=False)
+    #: training and SWA epochs
+    total: int = field(init=False)
+    engine: Engine = field(init=False)
+    #: epochs done before this process started (resume) and by now
+    start: int = field(init=False)
+    trained: int = field(init=False)
+    probe: FPIBatch | None = field(init=False)
+    #: optimiser steps of a training epoch: the length of the SWA phase's learning-rate cycle
+    steps_per_epoch: int = field(default=0, init=False)
+    #: the final weights when they are not the last epoch's (saved with the last checkpoint)
+    final: dict[str, torch.Tensor] | None = field(default=None, init=False)
+
+    @classmethod
+    def prepare(cls, detector: type[FPIDetector], files: Sequence[Path], cfg: TrainConfig, run_dir: Path,
+                device: torch.device) -> "_Training":
+        """Check the setting, open the data (decoded once per node into the disk cache when it is on), plan the
+        step budget and build the run."""
+        env = distributed.current()
+        opts = detector.options(cfg)
+        per_step = opts.batches_per_step or env.world_size
+        _check_step_size(per_step, env.world_size)
+        distributed.check_same([Path(f).name for f in files], "the training files")
+        gen = seed_everything(cfg.seed)
+        files, held = _probe_split(files, opts.probe_volumes)
+        if held:
+            log.info("holding out %s for the FPI probe set", ", ".join(Path(f).name for f in held))
+        _check_volumes(len(files), per_step)
+        disk = opts.disk_cache == "on" or (opts.disk_cache == "auto" and cfg.workers > 0)
+        store = VolumeStore(files, cfg.net_size, cfg.kind_cfg.slice_axis, cfg.cache_gb,
+                            cache_dir=run_dir / "cache" if disk else None)
+        store.prepare(rank=env.rank, world_size=env.world_size)  # decode once, before the loader workers start
+        distributed.barrier()
+        plan = None
+        if opts.steps:  # a step budget: as many epochs as it takes, the last one cut short
+            plan = plan_steps(opts.steps, lambda e: detector._epoch_steps(store, cfg, e, per_step, opts))
+            cfg = replace(cfg, epochs=plan.epochs)
+        return cls(detector, cfg, opts, _Data(store, held, per_step, plan), run_dir, device, gen)
+
+    def __post_init__(self) -> None:
+        card = self.detector.card_for(self.cfg, len(self.data.store))
+        card.extra["batches_per_step"] = self.data.per_step
+        self.det = self.detector.build(card)
+        self.det.net.init_prior()
+        self.det.to(self.device)
+        self.task = self.detector.task_config(card)
+        # the network is built in torch's default dtype (float32; the distributed tests train in float64) and
+        # the FPI batches, made in float32, follow it
+        self.dtype = next(self.net.parameters()).dtype
+        self.amp = self.cfg.amp and self.device.type == "cuda"
+        self.lr0 = self.lr_now = self.detector.learning_rate(self.cfg)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=self.lr0)
+        self.swa_opt = torch.optim.SGD(self.net.parameters(), lr=SWA_LR[1])
+        self.swa = _Averaged(self.net)
+        # the best probe loss and the stop rule (the probe is scored on rank 0; SWA averages the last epochs, so
+        # it keeps neither the best weights nor an early stop)
+        self.tracker = BestTracker(patience=0 if self.opts.swa_epochs else self.opts.patience)
+        self.keep_best = bool(self.opts.probe_volumes) and not self.opts.swa_epochs
+        self.total = self.cfg.epochs + self.opts.swa_epochs
+        self.engine = Engine(self.run_dir, self.cfg, {"net": self.net, "opt": self.opt, "swa_opt": self.swa_opt,
+                                                      "swa": self.swa, "best": self.tracker},
+                             resume_enabled=self.cfg.resume, device=self.device, extra=self._extra)
+        self.start = self.trained = self.engine.resume()
+        self._resume_steps_per_epoch()
+        self.probe = self._probe() if distributed.is_main() else None
+        if distributed.is_main():
+            self._announce()
+
+    @property
+    def net(self) -> nn.Module:
+        return self.det.net
+
+    # --- setup ---------------------------------------------------------------------------------------
+    def _extra(self) -> dict[str, object]:
+        """The checkpoint's own values: the SWA cycle's length, the step size, the final weights if any."""
+        return {"batches_per_epoch": self.steps_per_epoch, "batches_per_step": self.data.per_step,
+                **({"final_net": self.final} if self.final is not None else {})}
+
+    def _resume_steps_per_epoch(self) -> None:
+        """The SWA cycle's length from the checkpoint, scaled when the step size changed since."""
+        ckpt = self.engine.checkpoint
+        if ckpt is None:
+            return
+        self.steps_per_epoch = int(ckpt["batches_per_epoch"])
+        old = int(ckpt.get("batches_per_step", self.data.per_step))
+        if old != self.data.per_step:  # steps per epoch scale inversely with the batches per step
+            self.steps_per_epoch = max(1, round(self.steps_per_epoch * old / self.data.per_step))
+
+    def _probe(self) -> FPIBatch | None:
+        """The probe set the diagnostic scores each epoch (held-out volumes, else the first training ones)."""
+        k = self.opts.probe_volumes
+        if not k:
+            return None
+        held = self.data.held
+        store = VolumeStore(held, self.det.card.size, self.det.card.slice_axis) if held else self.data.store
+        return self.detector._probe_set([store.slices(i) for i in range(min(len(store), max(2, k)))], self.task,
+                                        seed=self.cfg.seed + 12345)
+
+    def _announce(self) -> None:
+        """The plan and its time before any training (timed in one process only)."""
+        data, k = self.data, self.opts.probe_volumes
+        steps = (data.plan.steps if data.plan else
+                 self.detector._epoch_steps(data.store, self.cfg, 0, data.per_step, self.opts) * self.total)
+        per, n_timed = None, 0
+        if distributed.world_size() == 1:
+            per, n_timed = self.detector._time_steps(self.net, data.store, self.cfg, data.per_step, self.task,
+                                                     self.device, self.opts, self.dtype, self.amp)
+        probe = len(data.held) or (min(len(data.store), max(2, k)) if k else 0)
+        announce(summary(self.detector.name, len(data.store), probe, bool(data.held), steps, self.total, per,
+                         n_timed))
+
+    # --- the engine's phases ----------------------------------------------------------------------------
+    def train(self) -> None:
+        """The training epochs (early stop by the probe), then the SWA epochs, from where a resume left off."""
+        common = dict(batches=self.batches, step=self.step, total=self.total, lr=lambda: self.lr_now,
+                      end=self.end_epoch)
+        self.engine.run([Phase("train", range(self.cfg.epochs), stop=self.stop, **common),
+                         Phase("swa", range(self.cfg.epochs, self.total), **common)], self.start)
+
+    def batches(self, epoch: int) -> Iterable[distributed.Pieces]:
+        """The steps of ``epoch`` (the budget's last epoch cut short); sets the epoch's learning rate."""
+        self.net.train()
+        self.lr_now = self.lr0
+        if epoch < self.cfg.epochs and self.opts.lr_schedule == "cosine":  # per epoch: resumes alike
+            self.lr_now = self.lr0 * (0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * epoch / max(1, self.cfg.epochs))))
+            for group in self.opt.param_groups:
+                group["lr"] = self.lr_now
+        data = self.data
+        steps = self.detector._steps(data.store, self.cfg, epoch, data.per_step, self.device, self.opts)
+        limit = data.plan.limit(epoch) if data.plan is not None else None
+        return steps if limit is None else itertools.islice(steps, limit)
+
+    def step(self, pieces: distributed.Pieces, epoch: int, index: int) -> Step:
+        """One optimiser step on this rank's pair-batches: the mean loss over their examples, of which the
+        rank backpropagates its share (the engine sums the ranks' gradients)."""
+        batch = self.detector._pieces_batch(pieces, self.task, self.gen, self.cfg.seed, epoch, index, self.device)
+        x = batch.images.to(self.dtype)
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        optim = self._optimizer(epoch, index)
+        optim.zero_grad(set_to_none=True)
+        with autocast(self.device, self.amp):
+            logits = self.net(x)
+        loss = self.detector.loss_sum(logits, batch.labels) / len(batch.labels)
+        rank_share(loss).backward()
+        optim.step()
+        return Step({"loss": loss}, len(batch.labels))
+
+    def _optimizer(self, epoch: int, index: int) -> torch.optim.Optimizer:
+        """Adam in the training epochs; SGD in the SWA epochs, its learning rate falling over each epoch."""
+        if epoch < self.cfg.epochs:
+            return self.opt
+        frac = min(1.0, index / max(1, self.steps_per_epoch - 1))
+        self.lr_now = SWA_LR[1] + (SWA_LR[0] - SWA_LR[1]) * frac
+        for group in self.swa_opt.param_groups:
+            group["lr"] = self.lr_now
+        return self.swa_opt
+
+    def end_epoch(self, epoch: int, steps: int) -> None:
+        """After an epoch: its step count (training) or the SWA average (SWA); the probe's diagnostic, its row,
+        the best weights so far (``best.pt``)."""
+        if epoch < self.cfg.epochs:
+            self.steps_per_epoch = steps
+        else:
+            self.swa.update(self.net)  # the weights at this epoch's learning-rate minimum
+        if self.probe is not None:
+            diag = diagnostic.diagnose(self.net, self.probe, device=self.device)
+            log.info("epoch %d %s", epoch + 1, diag.summary())
+            diagnostic.write_row(self.run_dir / DIAGNOSTIC_CSV, epoch + 1, diag)
+            if epoch < self.cfg.epochs and self.keep_best and self.tracker.update(
+                    diag.loss, epoch + 1, steps, diag.const_loss, diag.prior_loss):
+                save_best(self.run_dir, {"net": self.net.state_dict(), "epoch": epoch + 1, "probe_loss": diag.loss})
+        self.trained = epoch + 1
+
+    def stop(self) -> bool:
+        """The early stop: the same answer on every rank (rank 0 scores the probe)."""
+        return bool(distributed.broadcast_object(self.tracker.stop if distributed.is_main() else None))
+
+    # --- after training ----------------------------------------------------------------------------------
+    def finish(self) -> FPIDetector:
+        """The final weights: the best epoch's (by the probe) or the SWA average, with recomputed BatchNorm
+        statistics; saved with the last checkpoint when they differ from the last epoch's. The verdict."""
+        self.det.card.extra["epochs_trained"] = self.trained
+        # the last epoch's weights and statistics stay the checkpoint's "net" (a resumed run continues from them,
+        # as an uninterrupted one would); the final weights (best epoch, recomputed statistics) go beside them
+        last = {key: value.detach().clone() for key, value in self.net.state_dict().items()}
+        restored = self._restore_best()
+        if self.swa.model is not None:
+            self._swa_bn()
+        elif self.opts.final_bn:
+            # Training batches each come from one volume pair, so the running statistics follow the last pairs
+            # seen (measured: docs/fpi-cpu.md); recompute them over one batch from each of many pairs.
+            log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
+            data = self.data
+            recompute_bn(self.net, self.detector._bn_inputs(data.store, self.cfg, self.total, data.per_step,
+                                                            self.task, self.gen, self.device, self.opts,
+                                                            self.dtype, BN_BATCHES), self.device)
+        if self.swa.model is None and (self.opts.final_bn or restored):
+            # the last checkpoint holds the final weights too (export from it = these weights)
+            self.final = {key: value.detach().clone() for key, value in self.net.state_dict().items()}
+            self.net.load_state_dict(last)
+            self.engine.save(self.total)
+            self.net.load_state_dict(self.final)
+        if distributed.is_main():
+            self.detector._give_verdict(self.det.card, self.tracker, bool(self.data.held))
+        return self.det.eval()
+
+    def _restore_best(self) -> bool:
+        """Load the weights of the best probe loss (``best.pt``, read by rank 0) when the run keeps them."""
+        main = distributed.is_main()
+        if not (self.keep_best and distributed.broadcast_object(self.tracker.best_epoch if main else 0)):
+            return False
+        best = distributed.broadcast_object(load_best(self.run_dir) if main else None)
+        if best is None:
+            return False
+        log.info("keeping the weights of epoch %d (best probe loss %.4f)", int(best["epoch"]),
+                 float(best["probe_loss"]))
+        self.net.load_state_dict(best["net"])
+        return True
+
+    def _swa_bn(self) -> None:
+        """The SWA average's BatchNorm statistics, recomputed over the steps of the epoch after the last (this
+        rank's part of each, with cross-rank BatchNorm), as the network's final weights."""
+        model = self.swa.model
+        log.info("SWA: averaged %d epoch minima; recomputing BatchNorm statistics", int(model.n_averaged))
+        data = self.data
+        steps = itertools.islice(self.detector._steps(data.store, self.cfg, self.total, data.per_step, self.device,
+                                                      self.opts), BN_BATCHES)
+        inputs = (self.detector._pieces_batch(distributed.split_batch(pieces)[0], self.task, self.gen, self.cfg.seed,
+                                              self.total, step, self.device).images.to(self.dtype)
+                  for step, pieces in enumerate(steps))
+        recompute_bn(model, inputs, self.device)
+        self.net.load_state_dict(model.module.state_dict())
