@@ -356,7 +356,7 @@ class FPIDetector(Detector):
                                       torch.Generator(), self.device, opts, dtype, batches))
         if not inputs:
             raise ValueError(f"no non-empty slices in the {len(files)} volumes: no batches to recompute BatchNorm from")
-        recompute_bn(self.net, inputs, self.device)
+        update_bn_all_ranks(self.net, inputs, self.device)
         card.extra["bn_recomputed"] = f"{len(inputs)} batches (one per volume pair) from {len(files)} volumes"
         return self.eval()
 
@@ -365,7 +365,7 @@ class FPIDetector(Detector):
                    gen: torch.Generator, device: torch.device, opts: FPIOptions, dtype: torch.dtype,
                    batches: int) -> Iterator[torch.Tensor]:
         """This rank's part of up to ``batches`` steps of FPI input batches for a BatchNorm recompute
-        (:func:`recompute_bn`), one batch per volume pair, from the epochs' pair lists from ``first_epoch`` on
+        (:func:`update_bn_all_ranks`), one batch per volume pair, from the epochs' pair lists from ``first_epoch`` on
         (each seeded like training: seed, epoch, step, stream); stops early when an epoch has no batches (all
         volumes empty)."""
         one = replace(cfg, max_batches_per_pair=1)
@@ -445,7 +445,7 @@ class FPIDetector(Detector):
         return FPIBatch(torch.cat(images), torch.cat(labels), torch.cat(boxes), torch.cat(factors))
 
 
-def recompute_bn(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device) -> None:
+def update_bn_all_ranks(model: nn.Module, inputs: Iterable[torch.Tensor], device: torch.device) -> None:
     """``update_bn`` of ``model`` over ``inputs`` (this rank's part of each batch), with cross-rank BatchNorm
     under ``torchrun``: every rank ends with the statistics of all ranks' batches, those of one process."""
     distributed.convert_sync_bn(model, device)
@@ -713,7 +713,7 @@ class _Training:
             # seen (measured: docs/fpi-cpu.md); recompute them over one batch from each of many pairs.
             log.info("recomputing BatchNorm statistics over up to %d batches, one per volume pair", BN_BATCHES)
             data = self.data
-            recompute_bn(self.net, self.detector._bn_inputs(data.store, self.cfg, self.total, data.per_step,
+            update_bn_all_ranks(self.net, self.detector._bn_inputs(data.store, self.cfg, self.total, data.per_step,
                                                             self.task, self.gen, self.device, self.opts,
                                                             self.dtype, BN_BATCHES), self.device)
         if self.swa.model is None and (self.opts.final_bn or restored):
@@ -750,5 +750,5 @@ class _Training:
         inputs = (self.detector._pieces_batch(distributed.split_batch(pieces)[0], self.task, self.gen, self.cfg.seed,
                                               self.total, step, self.device).images.to(self.dtype)
                   for step, pieces in enumerate(steps))
-        recompute_bn(model, inputs, self.device)
+        update_bn_all_ranks(model, inputs, self.device)
         self.net.load_state_dict(model.module.state_dict())
