@@ -52,6 +52,39 @@ class VolumeScores(NamedTuple):
     slice_scores: np.ndarray
 
 
+@dataclass(frozen=True)
+class Flag:
+    """A ``train`` flag of a detector: ``--steps 900`` sets the detector's option ``steps`` as ``--opt steps=900``
+    would. A detector declares its flags in :attr:`Detector.flags`; ``train`` makes one option of each flag name
+    (detectors that share a flag declare the same ``option``, ``choices``, ``minimum`` and ``path``) and refuses
+    it, naming it, for a detector that does not declare it.
+
+    Attributes:
+        name: the flag as typed, e.g. ``--steps``.
+        option: the option it sets, a field of the detector's :attr:`Detector.options_cls`, whose type and
+            default are the flag's.
+        help: what it does, for ``train --help`` (the default, and which detectors read it, are added).
+        choices: the values allowed (empty: any value of the option's type).
+        minimum: the smallest number allowed (``None``: no limit).
+        path: ``dir`` or ``file``: an existing folder or file on the machine that trains (a recipe does not carry
+            it over to another); empty: not a path.
+        default_text: shown as the default instead of the option's default value (e.g. what leaving it out does).
+    """
+
+    name: str
+    option: str
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | float | None = None
+    path: str = ""
+    default_text: str = ""
+
+    def same_value(self, other: "Flag") -> bool:
+        """Whether ``other`` takes the same values into the same option (two detectors may share a flag)."""
+        return (self.name, self.option, self.choices, self.minimum, self.path) == \
+            (other.name, other.option, other.choices, other.minimum, other.path)
+
+
 #: FPI options that :class:`TrainConfig` once held as fields, with the value that left the option at its default
 _FORMER_FIELDS: dict[str, Any] = {"swa_epochs": 0, "batches_per_step": 0, "disk_cache": False, "mode": "discrete"}
 
@@ -72,7 +105,8 @@ class TrainConfig:
         amp: bf16 autocast and channels_last on CUDA.
         workers: data loader worker processes.
         cache_gb: RAM budget for the compact float16 volume cache.
-        max_batches_per_pair: cap on batches drawn from each volume pair (0 = all non-empty slices).
+        max_batches_per_pair: cap on batches drawn per epoch from each training volume (FPI, NSA: each volume
+            pair); 0 = all non-empty slices.
         resume: continue from the run folder's last checkpoint.
         options: detector-specific settings (strings parsed by the detector).
     """
@@ -173,6 +207,9 @@ class Detector(ABC):
     supports_distributed: ClassVar[bool] = False
     supports_presets: ClassVar[bool] = False
     default_lr: ClassVar[float] = 1e-3
+    #: ``train`` flags that set one of the detector's options (:class:`Flag`; e.g. FPI's ``--steps``); ``train``
+    #: refuses a flag, by name, for a detector that does not declare it
+    flags: ClassVar[tuple[Flag, ...]] = ()
     #: the detector's training scores a held-out task each epoch and announces a verdict (ready or not)
     gives_verdict: ClassVar[bool] = False
     #: the detector has a self-supervised task of its own (:meth:`task_loss`) that ``predict --adapt finetune``
@@ -244,6 +281,29 @@ class Detector(ABC):
         return parse_options_as(cls.options_cls, cfg.options, cls.name)
 
     @classmethod
+    def flag_default(cls, flag: Flag) -> Any:
+        """The value the option of ``flag`` has when the flag is left out: the options dataclass's default."""
+        f = next((f for f in dataclasses.fields(cls.options_cls or _NoOptions) if f.name == flag.option), None)
+        if f is None:
+            raise TypeError(f"{cls.name}: flag {flag.name} sets {flag.option!r}, which is not one of its options")
+        if f.default is not dataclasses.MISSING:
+            return f.default
+        return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+    @classmethod
+    def folder_options(cls) -> frozenset[str]:
+        """The options that name a folder or file on the machine that trains (flags with a ``path``)."""
+        return frozenset(f.option for f in cls.flags if f.path)
+
+    @classmethod
+    def card_options(cls, card: ModelCard) -> dict[str, Any]:
+        """The option values ``card`` records (a recipe trains with them again): by default the options
+        dataclass's fields found in the card's ``extra``; a detector that stores an option elsewhere in its card
+        adds it."""
+        keys = {f.name for f in dataclasses.fields(cls.options_cls)} if cls.options_cls is not None else set()
+        return {k: v for k, v in card.extra.items() if k in keys}
+
+    @classmethod
     def learning_rate(cls, cfg: TrainConfig) -> float:
         """``--lr`` when given, else the detector's :attr:`default_lr`."""
         return cls.default_lr if cfg.lr is None else float(cfg.lr)
@@ -259,9 +319,8 @@ class Detector(ABC):
                  "lr": cls.learning_rate(cfg), "n_train_volumes": n_files,
                  "preprocess": SCHEMES[0]}  # training reads volumes through preprocess.prepare
         return ModelCard(detector=cls.name, arch=kind.name, width=cfg.width, kind=kind.name,
-                         slice_axis=kind.slice_axis, size=cfg.net_size, mode="", classes=1,
-                         training_data=cfg.training_data, epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(),
-                         extra=extra)
+                         slice_axis=kind.slice_axis, size=cfg.net_size, training_data=cfg.training_data,
+                         epochs=cfg.epochs, seed=cfg.seed, commit=git_commit(), extra=extra)
 
     @classmethod
     def from_checkpoint(cls, run_dir: Path) -> "Detector":
@@ -412,12 +471,34 @@ def check_multiple(option: str, value: int, step: int, why: str) -> None:
     raise OptionError(option, f"{value} is not a multiple of {step} ({why}); use e.g. {below} or {below + step}")
 
 
-#: detector options that ``train`` sets from their own flags rather than ``--opt``
-FLAG_OPTIONS = {"unlabeled": "--unlabeled", "feature_weights": "--feature-weights", "mode": "--mode",
-                "swa_epochs": "--swa-epochs", "batches_per_step": "--batches-per-step", "steps": "--steps",
-                "patience": "--patience"}
-#: the flag options that name folders on the machine that trains (not carried over by a recipe)
-FOLDER_OPTIONS = ("unlabeled", "feature_weights")
+@dataclass
+class _NoOptions:
+    """The options of a detector without any."""
+
+
+def registered_flags() -> dict[str, list[tuple[str, Flag]]]:
+    """Each ``train`` flag of the registered detectors: flag name -> ``(detector, Flag)`` for each detector that
+    declares it, in registry order. Raises ``TypeError`` where detectors declare one flag name differently, or
+    two flags set one option."""
+    out: dict[str, list[tuple[str, Flag]]] = {}
+    options: dict[str, str] = {}
+    for name in REGISTRY:
+        cls = detector_class(name)
+        for flag in cls.flags:
+            cls.flag_default(flag)  # the option exists
+            first = out.setdefault(flag.name, [(name, flag)])[0][1]
+            if not first.same_value(flag):
+                raise TypeError(f"{name} declares {flag.name} unlike {out[flag.name][0][0]} does")
+            if options.setdefault(flag.option, flag.name) != flag.name:
+                raise TypeError(f"{name}: {flag.name} sets {flag.option!r}, which {options[flag.option]} sets")
+            if out[flag.name][-1][0] != name:
+                out[flag.name].append((name, flag))
+    return out
+
+
+def flag_for_option(option: str) -> str | None:
+    """The ``train`` flag that sets detector option ``option`` (``None``: only ``--opt`` does)."""
+    return next((name for name, readers in registered_flags().items() if readers[0][1].option == option), None)
 
 
 def check_train_config(cfg: TrainConfig) -> None:
@@ -431,7 +512,7 @@ def check_train_config(cfg: TrainConfig) -> None:
     except OptionError:
         raise
     except UnknownOptionsError as exc:
-        flags = [FLAG_OPTIONS[k] for k in exc.keys if k in FLAG_OPTIONS]
+        flags = [flag for flag in map(flag_for_option, exc.keys) if flag is not None]
         if flags:
             raise OptionError(flags[0], f"the {cfg.detector} detector does not use it") from None
         raise OptionError("--opt", str(exc)) from None

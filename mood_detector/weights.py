@@ -22,6 +22,10 @@ from mood_detector.io.atomic import atomic_open, atomic_path
 log = logging.getLogger(__name__)
 
 
+#: card fields of earlier versions that are now ``extra`` entries: ``classes``, the output channels of an FPI network
+FORMER_FIELDS = ("classes",)
+
+
 @dataclass
 class ModelCard:
     """What a set of weights is and how it was made.
@@ -33,13 +37,14 @@ class ModelCard:
         kind: dataset kind the model was trained for.
         slice_axis: array axis the network slices along.
         size: in-plane slice size the network sees (volumes are resampled to ``size`` cubed).
-        mode: detector-specific mode (FPI: ``continuous`` or ``discrete``).
-        classes: number of output channels.
+        mode: the detector's variant, one word that each detector defines and sets (FPI: its task's output,
+            ``discrete`` or ``continuous``; DDAD: the scoring variant; DPA: the features; ...).
         training_data: plain-words description of what it was trained on.
         data_command: the command that made the training data (``make-data`` records it beside the volumes).
         epochs, seed: training schedule and seed.
         package_version, commit: provenance.
-        extra: detector-specific hyperparameters and statistics (JSON-serialisable).
+        extra: detector-specific settings, hyperparameters and statistics (JSON-serialisable), e.g. FPI's
+            output channels ``classes``.
     """
 
     detector: str
@@ -49,7 +54,6 @@ class ModelCard:
     slice_axis: int
     size: int
     mode: str = ""
-    classes: int = 1
     training_data: str = ""
     data_command: str = ""
     epochs: int = 0
@@ -63,7 +67,13 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelCard":
+        """The card of JSON ``data``; fields of cards written by earlier versions that are now ``extra`` entries
+        (:data:`FORMER_FIELDS`) are read into ``extra`` (where it has no such entry), other unknown keys ignored."""
         known = {f.name for f in fields(cls)}
+        extra = data.get("extra", {})
+        if isinstance(extra, dict) and any(k in data for k in FORMER_FIELDS):
+            moved = {k: data[k] for k in FORMER_FIELDS if k in data and k not in extra}
+            data = {**data, "extra": {**extra, **moved}}
         try:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as exc:

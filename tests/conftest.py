@@ -66,7 +66,7 @@ class StandIn(Detector):
 def stand_in_card(name: str, kind: str = "brain", size: int = 16, extra: dict | None = None) -> ModelCard:
     """The model card of a stand-in detector: slices along axis 2 of ``size``^2, the foreground scheme."""
     return ModelCard(detector=name, arch=kind, width=1.0, kind=kind, slice_axis=2, size=size, mode="continuous",
-                     classes=1, extra={"preprocess": "foreground", **(extra or {})})
+                     extra={"preprocess": "foreground", **(extra or {})})
 
 
 def blob_volume(shape=(32, 32, 32), seed: int = 0) -> np.ndarray:

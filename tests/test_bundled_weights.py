@@ -58,7 +58,7 @@ def test_bundled_model_loads_with_its_card(kind, detector):
     assert path.is_file(), f"no bundled {detector} weights for {kind}"
     det = load_detector(path)
     card = det.card
-    assert (card.detector, card.kind, (card.mode, card.classes)) == (detector, kind, HEADS[detector])
+    assert (card.detector, card.kind, (card.mode, card.extra["classes"])) == (detector, kind, HEADS[detector])
     assert card.size == 128 and card.extra["skips"] is True and card.extra["out_bias"] is True
     assert "generated" in card.training_data
     text = (WEIGHTS / kind / "MODEL_CARD.md").read_text()

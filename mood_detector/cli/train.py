@@ -4,23 +4,120 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import click
 
 from mood_detector import distributed
-from mood_detector.detector import (REGISTRY, TrainConfig, check_used, detector_class, options_help,
-                                    parse_options)
+from mood_detector.detector import (REGISTRY, Flag, TrainConfig, check_used, detector_class, options_help,
+                                    parse_options, registered_flags)
 from mood_detector.errors import MoodError, OptionError
 from mood_detector.training.api import train_detector
 from mood_detector.training.budget import echo_to
 from mood_detector.training.presets import CPU_STEPS, PRESETS, apply_preset
-from mood_detector.training.verdict import PATIENCE
 
 log = logging.getLogger(__name__)
 
 
+def flag_type(flag: Flag, default: Any) -> click.ParamType:
+    """The click type of ``flag``, whose option's default is ``default``."""
+    if flag.path:
+        return click.Path(exists=True, file_okay=flag.path == "file", dir_okay=flag.path == "dir", path_type=Path)
+    if flag.choices:
+        return click.Choice(list(flag.choices))
+    if isinstance(default, bool):
+        return click.BOOL
+    if isinstance(default, int):
+        return click.IntRange(min=flag.minimum) if flag.minimum is not None else click.INT
+    if isinstance(default, float):
+        return click.FloatRange(min=flag.minimum) if flag.minimum is not None else click.FLOAT
+    return click.STRING
+
+
+def flag_default_text(detector: str, flag: Flag) -> str:
+    """The default of ``flag`` for ``detector``, as ``--help`` shows it."""
+    return flag.default_text or str(detector_class(detector).flag_default(flag))
+
+
+def flag_help(readers: list[tuple[str, Flag]]) -> str:
+    """``--help`` text of a flag declared by ``readers`` (``(detector, Flag)``): which detectors read it, what it
+    does for each and its default, and the option it sets."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for detector, flag in readers:
+        groups.setdefault((flag.help, flag_default_text(detector, flag)), []).append(detector)
+    option = f"(option '{readers[0][1].option}')"
+    if len(groups) == 1:
+        (text, default), detectors = next(iter(groups.items()))
+        return f"{', '.join(detectors)}: {text} {option}  [default: {default}]"
+    return " ".join(f"{', '.join(d)}: {text} [default: {default}]" for (text, default), d in groups.items()) + \
+        f" {option}"
+
+
+def flag_options() -> list[click.Option]:
+    """One click option per ``train`` flag that the registered detectors declare (:attr:`Detector.flags`); its
+    value is ``None`` when left out, so that each detector's own default applies."""
+    out = []
+    for name, readers in registered_flags().items():
+        detector, flag = readers[0]
+        default = detector_class(detector).flag_default(flag)
+        out.append(click.Option([name, flag.option], type=flag_type(flag, default), default=None,
+                                show_default=False, help=flag_help(readers)))
+    return out
+
+
+def flag_values(values: dict[str, Any], detector: str) -> dict[str, str]:
+    """Remove the detector flags from ``values`` (``train`` keyword arguments); returns the options set by those
+    with a value (given, or set by a preset) as ``--opt`` strings. A flag ``detector`` does not declare is an
+    :class:`OptionError` naming it."""
+    declared = {f.name for f in detector_class(detector).flags}
+    out: dict[str, str] = {}
+    for name, readers in registered_flags().items():
+        option = readers[0][1].option
+        value = values.pop(option, None)
+        if value is None:
+            continue
+        if name not in declared:
+            raise OptionError(name, f"the {detector} detector does not use it")
+        out[option] = str(value)
+    return out
+
+
 class TrainCommand(click.Command):
-    """``train``, whose ``--help`` also lists the ``--opt`` options of the ``--detector`` given with it."""
+    """``train``: its detector flags are made from the registered detectors' declarations (on first use, so that
+    listing the commands imports no detector), and its ``--help`` also lists the flags and ``--opt`` options of
+    the ``--detector`` given with it."""
+
+    _flags: tuple[tuple[tuple[str, str], ...], list[click.Option]] | None = None
+
+    @property
+    def params(self) -> list[click.Parameter]:  # type: ignore[override]
+        """The command's options, the detector flags among them before ``--opt`` (put in on first use, and again
+        when the registry changes)."""
+        key = tuple(REGISTRY.items())
+        if self._flags is None or self._flags[0] != key:
+            old = self._flags[1] if self._flags is not None else []
+            own = [p for p in self._params if not any(p is o for o in old)]
+            at = next((i for i, p in enumerate(own) if p.name == "opts"), len(own))
+            self._flags = (key, flag_options())
+            self._params[:] = [*own[:at], *self._flags[1], *own[at:]]
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params, self._flags = value, None
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        flags = set(registered_flags())
+        rows: dict[bool, list[tuple[str, str]]] = {False: [], True: []}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                rows[isinstance(param, click.Option) and bool(flags & set(param.opts))].append(record)
+        with formatter.section("Options"):
+            formatter.write_dl(rows[False])
+        with formatter.section("Detector flags (each sets an option of the detectors named; another detector "
+                               "refuses it)"):
+            formatter.write_dl(rows[True])
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         if "--help" in args:
@@ -36,8 +133,16 @@ class TrainCommand(click.Command):
         name = ctx.meta.get("options_of")
         if name not in REGISTRY:
             formatter.write_paragraph()
-            formatter.write_text("Add --detector NAME to --help to list that detector's --opt options.")
+            formatter.write_text("Add --detector NAME to --help to list that detector's flags, --opt options "
+                                 "and learning rate.")
             return
+        cls = detector_class(name)
+        if cls.flags:
+            with formatter.section(f"Flags of the {name} detector (each sets one of the options below)"):
+                formatter.write_dl([(f.name, f"{f.help} (option '{f.option}')  [default: "
+                                             f"{flag_default_text(name, f)}]") for f in cls.flags])
+        formatter.write_paragraph()
+        formatter.write_text(f"Learning rate without --lr: {cls.default_lr:g}.")
         rows = options_help(name)
         with formatter.section(f"Options of the {name} detector (--opt KEY=VALUE; shown with their defaults)"):
             if rows:
@@ -61,24 +166,12 @@ class TrainCommand(click.Command):
               help="In-plane network size; volumes are resampled to SIZE^3 [default: 256 brain, 512 abdom].")
 @click.option("--width", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
               help="Channel multiplier of the network (1 = published widths).")
-@click.option("--mode", type=click.Choice(["discrete", "continuous"]), default="discrete", show_default=True,
-              help="FPI: 5-class discrete factor (softmax, CE) or continuous factor (sigmoid, BCE); stored as the "
-                   "option 'mode'. NSA's output is always continuous.")
 @click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True,
-              help="Training epochs (the budget when --steps is 0).")
-@click.option("--steps", type=click.IntRange(min=0), default=0, show_default=True,
-              help="FPI and NSA: the budget in optimiser steps, whatever the number of volumes (fewer volumes: more "
-                   "epochs over them); the epochs follow from it and the cosine schedule spans them. 0 = --epochs.")
-@click.option("--patience", type=click.IntRange(min=0), default=PATIENCE, show_default=True,
-              help="FPI and NSA: stop when the held-out probe loss has not improved over this many optimiser steps "
-                   "(and 3 epochs); the run keeps the weights of its best probe loss either way. 0 = never stop "
-                   "early.")
+              help="Training epochs (detectors with a --steps budget: the budget when it is 0).")
 @click.option("--batch-size", type=click.IntRange(min=2), default=32, show_default=True,
-              help="Slices per batch (FPI: half the slice indices, each in both swap directions).")
+              help="Examples (slices) per batch.")
 @click.option("--lr", type=float, default=None,
-              help="Learning rate [default: the detector's: 1e-3 (Adam), squid 1e-4].")
-@click.option("--swa-epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Extra SWA epochs (SGD, cyclic lr 1e-3..1e-4, per-epoch minima averaged); 0 = off.")
+              help="Learning rate [default: the detector's; --help --detector NAME shows it].")
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed (fixed seed = repeatable on CPU).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--amp/--no-amp", default=True, show_default=True, help="bf16 autocast + channels_last on CUDA.")
@@ -87,21 +180,11 @@ class TrainCommand(click.Command):
 @click.option("--cache-gb", type=click.FloatRange(min=0.0), default=4.0, show_default=True,
               help="RAM budget for the float16 cache of decoded training volumes.")
 @click.option("--max-batches-per-pair", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Cap on batches drawn from each volume pair per epoch (0 = all non-empty slices).")
-@click.option("--batches-per-step", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Batches (of --batch-size, each from one volume pair) per optimiser step, split across "
-                   "torchrun processes; a multiple of their number. 0 = one per process. Fix it to get the same "
-                   "result whatever the number of processes.")
+              help="Cap on batches drawn per epoch from each training volume (fpi, nsa: each volume pair); 0 = "
+                   "all non-empty slices.")
 @click.option("--resume/--no-resume", default=False, show_default=True,
               help="Continue from the run folder's last checkpoint.")
 @click.option("--training-data", default="", help="Words for the model card: what the training data is.")
-@click.option("--unlabeled", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Folder of unlabeled volumes (may contain anomalies) for detectors that use them (ddad: the "
-                   "UDM trains on normal + unlabeled); stored as the detector option 'unlabeled'.")
-@click.option("--feature-weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="dpa: perceptual-feature weights, a torchvision VGG19 state dict (.safetensors, or .pth read "
-                   "with weights_only=True) or a trained FPI .safetensors; stored as the option "
-                   "'feature_weights' [default: features trained on the training slices, see docs/dpa.md].")
 @click.option("--opt", "opts", multiple=True, metavar="KEY=VALUE",
               help="Detector-specific option (repeatable), e.g. --opt backbone=aeu for ddad, --opt skips=1 for fpi.")
 @click.option("--preset", type=click.Choice(["none", *PRESETS]), default="none", show_default=True,
@@ -122,8 +205,7 @@ class TrainCommand(click.Command):
               help="Allow OUTPUT to be a bundled model (a file tracked in weights/); without it train refuses.")
 @click.pass_context
 def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | None, opts: tuple[str, ...],
-          unlabeled: Path | None, feature_weights: Path | None, preset: str, recipe: Path | None,
-          data_command: str | None, force: bool, **kw) -> None:
+          preset: str, recipe: Path | None, data_command: str | None, force: bool, **kw) -> None:
     """Train a detector on the normal volumes in INPUT and write OUTPUT.safetensors + OUTPUT.json."""
     from mood_detector.bundled import refuse_bundled
 
@@ -148,16 +230,10 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
         if not detector_class(kw["detector"]).supports_presets:  # presets set FPI's training options
             raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
         options = apply_preset(preset, kw, given, options)
-    defaults = {p.name: p.default for p in ctx.command.params}
-    for key in ("mode", "swa_epochs", "batches_per_step", "steps", "patience"):  # FPI's options, with own flags
-        value = kw.pop(key)
-        if key in given or value != defaults[key]:  # given, or set by the preset
-            options[key] = str(value)
+    for key, value in flag_values(kw, kw["detector"]).items():  # a flag given wins over --opt, a preset's not
+        if key in given or key not in options:
+            options[key] = value
     cfg = TrainConfig(**kw, options=options)
-    if unlabeled is not None:
-        cfg.options["unlabeled"] = str(unlabeled)
-    if feature_weights is not None:
-        cfg.options["feature_weights"] = str(feature_weights)
     try:
         with echo_to(click.echo):  # the plan before training, the verdict after it
             path = train_detector(input_dir, output, cfg, run_dir, data_command=data_command, export=export)

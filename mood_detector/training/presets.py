@@ -12,18 +12,19 @@ from typing import Any
 #: the ``cpu`` preset's budget in optimiser steps
 CPU_STEPS = 1440
 
-#: preset name -> train option values (CLI parameter names; ``mode`` and ``steps`` become FPI options as their flags
-#: do); ``options`` holds detector ``--opt`` values
+#: preset name -> train option values (CLI parameter names; ``steps`` becomes the detector option as its flag does);
+#: ``options`` holds detector ``--opt`` values. Neither sets the task's output (``--mode``): each detector's own
+#: default (FPI's ``discrete``, the paper's; NSA's ``continuous``, its only one) applies.
 PRESETS: dict[str, dict[str, Any]] = {
     # The FPI paper: full-size slices, full width, 50 epochs of Adam at 1e-3, no skips, no contrast remap.
-    "paper": {"size": None, "width": 1.0, "mode": "discrete", "epochs": 50, "batch_size": 32, "lr": 1e-3,
+    "paper": {"size": None, "width": 1.0, "epochs": 50, "batch_size": 32, "lr": 1e-3,
               "options": {"skips": "0", "contrast": "0", "lr_schedule": "constant"}},
     # About 25 minutes on 2 CPU cores (24 measured with 4 volumes), whatever the number of volumes: 128^2 slices,
     # a quarter of the paper's width, skip connections for sharp maps, a label tolerance, contrast remaps, a
     # cosine-decayed learning rate, 4 batches per volume pair and epoch (docs/fpi-cpu.md). The budget is in
     # optimiser steps: 1,440 are the 24 epochs it once was for 32 volumes (2 held out for the probe, 30 in 15 pairs
     # of 4 batches: 60 steps each).
-    "cpu": {"size": 128, "width": 0.25, "mode": "discrete", "steps": CPU_STEPS, "batch_size": 32, "lr": 1e-3,
+    "cpu": {"size": 128, "width": 0.25, "steps": CPU_STEPS, "batch_size": 32, "lr": 1e-3,
             "max_batches_per_pair": 4,
             "options": {"skips": "1", "contrast": "0.5", "lr_schedule": "cosine"},
             # label tolerance: measured for brain MRI (0 < 0.05 < 0.1 < 0.2); for CT scaled down to its smaller

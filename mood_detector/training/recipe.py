@@ -7,8 +7,9 @@ export steps applied afterwards (float16 storage, test-time mirroring, the slice
 back into ``train`` values, so that training on new data gives a card whose settings equal the recipe's.
 
 What a card holds about its *data* (``training_data``, ``data_command``, ``n_train_volumes``, statistics such as
-``bn_recomputed`` or DPA's ``score_scale``) is measured from the new data instead. Folder options (``unlabeled``,
-``feature_weights``) are not taken from a recipe: they name files on the machine that trained it.
+``bn_recomputed`` or DPA's ``score_scale``) is measured from the new data instead. Options that name a folder or file
+(the detector flags declared with a ``path``, e.g. ``--unlabeled``) are not taken from a recipe: they name files on
+the machine that trained it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import torch
 
-from mood_detector.detector import FOLDER_OPTIONS, REGISTRY, Detector, detector_class
+from mood_detector.detector import REGISTRY, Detector, detector_class
 from mood_detector.errors import WeightsError
 from mood_detector.preprocess import SCHEMES
 from mood_detector.weights import ModelCard
@@ -114,13 +115,11 @@ def recipe_from_card(card: ModelCard, source: Path) -> Recipe:
         log.warning("%s: the recipe's model was trained with the %r intensity scheme; training now uses %r "
                     "(mood_detector.preprocess), so the new model sees its inputs differently",
                     source, extra.get("preprocess", "minmax"), SCHEMES[0])
-    keys = option_fields(card.detector) - set(FOLDER_OPTIONS)
+    cls = detector_class(card.detector)
+    keys = option_fields(card.detector) - cls.folder_options()
     values.update({k: extra[k] for k in EXTRA_VALUES if k in extra and k not in keys})
-    options = {k: _as_option(v) for k, v in extra.items() if k in keys}
-    # the card's ``mode`` is an option where the detector has one (FPI's task mode); other cards' ``mode`` names
-    # what they derive from their options
-    if "mode" in keys:
-        options["mode"] = card.mode
+    # the options the detector finds in its card (FPI's ``mode`` is the card's)
+    options = {k: _as_option(v) for k, v in cls.card_options(card).items() if k in keys}
     export = ExportSteps(stored_dtype=str(extra.get("stored_dtype", "float32")),
                          tta_mirror=extra.get("tta_mirror"),
                          slice_score=None if "slice_score" in keys else extra.get("slice_score"),

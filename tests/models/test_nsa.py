@@ -29,7 +29,7 @@ def test_fit_card_save_load_and_repeat(volume_dir, tmp_path):
     det = NSADetector.fit(files, _cfg(options={"probe_volumes": "0", "p_texture": "0.6"}), tmp_path / "run")
     card = det.card
     # one continuous output whatever --mode says; the task's parameters are on the card
-    assert card.detector == "nsa" and card.mode == "continuous" and card.classes == 1
+    assert card.detector == "nsa" and card.mode == "continuous" and card.extra["classes"] == 1
     assert card.extra["skips"] is True and card.extra["p_texture"] == 0.6 and card.extra["slice_score"] == "top:0.01"
     task = NSADetector.task_config(card)
     assert task.p_texture == 0.6 and (task.label_x0, task.label_k) == LABEL_DEFAULTS["brain"]

@@ -30,10 +30,10 @@ def test_short_training_loss_falls(tmp_path: Path):
     assert len(losses) == 6
     assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2])
     card = json.loads(out.with_suffix(".json").read_text())
-    for key in ("detector", "arch", "width", "kind", "slice_axis", "mode", "classes", "training_data", "epochs",
+    for key in ("detector", "arch", "width", "kind", "slice_axis", "mode", "training_data", "epochs",
                 "seed", "package_version", "commit"):
         assert key in card
-    assert card["classes"] == 5 and card["mode"] == "discrete"
+    assert card["extra"]["classes"] == 5 and card["mode"] == "discrete"
 
 
 def test_fixed_seed_repeatable_and_resume(tmp_path: Path):

@@ -1,6 +1,7 @@
 """``train --recipe CARD``: the card's settings, at a tiny size, give a card with the same settings."""
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from mood_detector.bundled import bundled_weights_dir
 from mood_detector.cli import main
 from mood_detector.provenance import DATA_COMMAND_FILE
 from mood_detector.training.recipe import read_recipe
-from mood_detector.weights import load_weights
+from mood_detector.weights import ModelCard, load_weights
 
 #: overridden on the command line to train in seconds
 TINY = {"size": 32, "width": 0.125, "epochs": 1}
@@ -38,7 +39,8 @@ def test_recipe_reproduces_the_bundled_nsa_settings(kind, volume_dir, tmp_path):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
 
-    want = json.loads(recipe.read_text())
+    # the cards as read (a bundled card from an earlier version has its former fields moved into ``extra``)
+    want = asdict(ModelCard.from_dict(json.loads(recipe.read_text())))
     got = json.loads(out.with_suffix(".json").read_text())
     for key in set(want) - DATA_FIELDS - {"extra"}:
         assert got[key] == (TINY[key] if key in TINY else want[key]), key

@@ -31,11 +31,11 @@ def test_a_saved_configuration_with_the_former_mode_field_loads_it_as_an_option(
     cfg = TrainConfig.from_json(json.dumps(old))
     assert cfg.options == {"skips": "1", "mode": "continuous"} and not hasattr(cfg, "mode")
     card = FPIDetector.card_for(cfg, 4)
-    assert (card.mode, card.classes) == ("continuous", 1) and "mode" not in card.extra
+    assert (card.mode, card.extra["classes"]) == ("continuous", 1) and "mode" not in card.extra
     # discrete was every configuration's default, and is the option's
     cfg = TrainConfig.from_json(json.dumps({**old, "mode": "discrete"}))
     assert cfg.options == {"skips": "1"} and FPIDetector.options(cfg).mode == "discrete"
-    assert (FPIDetector.card_for(cfg, 4).mode, FPIDetector.card_for(cfg, 4).classes) == ("discrete", 5)
+    assert (FPIDetector.card_for(cfg, 4).mode, FPIDetector.card_for(cfg, 4).extra["classes"]) == ("discrete", 5)
     # an option already there wins over the former field
     cfg = TrainConfig.from_json(json.dumps({**old, "options": {"mode": "discrete"}}))
     assert cfg.options == {"mode": "discrete"}
@@ -79,4 +79,4 @@ def test_a_run_folder_saved_with_mode_as_a_field_exports_in_its_mode(volume_dir,
     res = CliRunner().invoke(main, ["export", "-i", str(run), "-o", str(tmp_path / "ck.safetensors")])
     assert res.exit_code == 0, res.output
     card = load_detector(tmp_path / "ck.safetensors").card
-    assert (card.mode, card.classes) == ("continuous", 1) and "mode" not in card.extra
+    assert (card.mode, card.extra["classes"]) == ("continuous", 1) and "mode" not in card.extra

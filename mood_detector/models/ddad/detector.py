@@ -46,7 +46,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from mood_detector import distributed
-from mood_detector.detector import COMMON_FIELDS, Detector, SliceScores, TrainConfig, load_detector
+from mood_detector.detector import COMMON_FIELDS, Detector, Flag, SliceScores, TrainConfig, load_detector
 from mood_detector.io.nifti import list_volumes
 from mood_detector.models.ddad.asr import ASRNet, focal_loss, partner_indices, synthesise
 from mood_detector.models.ddad.networks import BACKBONES, ReconstructionNet, reconstruction_loss
@@ -195,6 +195,9 @@ class DDADDetector(Detector):
 
     name = "ddad"
     options_cls = DDADOptions
+    flags = (Flag("--unlabeled", "unlabeled", "Folder of unlabeled volumes (may contain anomalies): the UDM trains "
+                                              "on normal + unlabeled slices.", path="dir",
+                  default_text="none (variant intra)"),)
     #: through the training engine: each stage's network trains on every rank's part of each batch
     supports_distributed = True
     #: the networks' schedules are options (ae_epochs, ae_batch, ae_lr, ...); the slice bank is float16 in RAM
@@ -322,11 +325,11 @@ class DDADDetector(Detector):
         """The common card with the backbone as ``arch``, the variant as ``mode`` and the networks' own schedule
         (``fit`` adds the unlabeled volumes' count)."""
         o = cls.options(cfg)
-        card = replace(super().card_for(cfg, n_files), arch=o.backbone, mode=o.variant, classes=2,
-                       epochs=o.ae_epochs)
+        card = replace(super().card_for(cfg, n_files), arch=o.backbone, mode=o.variant, epochs=o.ae_epochs)
         for key in ("variant", "backbone", "batch_size", "lr"):  # in the card's fields, or not used
             card.extra.pop(key)
-        card.extra.update(unlabeled=o.unlabeled if VARIANTS[o.variant][0] else "", score=_score_text(o.variant),
+        card.extra.update(classes=2, unlabeled=o.unlabeled if VARIANTS[o.variant][0] else "",
+                          score=_score_text(o.variant),
                           volume_score="common: mean slice score, Savitzky-Golay, top-25% mean")
         return card
 

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, SliceScores, TrainConfig, parse_options_as
+from mood_detector.detector import Detector, Flag, SliceScores, TrainConfig, parse_options_as
 from mood_detector.errors import WeightsError
 from mood_detector.models.dpa.features import (EXTRACTORS, FeatureExtractor, VGG19Features, build_extractor,
                                                fpi_card_of, make_extractor)
@@ -139,6 +139,10 @@ class DPADetector(Detector):
 
     name = "dpa"
     options_cls = DPAOptions
+    flags = (Flag("--feature-weights", "feature_weights",
+                  "Perceptual-feature weights: a torchvision VGG19 state dict (.safetensors, or .pth read with "
+                  "weights_only=True) or a trained FPI .safetensors.", path="file",
+                  default_text="features trained on the training slices, see docs/dpa.md"),)
     #: through the training engine: the feature pre-training and every growth stage train on every rank's part
     #: of each batch
     supports_distributed = True

@@ -23,7 +23,7 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, update_bn
 
 from mood_detector import distributed
-from mood_detector.detector import Detector, SliceScores, TrainConfig, check_multiple
+from mood_detector.detector import Detector, Flag, SliceScores, TrainConfig, check_multiple
 from mood_detector.errors import OptionError
 from mood_detector.inference.aggregate import parse_slice_rule
 from mood_detector.models.fpi.network import ENCODER, WideResEncoderDecoder
@@ -44,6 +44,24 @@ BN_BATCHES = 64        # FPI batches used to recompute BatchNorm statistics afte
 TIMED_STEPS = 3        # optimiser steps timed (on a copy of the network) for the estimate before training
 DIAGNOSTIC_CSV = "diagnostic.csv"
 MODES = ("discrete", "continuous")  # the task's output: 5 classes (softmax, CE) or one channel (sigmoid, BCE)
+
+#: the ``train`` flags of FPI's options (NSA's too: its training is FPI's)
+FLAGS = (
+    Flag("--mode", "mode", "The task's output: a 5-class discrete factor (softmax, CE) or a continuous factor "
+                           "(sigmoid, BCE); the model card records it as its mode.", choices=MODES),
+    Flag("--steps", "steps", "The budget in optimiser steps, whatever the number of volumes (fewer volumes: more "
+                             "epochs over them); the epochs follow from it and the cosine schedule spans them. "
+                             "0 = --epochs.", minimum=0),
+    Flag("--patience", "patience", "Stop when the held-out probe loss has not improved over this many optimiser "
+                                   "steps (and 3 epochs); the run keeps the weights of its best probe loss either "
+                                   "way. 0 = never stop early.", minimum=0),
+    Flag("--swa-epochs", "swa_epochs", "Extra SWA epochs (SGD, cyclic lr 1e-3..1e-4, per-epoch minima averaged); "
+                                       "0 = off.", minimum=0),
+    Flag("--batches-per-step", "batches_per_step",
+         "Batches (of --batch-size, each from one volume pair) per optimiser step, split across torchrun "
+         "processes; a multiple of their number. 0 = one per process. Fix it to get the same result whatever the "
+         "number of processes.", minimum=0),
+)
 
 
 @dataclass(frozen=True)
@@ -177,6 +195,7 @@ class FPIDetector(Detector):
     supports_finetune = True  # task_loss: the synthetic task (predict --adapt finetune)
     #: the ``--opt`` dataclass (a subclass's task adds its own fields)
     options_cls: ClassVar[type[FPIOptions]] = FPIOptions
+    flags = FLAGS
 
     def __init__(self, card: ModelCard, net: WideResEncoderDecoder) -> None:
         super().__init__(card)
@@ -184,9 +203,15 @@ class FPIDetector(Detector):
 
     @classmethod
     def build(cls, card: ModelCard) -> "FPIDetector":
-        return cls(card, WideResEncoderDecoder(card.arch, card.classes, card.width,
+        return cls(card, WideResEncoderDecoder(card.arch, cls.output_channels(card), card.width,
                                                skips=bool(card.extra.get("skips", False)),
                                                out_bias=bool(card.extra.get("out_bias", False))))
+
+    @staticmethod
+    def output_channels(card: ModelCard) -> int:
+        """The network's output channels: the card's ``extra.classes`` (5 for the ``discrete`` mode, 1 for
+        ``continuous``)."""
+        return int(card.extra.get("classes", len(CLASS_VALUES) if card.mode == "discrete" else 1))
 
     def modules(self) -> dict[str, nn.Module]:
         return {"net": self.net}
@@ -240,13 +265,20 @@ class FPIDetector(Detector):
 
     @classmethod
     def card_for(cls, cfg: TrainConfig, n_files: int) -> ModelCard:
-        """The common card with the ``mode`` option as the card's ``mode`` (not in ``extra``) and its classes."""
+        """The common card with the ``mode`` option as the card's ``mode`` (not in ``extra``) and the network's
+        output channels as ``extra.classes``."""
         mode = cls.options(cfg).mode
         card = super().card_for(cfg, n_files)
         card.extra.pop("mode")
-        card = replace(card, mode=mode, classes=len(CLASS_VALUES) if mode == "discrete" else 1)
-        card.extra["max_batches_per_pair"] = cfg.max_batches_per_pair
+        card = replace(card, mode=mode)
+        card.extra.update(classes=len(CLASS_VALUES) if mode == "discrete" else 1,
+                          max_batches_per_pair=cfg.max_batches_per_pair)
         return card
+
+    @classmethod
+    def card_options(cls, card: ModelCard) -> dict[str, object]:
+        """The options in ``extra``, and the card's ``mode`` as the option ``mode``."""
+        return {**super().card_options(card), "mode": card.mode}
 
     @classmethod
     def fit(cls, files: Sequence[Path], cfg: TrainConfig, run_dir: Path) -> "FPIDetector":

@@ -15,9 +15,9 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
-from mood_detector.detector import TrainConfig
+from mood_detector.detector import Flag, TrainConfig
 from mood_detector.errors import OptionError
-from mood_detector.models.fpi.detector import FPIDetector, FPIOptions
+from mood_detector.models.fpi.detector import FLAGS, MODES, FPIDetector, FPIOptions
 from mood_detector.tasks.fpi import FPIBatch
 from mood_detector.tasks.nsa import NSAConfig, nsa_pair
 from mood_detector.training import diagnostic
@@ -102,6 +102,9 @@ class NSADetector(FPIDetector):
 
     name = "nsa"
     options_cls = NSAOptions
+    #: FPI's flags; the output is always one continuous channel
+    flags = tuple(Flag("--mode", "mode", "Always continuous: the output is one channel (discrete is refused).",
+                       choices=MODES) if f.option == "mode" else f for f in FLAGS)
 
     @classmethod
     def check_config(cls, cfg: TrainConfig) -> None:
