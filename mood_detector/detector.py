@@ -85,9 +85,6 @@ class Flag:
             (other.name, other.option, other.choices, other.minimum, other.path)
 
 
-#: FPI options that :class:`TrainConfig` once held as fields, with the value that left the option at its default
-_FORMER_FIELDS: dict[str, Any] = {"swa_epochs": 0, "batches_per_step": 0, "disk_cache": False, "mode": "discrete"}
-
 
 @dataclass
 class TrainConfig:
@@ -130,12 +127,14 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "TrainConfig":
-        """A configuration saved as JSON (a checkpoint's); the FPI settings that configurations once held as
-        fields (``swa_epochs``, ``batches_per_step``, ``disk_cache``, ``mode``) are read into ``options``, except
-        a value that left the option at its default (0, false, ``discrete``)."""
+        """A configuration saved as JSON (a checkpoint's); the detector's settings that configurations once held
+        as fields (:attr:`Detector.former_config_fields`) are read into ``options``, except a value that left the
+        option at its default."""
         values = json.loads(text)
         options = dict(values.pop("options", {}) or {})
-        for key, unset in _FORMER_FIELDS.items():
+        name = values.get("detector", "")
+        former = detector_class(name).former_config_fields if name in REGISTRY else {}
+        for key, unset in former.items():
             value = values.pop(key, None)
             if key not in options and value is not None and value != unset:
                 options[key] = {True: "on", False: "off"}.get(value, str(value))
@@ -210,6 +209,9 @@ class Detector(ABC):
     #: ``train`` flags that set one of the detector's options (:class:`Flag`; e.g. FPI's ``--steps``); ``train``
     #: refuses a flag, by name, for a detector that does not declare it
     flags: ClassVar[tuple[Flag, ...]] = ()
+    #: options that :class:`TrainConfig` once held as fields, each with the value that left the option at its
+    #: default (:meth:`TrainConfig.from_json` reads a saved configuration's others into ``options``)
+    former_config_fields: ClassVar[dict[str, Any]] = {}
     #: the detector's training scores a held-out task each epoch and announces a verdict (ready or not)
     gives_verdict: ClassVar[bool] = False
     #: the detector has a self-supervised task of its own (:meth:`task_loss`) that ``predict --adapt finetune``

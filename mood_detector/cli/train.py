@@ -228,7 +228,8 @@ def train(ctx: click.Context, input_dir: Path, output: Path, run_dir: Path | Non
     check_used(kw["detector"], given)  # a flag the detector would ignore is a usage error naming it
     if preset != "none":
         if not detector_class(kw["detector"]).supports_presets:  # presets set FPI's training options
-            raise click.UsageError(f"--preset is for the fpi and nsa detectors, not {kw['detector']!r}")
+            able = " and ".join(n for n in sorted(REGISTRY) if detector_class(n).supports_presets)
+            raise click.UsageError(f"--preset is for the {able} detectors, not {kw['detector']!r}")
         options = apply_preset(preset, kw, given, options)
     for key, value in flag_values(kw, kw["detector"]).items():  # a flag given wins over --opt, a preset's not
         if key in given or key not in options:

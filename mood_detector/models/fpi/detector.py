@@ -196,6 +196,7 @@ class FPIDetector(Detector):
     #: the ``--opt`` dataclass (a subclass's task adds its own fields)
     options_cls: ClassVar[type[FPIOptions]] = FPIOptions
     flags = FLAGS
+    former_config_fields = {"swa_epochs": 0, "batches_per_step": 0, "disk_cache": False, "mode": "discrete"}
 
     def __init__(self, card: ModelCard, net: WideResEncoderDecoder) -> None:
         super().__init__(card)
