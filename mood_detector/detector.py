@@ -250,9 +250,10 @@ class Detector(ABC):
 
     @property
     def patch_size(self) -> tuple[int, int, int]:
-        """Volumetric detectors: the edge lengths of the patches the harness's sliding window hands to
-        :meth:`score_patches` (the whole network volume when they equal :attr:`size`)."""
-        return (self.size,) * 3
+        """The patches the harness's sliding window (:mod:`mood_detector.inference.sliding`) cuts the network
+        volume into, slicing axis first: a slice detector's slice, (1, size, size); a volumetric detector's 3D
+        patches for :meth:`score_patches` (default: the whole network volume)."""
+        return (1, self.size, self.size) if self.dims == 2 else (self.size,) * 3
 
     def score_patches(self, x: torch.Tensor, origins: torch.Tensor) -> PatchScores:
         """Volumetric detectors: score patches ``x`` (N, 1, d, h, w) in [0, 1] of the network volume whose first
@@ -392,6 +393,8 @@ class Detector(ABC):
 
     def save(self, path: str | Path, dtype: torch.dtype | None = None) -> Path:
         """Save to ``path`` (.safetensors + .json card); ``dtype`` (e.g. float16) casts floating tensors."""
+        # what the harness scores, for whoever reads the card (predict logs it; older cards lack it)
+        self.card.extra.update(patch_size=list(self.patch_size), network_size=self.size)
         tensors = self.state_tensors()
         if dtype is not None:
             tensors = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in tensors.items()}

@@ -1,4 +1,8 @@
-"""The predictor: reads volumes, scores them slice by slice with a detector, writes the results.
+"""The predictor: reads volumes, scores them with a detector through the sliding window, writes the results.
+
+The predictor holds the policy (which detector, which axes and mirrors, the foreground, the volume score); the
+tiling, batching, empty-patch skipping, cropping and accumulation are the one sliding window of
+:mod:`mood_detector.inference.sliding`, where a slice detector's slice is a patch of depth 1.
 
 Reading, network and writing overlap: a small pool of reader threads fills a bounded queue ahead of the
 network, and a small pool of writer threads drains results behind it, so at most ``prefetch`` decoded
@@ -8,12 +12,13 @@ recorded and reported; the other inputs are still processed (unless ``strict``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +29,7 @@ from mood_detector.errors import InputError, MoodError, StrictFailure
 from mood_detector.inference.adapt import ADAPT_CHOICES, Adaptation
 from mood_detector.inference.accel import CompiledScorer, auto_batch_size, compile_cache_problem, set_cpu_threads
 from mood_detector.inference.aggregate import sample_score, slice_scores
-from mood_detector.inference.sliding import sliding_window
-from mood_detector.inference.fastpath import crop_box, occupied
+from mood_detector.inference.sliding import Window, WindowScores, detector_scorer, score_window
 from mood_detector.inference.timing import StageTimer
 from mood_detector.io.folders import clean_stale_temps, log_ignored, prepare_output_dir, scan_inputs
 from mood_detector.io.nifti import ReadLimits, Volume, read_volume, write_text_atomic, write_volume
@@ -190,8 +194,11 @@ class Predictor:
         if problem:
             log.warning("--compile ignored: %s (set TORCHINDUCTOR_CACHE_DIR to a writable folder)", problem)
         use_compile = self.cfg.compile and problem is None
+        # the detectors' slice scoring (compiled or not); the sliding window runs it through detector_scorer
         self._scorers = {id(det): CompiledScorer(det.score_slices) if use_compile else det.score_slices
                          for det in self.detectors.values()}
+        for det in self.detectors.values():
+            log.info("%s", describe_scoring(det))
         #: the test-time adaptation policy (:meth:`adapt`), run on the inputs before scoring them
         self.adaptation = Adaptation(self.detectors, self.cfg, self.timings, self.device, self)
 
@@ -220,68 +227,62 @@ class Predictor:
         return self.cfg.crop if self.cfg.crop is not None else self.device.type == "cpu"
 
     def batch_size_for(self, det: Detector) -> int:
-        """Slices per network call for ``det``: the configured size, else automatic (halved on CUDA out of
-        memory)."""
+        """Patches (a slice detector's slices) per network call for ``det``: the configured size, else automatic
+        (volumetric detectors: 1, their patches are large), halved on CUDA out of memory."""
         key = id(det)
         if key not in self.batch_sizes:
-            self.batch_sizes[key] = self.cfg.batch_size or auto_batch_size(self._scorers[key], det.size,
-                                                                            self.device, self._autocast)
+            if self.cfg.batch_size or det.dims == 3:
+                self.batch_sizes[key] = self.cfg.batch_size or 1
+            else:
+                self.batch_sizes[key] = auto_batch_size(self._scorers[key], det.size, self.device, self._autocast)
         return self.batch_sizes[key]
+
+    def window_for(self, det: Detector) -> Window:
+        """The sliding window of ``det``: its patches (a slice detector's slices, of depth 1), half-overlapping
+        where they are 3D, with the empty-patch skip and the crop where ``det`` and the config allow them."""
+        crop = det.supports_crop and self._crop_enabled()
+        return Window(tuple(det.patch_size), skip_empty=det.skip_empty_slices and self.cfg.skip_empty is not False,
+                      crop_stride=det.crop_stride if crop else 0, crop_margin=self.cfg.crop_margin)
+
+    @contextlib.contextmanager
+    def _network(self) -> Iterator[None]:
+        """The context of every network call: timed as ``network``, inference mode, autocast."""
+        with self.timings("network"), torch.inference_mode(), self._autocast():
+            yield
 
     def slices_to_run(self, det: Detector, slices: np.ndarray, fg: np.ndarray | None = None) -> np.ndarray:
         """Indices of the slices (S, H, W) the network runs on: the non-empty ones where ``det`` allows
-        skipping empty slices and the config does not turn it off, else all. With ``fg`` (boolean, the slices'
-        shape: the foreground at the network size) a slice with a foreground voxel is not empty, however dark."""
-        if det.skip_empty_slices and self.cfg.skip_empty is not False:
-            return np.flatnonzero(occupied(slices, foreground=fg))
+        skipping empty slices and the config does not turn it off, else all. With ``fg`` (boolean, the slices' shape:
+        the foreground at the network size) a slice with a foreground voxel is not empty, however dark."""
+        window = self.window_for(det)
+        if window.skip_empty:
+            return np.flatnonzero(window.tiles(slices.shape).occupied(slices, fg))
         return np.arange(len(slices))
 
     def score_slices(self, det: Detector, slices: np.ndarray, out: np.ndarray | None = None,
                      need_pixel: bool = True, fg: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel scores (S, H, W) and slice scores (S,) for slices (S, H, W) at the network size.
+        """Pixel scores (S, H, W) and slice scores (S,) of a slice detector for slices (S, H, W) at the network
+        size: the sliding window (:func:`~mood_detector.inference.sliding.score_window`) over patches of depth 1.
 
         ``out`` (S, H, W), zero-filled, any strides (e.g. a slice view of the output volume) receives the pixel
         scores in place; without it a zero array is allocated (nothing when ``need_pixel`` is False: an empty
         array is returned). Empty slices and the area outside the crop box keep score 0 (see
         :mod:`mood_detector.inference.fastpath`); ``fg`` (boolean, the slices' shape), the foreground at the
         network size, counts as non-empty and stays inside the box, dark regions of the object included."""
-        n, h, w = slices.shape
-        crop = det.supports_crop and self._crop_enabled()
-        pixel = out if out is not None else np.zeros(slices.shape if need_pixel else 0, dtype=np.float32)
-        per_slice = np.zeros(n, dtype=np.float64)
-        todo = self.slices_to_run(det, slices, fg)
-        score = self._scorers[id(det)]
-        i = 0
-        while i < len(todo):
-            bs = self.batch_size_for(det)
-            sel = todo[i:i + bs]
-            run = slice(int(sel[0]), int(sel[-1]) + 1) if sel[-1] - sel[0] == len(sel) - 1 else sel
-            batch = np.asarray(slices[run], dtype=np.float32)
-            box = crop_box(batch, det.crop_stride, self.cfg.crop_margin,
-                           foreground=None if fg is None else fg[run]) if crop else None
-            ys, xs = box.index if box is not None else (slice(None), slice(None))
-            x = torch.from_numpy(np.ascontiguousarray(batch[:, ys, xs]))[:, None]
-            del batch
-            try:
-                with self.timings("network"), torch.inference_mode(), self._autocast():
-                    res = score(x.to(self.device, non_blocking=True))
-                    p = res.pixel.float().clamp(0, 1)
-                    if need_pixel:
-                        pixel[run, ys, xs] = p.cpu().numpy()
-                    if res.slice is not None:
-                        s = res.slice
-                    else:  # from the pixel scores (outside the box they are 0), by the detector's rule
-                        s = slice_scores(p, h * w, det.slice_rule)
-                    per_slice[run] = s.float().clamp(0, 1).cpu().numpy()
-            except torch.cuda.OutOfMemoryError:
-                if bs == 1:
-                    raise
-                self.batch_sizes[id(det)] = max(1, bs // 2)
-                torch.cuda.empty_cache()
-                log.warning("CUDA out of memory: batch size halved to %d", self.batch_sizes[id(det)])
-                continue
-            i += len(sel)
-        return pixel, per_slice
+        res = self._window(det, slices, out, need_pixel, fg)
+        return res.pixel, res.patch
+
+    def _window(self, det: Detector, volume: np.ndarray, out: np.ndarray | None, need_pixel: bool,
+                fg: np.ndarray | None) -> WindowScores:
+        """:func:`score_window` of ``volume`` with ``det``'s window, scorer and batch size (kept where CUDA out of
+        memory halved it)."""
+        window = self.window_for(det)
+        area = int(np.prod(window.tiles(volume.shape).patch[1:]))  # a slice rule's whole slice
+        scorer = detector_scorer(det, self._scorers[id(det)], self._network, area=area)
+        res = score_window(volume, window, scorer, self.batch_size_for(det), out=out, need_pixel=need_pixel,
+                           foreground=fg)
+        self.batch_sizes[id(det)] = res.batch
+        return res
 
     def axes_for(self, det: Detector) -> list[int]:
         """The volume axes ``det`` scores along: its slice axis first, then (``axes="all"``) the other two."""
@@ -300,15 +301,6 @@ class Predictor:
             return parse_mirror(spec)
         except ValueError as e:
             raise ValueError(f"the model card's tta_mirror: {e}") from None
-
-    def _score_axis(self, det: Detector, net: np.ndarray, axis: int, out: np.ndarray | None,
-                    need_pixel: bool, fg: np.ndarray | None = None) -> np.ndarray:
-        """Slice scores of ``net`` sliced along ``axis``; the pixel scores go into ``out`` (zero-filled) if given;
-        ``fg``: the foreground of ``net`` (:meth:`score_slices`)."""
-        view = to_slices(out, axis) if out is not None else None
-        fg_slices = to_slices(fg, axis) if fg is not None else None
-        _, scores = self.score_slices(det, to_slices(net, axis), out=view, need_pixel=need_pixel, fg=fg_slices)
-        return scores
 
     def network_volume(self, det: Detector, data: np.ndarray,
                        inplace: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -329,11 +321,8 @@ class Predictor:
         det = self.detector_for(data.shape, data, source)  # before normalisation: the raw intensities tell CT
         with self.timings("preprocess"):
             net, mask = self.network_volume(det, data, inplace)
-        if det.dims == 3:
-            out, per_slice, samples = self._score_volumetric(det, net, need_pixel)
-        else:
-            # the foreground at the network size: dark regions of the object are run and kept in the crop
-            out, per_slice, samples = self._score_by_slices(det, net, need_pixel, resize_mask(mask, net.shape))
+        # the foreground at the network size: dark regions of the object are run and kept in the crop
+        out, per_slice, samples = self._score_passes(det, net, need_pixel, resize_mask(mask, net.shape))
         del net
         with self.timings("postprocess"):
             score = float(np.mean(samples))
@@ -347,58 +336,55 @@ class Predictor:
                 vol = np.zeros(0, dtype=np.float32)
         return VolumeScores(pixel=vol, sample=score, slice_scores=per_slice)
 
-    def _score_by_slices(self, det: Detector, net: np.ndarray,
-                         need_pixel: bool,
-                         fg: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, list[float]]:
-        """A slice detector's pass(es) over the network volume ``net``: the pixel map (None without
-        ``need_pixel``), the model axis's slice scores, and one sample score per pass; ``fg``: the
-        foreground of ``net`` (:meth:`score_slices`)."""
-        # the score map is filled slice by slice in its final (Fortran, as NIfTI stores it) layout: no copy
-        # when it is written, none to move the slice axis back
-        out = np.zeros(net.shape, dtype=np.float32, order="F") if need_pixel else None
-        axes = self.axes_for(det)
-        # the model's axis first, into the map itself: its slice scores are the ones returned; then the other
-        # axes and the mirrored passes, each into a scratch map (a mirrored view of it for the mirrored passes,
-        # so that it holds the scores in the input's orientation) that is added to the map
-        per_slice = self._score_axis(det, net, axes[0], out, need_pixel, fg)
-        samples = [sample_score(per_slice)]
-        passes = [(axis, None) for axis in axes[1:]]
-        passes += [(axis, m) for m in self.mirror_for(det) for axis in axes]
-        if passes:
-            tmp = np.zeros_like(out) if out is not None else None
-            for axis, m in passes:
-                if tmp is not None:
-                    tmp.fill(0.0)  # score_slices leaves what it does not run (empty slices, outside the crop)
-                src = net if m is None else np.flip(net, m)
-                dst = tmp if m is None or tmp is None else np.flip(tmp, m)
-                src_fg = fg if m is None or fg is None else np.flip(fg, m)
-                samples.append(sample_score(self._score_axis(det, src, axis, dst, need_pixel, src_fg)))
-                if tmp is not None:
-                    out += tmp
-            if out is not None:
-                out /= 1 + len(passes)
-            del tmp
-        return out, per_slice, samples
+    def _score_passes(self, det: Detector, net: np.ndarray, need_pixel: bool,
+                      fg: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray, list[float]]:
+        """The sliding-window pass(es) of ``det`` over the network volume ``net``: the pixel map (None without
+        ``need_pixel``), the slice scores along the detector's slice axis, and the sample score(s) made from
+        slice scores; ``fg``: the foreground of ``net`` (:meth:`score_slices`).
 
-    def _score_volumetric(self, det: Detector, net: np.ndarray,
-                          need_pixel: bool) -> tuple[np.ndarray, np.ndarray, list[float]]:
-        """A volumetric detector's pass(es) over the network volume ``net`` (sliding window,
-        :mod:`mood_detector.inference.sliding`; mirrored passes averaged in): the pixel map, slice scores along
-        the kind's slice axis (the detector's slice rule over the map) and the sample score from them, as for
-        a slice detector. The map is made without ``need_pixel`` too (the sample score comes from it)."""
-        def score(x: torch.Tensor, origins: torch.Tensor) -> torch.Tensor:
-            with self.timings("network"), torch.inference_mode(), self._autocast():
-                return det.score_patches(x, origins).pixel
-
-        out = sliding_window(net, det.patch_size, score)
-        mirrors = self.mirror_for(det)
-        for m in mirrors:
-            out += np.flip(sliding_window(np.flip(net, m), det.patch_size, score), m)
-        out /= 1 + len(mirrors)
-        np.clip(out, 0.0, 1.0, out=out)
-        slices = torch.from_numpy(np.ascontiguousarray(to_slices(out, det.slice_axis)))
-        per_slice = slice_scores(slices, slices.shape[1] * slices.shape[2], det.slice_rule).numpy()
-        return (out if need_pixel else None), per_slice, [sample_score(per_slice)]
+        A slice detector is run along each of its axes (:meth:`axes_for`) and, on mirrored copies, along each
+        again (:meth:`mirror_for`); its slices are the window's patches and their scores its slice scores, the
+        first axis's are returned and each pass gives one sample score. A volumetric detector's 3D patches are
+        taken in the volume's own orientation (and mirrored); its slice scores and its one sample score come from
+        the averaged map (its slice rule), so the map is made without ``need_pixel`` too."""
+        volumetric = det.dims == 3
+        axes = [0] if volumetric else self.axes_for(det)  # a volume moved to "slice axis first" along axis 0: itself
+        keep = need_pixel or volumetric
+        # the map is filled in its final (Fortran, as NIfTI stores it) layout, through views with the pass's axis
+        # first: no copy when it is written, none to move an axis back, and non-overlapping patches (slices) need
+        # no volume beyond it
+        out = np.zeros(net.shape, dtype=np.float32, order="F") if keep else None
+        # the first pass into the map itself (a slice detector's slice scores are its); the other axes and the
+        # mirrored passes each into a scratch map (a mirrored view of it for the mirrored passes, so that it
+        # holds the scores in the input's orientation) that is added to the map
+        passes = [(axis, None) for axis in axes] + [(axis, m) for m in self.mirror_for(det) for axis in axes]
+        tmp = np.zeros_like(out) if out is not None and len(passes) > 1 else None
+        per_slice, samples = np.zeros(0), []
+        for n, (axis, m) in enumerate(passes):
+            dst = out if n == 0 else tmp
+            if n > 0 and dst is not None:
+                dst.fill(0.0)  # the window leaves what it does not run (empty patches, outside the crop) as it is
+            src, src_fg = net, fg
+            if m is not None:
+                src, src_fg = np.flip(net, m), None if fg is None else np.flip(fg, m)
+                dst = None if dst is None else np.flip(dst, m)
+            res = self._window(det, to_slices(src, axis), None if dst is None else to_slices(dst, axis), keep,
+                               None if src_fg is None else to_slices(src_fg, axis))
+            if n == 0:
+                per_slice = res.patch
+            if not volumetric:
+                samples.append(sample_score(res.patch))
+            if n > 0 and tmp is not None:
+                out += tmp
+        if out is not None and len(passes) > 1:
+            out /= len(passes)
+        del tmp
+        if volumetric:
+            np.clip(out, 0.0, 1.0, out=out)
+            slices = torch.from_numpy(np.ascontiguousarray(to_slices(out, det.slice_axis)))
+            per_slice = slice_scores(slices, slices.shape[1] * slices.shape[2], det.slice_rule).numpy()
+            samples = [sample_score(per_slice)]
+        return (out if need_pixel else None), per_slice, samples
 
     # --- test-time adaptation (the policy: mood_detector.inference.adapt.Adaptation) -------------------
     def adapt_for(self, det: Detector) -> str:
@@ -515,3 +501,17 @@ class Predictor:
         if not scan.volumes:
             raise MoodError(f"{in_dir}: no .nii or .nii.gz files to score in the input folder")
         return self.predict_files(scan.volumes, out_dir)
+
+
+def describe_scoring(det: Detector) -> str:
+    """One line on what ``det`` scores: the network volume and its patches (from the model card's
+    ``network_size`` and ``patch_size``, recorded when it was saved; else the detector's own)."""
+    extra = det.card.extra
+    size = int(extra.get("network_size", det.size))
+    patch = tuple(int(p) for p in extra.get("patch_size", det.patch_size))
+    if det.dims == 3:
+        how = f"3D patches of {'x'.join(map(str, patch))}"
+    else:
+        how = f"slices along axis {det.slice_axis} (patches of {'x'.join(map(str, patch))})"
+    return f"{det.name} ({det.card.kind}): scores {how} of the volume resampled to {size}^3"
+
