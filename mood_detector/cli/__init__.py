@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "make-data": "mood_detector.cli.make_data:make_data",
     "train": "mood_detector.cli.train:train",
     "export": "mood_detector.cli.export:export",
+    "adapt": "mood_detector.cli.adapt:adapt",
     "predict": "mood_detector.cli.predict:predict",
     "demo": "mood_detector.cli.demo:demo",
     "report": "mood_detector.cli.report:report",

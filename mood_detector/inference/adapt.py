@@ -45,6 +45,10 @@ ADAPT_CHOICES = ("none", "bn", "finetune", "auto")
 #: a volume's slices used for the statistics: at most this many non-empty ones, evenly spread
 SLICES_PER_VOLUME = 24
 
+#: the robust rule's default: slices whose slice score (on the logit scale) is above the median + this many MADs
+#: of the inputs' slice scores are left out of the fine-tune (chosen on a validation folder: docs/generalisation.md)
+OUTLIER_K = 2.0
+
 
 def pick_slices(net: np.ndarray, axes: Iterable[int], per_volume: int = SLICES_PER_VOLUME) -> np.ndarray:
     """Up to ``per_volume`` non-empty slices of ``net`` (a volume at the network size), spread evenly over the
@@ -103,40 +107,185 @@ def adapt_batchnorm(det: Detector, volumes: Iterable[np.ndarray], axes: Iterable
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """A short self-supervised fine-tune on the inputs (``predict --adapt finetune``).
+    """A short self-supervised fine-tune on the inputs (``predict --adapt finetune``, ``mood-detector adapt``).
 
     Attributes:
         steps: optimiser steps (each one batch of the detector's own synthetic task on two input volumes).
         batch_size: slices per batch (half from each volume; the task uses both directions).
         lr: Adam learning rate (small: the model is trained, only its notion of normal tissue moves).
         seed: fixes the slices and the task's draws.
+        outlier_k: the robust rule (:func:`drop_outlier_slices`): before the fine-tune, the candidate slices are
+            scored by the model as trained and those whose slice score (logit scale) is above the median +
+            ``outlier_k`` median absolute deviations of all candidates' scores are left out, so that large anomalies in the
+            inputs are not taught as normal tissue. ``None``: every candidate slice is used.
+        guard: the label-free guard (:func:`task_loss_on`): a few candidate slices are held out of the fine-tune,
+            the task's loss on fixed examples planted into them is measured before and after, and the weights
+            as trained are restored if the loss got worse.
+        guard_slices: slices held out for the guard (spread over the inputs; fewer where the inputs have few).
+        guard_batches: fixed task batches the guard's loss averages over.
     """
 
     steps: int = 600
     batch_size: int = 16
     lr: float = 1e-4
     seed: int = 0
+    outlier_k: float | None = OUTLIER_K
+    guard: bool = True
+    guard_slices: int = 16
+    guard_batches: int = 4
 
 
-def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int],
-                   cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu",
-                   quiet: bool = False, step_done: Callable[[int], None] | None = None) -> int:
-    """Train ``det`` for ``cfg.steps`` steps of its own self-supervised task (:meth:`Detector.task_loss`) on slices
-    of ``volumes`` (at the network size): the inputs' tissue becomes "normal" to it, planted patches stay
-    anomalous. For detectors with such a task (:attr:`Detector.supports_finetune`: the FPI family, ``fpi`` and
-    ``nsa``, whose task makes examples from two slice stacks); returns the steps run (0 for other detectors, left
-    as they were). The inputs may hold anomalies: each is a small part of the slices the task draws from, and
-    the task's labels mark only its own patches."""
+@dataclass
+class FinetuneOutcome:
+    """What :func:`finetune_stacks` did.
+
+    Attributes:
+        steps: optimiser steps run (0: no fine-tune: no task, no slices).
+        slices: candidate slices (before the robust rule and the guard's hold-out).
+        dropped: candidate slices the robust rule left out.
+        held_out: slices held out for the guard.
+        loss_before, loss_after: the guard's task loss on its held-out examples (``None`` without a guard).
+        reverted: the guard found the fine-tune harmful and restored the weights as trained.
+        last_loss: the training loss of the last step.
+    """
+
+    steps: int = 0
+    slices: int = 0
+    dropped: int = 0
+    held_out: int = 0
+    loss_before: float | None = None
+    loss_after: float | None = None
+    reverted: bool = False
+    last_loss: float = float("nan")
+
+    @property
+    def changed(self) -> bool:
+        """Whether the detector's weights were changed (fine-tuned and kept)."""
+        return self.steps > 0 and not self.reverted
+
+
+@torch.no_grad()
+def stack_slice_scores(det: Detector, stacks: Sequence[np.ndarray], device: torch.device | str = "cpu",
+                       batch_size: int = 16) -> list[np.ndarray]:
+    """Slice scores of every slice of ``stacks`` ((n, H, W) each, at the network size) by ``det`` as it is, in
+    eval mode: the detector's own slice score where it gives one, else its card's slice rule over the whole slice
+    (:func:`~mood_detector.inference.aggregate.slice_scores`), as the predictor makes them."""
+    from mood_detector.inference.aggregate import slice_scores
+
+    det.eval()
+    out = []
+    for stack in stacks:
+        scores = []
+        for i in range(0, len(stack), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(stack[i:i + batch_size]))[:, None].to(device)
+            res = det.score_slices(x)
+            s = res.slice if res.slice is not None else slice_scores(
+                res.pixel.float(), int(np.prod(stack.shape[1:])), det.slice_rule)
+            scores.append(s.float().cpu().numpy())
+        out.append(np.concatenate(scores) if scores else np.zeros(0, np.float32))
+    return out
+
+
+def logit(scores: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """log(p / (1 - p)) of scores in [0, 1] (clipped to [eps, 1 - eps]): scores near 1 (the top-fraction slice
+    rule saturates there) stay apart, so a spread measured on this scale can tell outliers from them."""
+    p = np.clip(np.asarray(scores, np.float64), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def outlier_threshold(scores: np.ndarray, k: float) -> float:
+    """median + ``k`` x the median absolute deviation of ``scores`` (``inf`` where that deviation is 0: no
+    outliers can be told apart)."""
+    med = float(np.median(scores))
+    mad = float(np.median(np.abs(scores - med)))
+    return med + k * mad if mad > 0 else float("inf")
+
+
+def drop_outlier_slices(det: Detector, stacks: list[np.ndarray], k: float, device: torch.device | str = "cpu",
+                        batch_size: int = 16) -> tuple[list[np.ndarray], int]:
+    """``stacks`` without the slices that ``det`` as trained already scores as outliers within the inputs: slice
+    score (:func:`stack_slice_scores`, on the :func:`logit` scale) above :func:`outlier_threshold` of all the
+    stacks' slice scores. Such slices hold what the model finds anomalous (a tumour, a large lesion);
+    fine-tuning on them would teach it as normal tissue. Returns the kept stacks (empty ones removed) and the
+    number of slices dropped."""
+    scores = [logit(s) for s in stack_slice_scores(det, stacks, device, batch_size)]
+    flat = np.concatenate(scores) if scores else np.zeros(0)
+    if len(flat) < 3:
+        return stacks, 0
+    thr = outlier_threshold(flat, k)
+    kept = [s[sc <= thr] for s, sc in zip(stacks, scores)]
+    dropped = int(sum(len(s) for s in stacks) - sum(len(s) for s in kept))
+    return [s for s in kept if len(s)], dropped
+
+
+def hold_out(stacks: list[np.ndarray], n: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Split up to ``n`` slices off ``stacks``: about ``n / len(stacks)`` evenly spread ones from each, at most a
+    quarter of a stack (none from stacks of fewer than 4). Returns (training stacks, held-out stacks)."""
+    per = max(1, math.ceil(n / max(1, len(stacks))))
+    train, held = [], []
+    for s in stacks:
+        k = min(per, len(s) // 4)
+        if k < 1:
+            train.append(s)
+            continue
+        idx = np.unique(np.linspace(0, len(s) - 1, k + 2).round().astype(int)[1:-1])
+        mask = np.zeros(len(s), bool)
+        mask[idx] = True
+        train.append(s[~mask])
+        held.append(s[mask])
+    return train, held
+
+
+@torch.no_grad()
+def task_loss_on(det: Detector, stacks: list[np.ndarray], batches: int, seed: int,
+                 device: torch.device | str = "cpu") -> float:
+    """The mean of ``det``'s task loss (:meth:`Detector.task_loss`, eval mode: as it scores) over ``batches``
+    fixed batches from ``stacks``: the same pairs of stacks, slices and planted patches for the same arguments,
+    so two calls compare the detector's weights alone."""
+    det.eval()
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for b in range(batches):
+        i, j = rng.integers(len(stacks), size=2)
+        n = min(len(stacks[i]), len(stacks[j]))  # the task pairs the two stacks' slices
+        gen = torch.Generator().manual_seed(seed + b)
+        loss = det.task_loss(torch.from_numpy(stacks[i][:n]), torch.from_numpy(stacks[j][:n]), b, gen, seed + b,
+                             device)
+        total += float(loss)
+    return total / batches
+
+
+def finetune_stacks(det: Detector, stacks: list[np.ndarray], cfg: FinetuneConfig = FinetuneConfig(),
+                    device: torch.device | str = "cpu", quiet: bool = False,
+                    step_done: Callable[[int], None] | None = None) -> FinetuneOutcome:
+    """Fine-tune ``det`` on slice stacks (one (n, H, W) float32 array per input, at the network size) with its
+    own self-supervised task: the robust rule first (``cfg.outlier_k``: :func:`drop_outlier_slices`), then
+    ``cfg.steps`` Adam steps on two stacks at a time, under the guard (``cfg.guard``: held-out slices' task loss
+    before and after; the weights as trained come back where it got worse, with one log line)."""
+    out = FinetuneOutcome(slices=sum(len(s) for s in stacks))
+    level = logging.DEBUG if quiet else logging.INFO
     if not det.supports_finetune:
         log.warning("--adapt finetune: the %s detector has no synthetic task; nothing to adapt", det.name)
-        return 0
-    stacks = [s for s in (pick_slices(v, axes, per_volume=4 * cfg.batch_size) for v in volumes) if len(s)]
+        return out
+    stacks = [s for s in stacks if len(s)]
     if not stacks:
         log.warning("--adapt finetune: no non-empty slices in the inputs; model unchanged")
-        return 0
+        return out
+    if cfg.outlier_k is not None:
+        stacks, out.dropped = drop_outlier_slices(det, stacks, cfg.outlier_k, device, cfg.batch_size)
+        log.log(level, "--adapt finetune: %d of %d slices left out: the model as trained scores them above the "
+                "median + %g MADs of the inputs' slice scores", out.dropped, out.slices, cfg.outlier_k)
+    held: list[np.ndarray] = []
+    if cfg.guard:
+        stacks, held = hold_out(stacks, cfg.guard_slices)
+        out.held_out = sum(len(s) for s in held)
+    modules = list(det.modules().values())
+    saved = None
+    if held:
+        saved = {name: copy.deepcopy(m.state_dict()) for name, m in det.modules().items()}
+        out.loss_before = task_loss_on(det, held, cfg.guard_batches, cfg.seed + 7919, device)
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
-    modules = list(det.modules().values())
     opt = torch.optim.Adam([p for m in modules for p in m.parameters()], lr=cfg.lr)
     half = max(1, cfg.batch_size // 2)
     for m in modules:
@@ -152,14 +301,44 @@ def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int]
                 raise TypeError(f"the {det.name} detector declares supports_finetune but its task_loss gives none")
             loss.backward()
             opt.step()
+            out.steps = step + 1
+            out.last_loss = float(loss.detach())
             if step_done is not None:
                 step_done(step)
     finally:
         for m in modules:
             m.eval()
-    log.log(logging.DEBUG if quiet else logging.INFO, "--adapt finetune: %d steps of the %s task on %d slices "
-            "(last loss %.4f)", cfg.steps, det.name, sum(len(s) for s in stacks), float(loss.detach()))
-    return cfg.steps
+    log.log(level, "--adapt finetune: %d steps of the %s task on %d slices (last loss %.4f)", out.steps, det.name,
+            sum(len(s) for s in stacks), out.last_loss)
+    if saved is not None and out.steps:
+        out.loss_after = task_loss_on(det, held, cfg.guard_batches, cfg.seed + 7919, device)
+        if not out.loss_after <= out.loss_before:  # worse (or not a number): as trained
+            for name, m in det.modules().items():
+                m.load_state_dict(saved[name])
+            out.reverted = True
+            log.log(logging.DEBUG if quiet else logging.WARNING,
+                    "--adapt finetune: reverted to the weights as trained: the fine-tune raised the task loss on "
+                    "%d held-out slices from %.4f to %.4f", out.held_out, out.loss_before, out.loss_after)
+        else:
+            log.log(level, "--adapt finetune: task loss on %d held-out slices %.4f -> %.4f", out.held_out,
+                    out.loss_before, out.loss_after)
+    return out
+
+
+def adapt_finetune(det: Detector, volumes: list[np.ndarray], axes: Iterable[int],
+                   cfg: FinetuneConfig = FinetuneConfig(), device: torch.device | str = "cpu",
+                   quiet: bool = False, step_done: Callable[[int], None] | None = None) -> int:
+    """Train ``det`` for ``cfg.steps`` steps of its own self-supervised task (:meth:`Detector.task_loss`) on slices
+    of ``volumes`` (at the network size): the inputs' tissue becomes "normal" to it, planted patches stay
+    anomalous. For detectors with such a task (:attr:`Detector.supports_finetune`: the FPI family, ``fpi`` and
+    ``nsa``, whose task makes examples from two slice stacks); returns the steps whose result was kept (0 for
+    other detectors, left as they were, and where the guard restored the weights as trained). The inputs may
+    hold anomalies: slices the model as trained scores as outliers within the inputs are left out (the robust
+    rule, ``cfg.outlier_k``), and the task's labels mark only its own patches (:func:`finetune_stacks`)."""
+    axes = list(axes)
+    stacks = [pick_slices(v, axes, per_volume=4 * cfg.batch_size) for v in volumes]
+    out = finetune_stacks(det, stacks, cfg, device, quiet, step_done)
+    return out.steps if out.changed else 0
 
 
 #: fine-tune steps timed (on a copy of the detector) to estimate a whole fine-tune's time
@@ -180,8 +359,9 @@ def finetune_seconds(det: Detector, volumes: list[np.ndarray], axes: Iterable[in
             torch.cuda.synchronize(device)
         stamps.append(time.perf_counter())
 
-    if adapt_finetune(copy.deepcopy(det), volumes, axes, replace(cfg, steps=probe), device, quiet=True,
-                      step_done=stamp) == 0:
+    # without the guard (which may restore the copy's weights): the time is what is measured
+    if adapt_finetune(copy.deepcopy(det), volumes, axes, replace(cfg, steps=probe, guard=False), device,
+                      quiet=True, step_done=stamp) == 0:
         return float("inf")
     first = stamps[1] - stamps[0]
     if probe == 1:
