@@ -9,7 +9,16 @@ volume, in training and at inference, therefore goes through the same two steps 
 
    * threshold halfway between the robust minimum (1st percentile) and Otsu's threshold: halfway, because
      Otsu's threshold on a skull-stripped T1 brain or on CT falls between the tissue classes of the object
-     (CSF and grey matter, lung and soft tissue) while the background lies well below it;
+     (CSF and grey matter, lung and soft tissue) while the background lies well below it. Both statistics
+     come from the scanned field of view when a noisy one is padded with a constant (MRI resampled or
+     padded to a cube): the box of the voxels other than the padding value, inset by :data:`FOV_INSET`,
+     when that value fills under 1% of it (:func:`_padded_fov`). Otherwise the padding's zeros set the
+     robust minimum and pull Otsu's threshold towards them, the threshold falls into the noise and the
+     noise is kept (the whole box, on a real T1 head with Rician noise of 15% of its bright tissue). On a
+     zero or constant background around the object, or with no padding, the statistics are the whole
+     volume's. A field of view that lies wholly inside the object has no background of its own: there the
+     statistics are the object's tissue, and its darkest tissue may be lost at the FOV's faces (a slab cut
+     from inside the ICBM152 brain and zero padded: 99% kept);
    * a binary opening (cuts thin bridges: a CT table's supports, noise specks touching the head);
    * the largest connected component;
    * a closing with a ball of radius :data:`MASK_CLOSING` times the smallest edge of the reduced copy (1.5
@@ -54,6 +63,10 @@ MASK_MARGIN = 1
 #: radius of the synthetic outliers (:class:`mood_detector.evaluation.outliers.OutlierConfig`), as the ball
 #: must be wider than the mouth of a dark sphere cut into the object's surface to bridge it
 MASK_CLOSING = 0.18
+#: the padded field of view's statistics are taken this many voxels of the reduced copy inside its box: the
+#: block means and the smoothing mix the padding into its outer voxels (a Gaussian of 1 voxel reaches about 2,
+#: the block mean 1 more)
+FOV_INSET = 3
 #: intensity percentiles (inside the foreground) mapped to 0 and 1
 PERCENTILES = (0.5, 99.5)
 #: at most this many foreground voxels are used to estimate the percentiles (a regular subsample)
@@ -150,6 +163,28 @@ def close_ball(mask: np.ndarray, radius: float) -> np.ndarray:
     return out
 
 
+def _padded_fov(small: np.ndarray) -> tuple[slice, ...] | None:
+    """Where the threshold's statistics come from in the reduced copy ``small`` (unsmoothed) of a scan whose
+    field of view is padded: the box of the voxels other than the padding value, less :data:`FOV_INSET` voxels
+    on every side; ``None`` (the whole copy) otherwise.
+
+    The padding value is the copy's minimum: blocks of padding alone all average to exactly it. A box counts as
+    a padded field of view only when the padding value fills under 1% of it: then the 1st percentile inside
+    the box is the scan's own background (noise), not the padding. Around an object on a zero (or constant)
+    background the box is the object's own, its corners hold far more than 1% of the value, and the whole copy
+    is used; so is a copy with no padded face (CT air with noise, an object filling the array)."""
+    pad = small == small.min()
+    box = _bbox(~pad)
+    if box is None or all(b.stop - b.start == s for b, s in zip(box, small.shape)):
+        return None
+    if np.count_nonzero(pad[box]) >= 0.01 * pad[box].size:
+        return None
+    inner = tuple(slice(b.start + FOV_INSET, b.stop - FOV_INSET) for b in box)
+    if any(b.stop - b.start < 2 for b in inner):  # too thin to hold a background of its own
+        return None
+    return inner
+
+
 def foreground_mask(data: np.ndarray) -> np.ndarray:
     """The object in ``data`` (boolean, ``data``'s shape), by the rule in this module's docstring.
 
@@ -157,9 +192,12 @@ def foreground_mask(data: np.ndarray) -> np.ndarray:
     small, steps = _reduce(data)
     if float(small.max()) <= float(small.min()):
         return np.zeros(data.shape, dtype=bool)
+    fov = _padded_fov(small)
     small = ndimage.gaussian_filter(small, 1.0)
-    lo = float(np.percentile(small, 1))
-    thr = lo + 0.5 * (otsu_threshold(small) - lo)
+    # a padded field of view's own background (its noise floor) is the background level, not the padding
+    stats = small if fov is None else small[fov]
+    lo = float(np.percentile(stats, 1))
+    thr = lo + 0.5 * (otsu_threshold(stats) - lo)
     mask = small > thr
     opened = ndimage.binary_opening(mask, iterations=1)
     if opened.any():

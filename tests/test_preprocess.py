@@ -267,3 +267,96 @@ def test_fill_holes_fills_each_slice_as_binary_fill_holes(mask):
         for i in range(moved.shape[0]):
             moved[i] = ndimage.binary_fill_holes(moved[i])
     np.testing.assert_array_equal(_fill_holes(mask), ref)
+
+
+# --- a noisy field of view inside zero padding --------------------------------------------------------------------
+def _rician(vol, sigma, seed):
+    """Magnitude of ``vol`` plus complex Gaussian noise of ``sigma`` (an MRI background's Rician noise)."""
+    rng = np.random.default_rng(seed)
+    return np.hypot(vol + rng.normal(0, sigma, vol.shape), rng.normal(0, sigma, vol.shape)).astype(np.float32)
+
+
+def _pad(vol, before, after):
+    """``vol`` inside a zero-padded array (``before`` / ``after`` voxels per axis) and the box it fills."""
+    box = tuple(slice(b, b + s) for b, s in zip(before, vol.shape))
+    return np.pad(vol, list(zip(before, after))), box
+
+
+@pytest.fixture(scope="module")
+def padded_real_brain():
+    """The real MNI ICBM152 2009a T1 brain (nilearn's) at 3 mm, its lowest 6 slices cut off by the field of view
+    (the brain meets the FOV's face), Rician noise of 15% of its 99th percentile inside the FOV, zero padded:
+    (volume, brain, FOV box)."""
+    nib = pytest.importorskip("nibabel")
+    from mood_detector.data.brain import template_path
+
+    try:
+        t1 = np.asarray(nib.load(str(template_path("icbm2009a"))).get_fdata(dtype=np.float32))
+    except RuntimeError as exc:
+        pytest.skip(str(exc))
+    small = t1[: t1.shape[0] // 3 * 3, : t1.shape[1] // 3 * 3, : t1.shape[2] // 3 * 3]
+    small = small.reshape(small.shape[0] // 3, 3, small.shape[1] // 3, 3, small.shape[2] // 3, 3).mean((1, 3, 5))
+    lo = int(np.flatnonzero((small > 0).any((0, 1)))[0])  # the brain's lowest slice
+    fov = small[:, :, lo + 6:]
+    brain = fov > 0.1 * np.percentile(fov[fov > 0], 50)
+    noisy = _rician(fov, 0.15 * float(np.percentile(fov[fov > 0], 99)), seed=3)
+    vol, box = _pad(noisy, (20, 12, 30), (14, 20, 8))
+    full = np.zeros(vol.shape, bool)
+    full[box] = brain
+    return vol, full, box
+
+
+def test_noise_of_a_padded_field_of_view_is_background(padded_real_brain):
+    """The FOV's noise is the background beside the brain, not the zero padding: the brain is kept (also where
+    the FOV cuts it), the noise and the padding are not."""
+    vol, brain, box = padded_real_brain
+    m = foreground_mask(vol)
+    assert m[brain].mean() > 0.995
+    fov = np.zeros(vol.shape, bool)
+    fov[box] = True
+    assert m[fov & ~_near(brain)].mean() < 0.005  # the noise beside the brain, the FOV's edges included
+    assert not m[~_near(fov, 1)].any()  # the padding, but for the mask's one-voxel margin at the cut face
+
+
+def test_padded_field_of_view_is_found_only_around_a_noisy_background(padded_real_brain):
+    """Statistics come from inside the FOV only where padding surrounds a background of the scan's own; on a
+    zero or noisy background without padding, and for CT air, the whole volume is used (the mask as before)."""
+    from mood_detector.data.abdomen import make_abdomen_volume
+    from mood_detector.preprocess import FOV_INSET, _padded_fov
+
+    vol, brain, box = padded_real_brain
+    assert _padded_fov(vol) == tuple(slice(b.start + FOV_INSET, b.stop - FOV_INSET) for b in box)
+    zero_bg = np.where(brain, vol, 0).astype(np.float32)  # the same brain without its noise
+    ct = np.full((40, 40, 40), -1000.0, np.float32)
+    ct[_ball(ct.shape, (20, 20, 20), 12)] = 40.0
+    for v in (zero_bg, _head()[0], _head(noise=25.0)[0], make_abdomen_volume(32, seed=0, k=0),
+              ct + np.random.default_rng(0).normal(0, 15, ct.shape).astype(np.float32), ct):
+        assert _padded_fov(v) is None
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.tuples(*[st.integers(24, 40)] * 3), st.floats(0.03, 0.3), st.floats(0.2, 0.35),
+       st.lists(st.integers(0, 16), min_size=6, max_size=6).filter(lambda p: sum(p) > 0), st.integers(0, 2**16))
+def test_zero_padding_beyond_a_noisy_fov_keeps_the_mask(shape, sigma, radius, pads, seed):
+    """Padding a noisy scan with zeros beyond its field of view leaves its mask inside the original array as it
+    was but for the band where its outline lies (the threshold's statistics come from a slightly smaller
+    region; the smoothed noise's bumps move the outline by a voxel or two) and the FOV's outer voxels (the smoothing meets zeros there instead of noise), and adds nothing to
+    the padding."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    centre = [s * rng.uniform(0.45, 0.55) for s in shape]
+    obj = _ball(shape, centre, radius * min(shape))
+    clean = np.where(obj, 1.0, 0.0) - 0.4 * _ball(shape, centre, 0.5 * radius * min(shape))  # darker core
+    noisy = _rician(clean.astype(np.float32), sigma, seed)
+    vol, box = _pad(noisy, pads[:3], pads[3:])
+    m_orig, m_pad = foreground_mask(noisy), foreground_mask(vol)
+    # where the mask's outline can lie: the margin, the smoothing and the noise's bumps
+    rim = (ndimage.distance_transform_edt(~obj) <= 4.5) & (ndimage.distance_transform_edt(obj) <= 2)
+    face = np.ones(shape, bool)
+    face[2:-2, 2:-2, 2:-2] = False
+    assert not (m_pad[box] != m_orig)[~rim & ~face].any()
+    assert m_pad[box][obj].mean() > 0.99 and m_pad[box][~_near(obj)].mean() < 0.01
+    outside = np.ones(vol.shape, bool)
+    outside[box] = False
+    assert not m_pad[outside].any()  # the object stays inside its FOV here
