@@ -193,12 +193,16 @@ def logit(scores: np.ndarray, eps: float = 1e-6) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def outlier_threshold(scores: np.ndarray, k: float) -> float:
-    """median + ``k`` x the median absolute deviation of ``scores`` (``inf`` where that deviation is 0: no
-    outliers can be told apart)."""
+#: the smallest median absolute deviation :func:`outlier_threshold` uses (logit scale): where most slices score
+#: the same, differences in rounding are not outliers
+MIN_MAD = 0.05
+
+
+def outlier_threshold(scores: np.ndarray, k: float, min_mad: float = MIN_MAD) -> float:
+    """median + ``k`` x the median absolute deviation of ``scores`` (at least ``min_mad``)."""
     med = float(np.median(scores))
     mad = float(np.median(np.abs(scores - med)))
-    return med + k * mad if mad > 0 else float("inf")
+    return med + k * max(mad, min_mad)
 
 
 def drop_outlier_slices(det: Detector, stacks: list[np.ndarray], k: float, device: torch.device | str = "cpu",
